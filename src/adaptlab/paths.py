@@ -1,0 +1,50 @@
+"""Where adaptlab keeps what it writes outside a run directory, and how it writes files."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+
+def cache_dir() -> Path:
+    """The cache for derived artefacts (demo data, converted models, embeddings).
+
+    ``ADAPTLAB_CACHE`` overrides the default ``~/.cache/adaptlab`` so CI and tests can point it
+    at a temporary folder.
+    """
+    root = os.environ.get("ADAPTLAB_CACHE") or Path.home() / ".cache" / "adaptlab"
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextmanager
+def atomic_write(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path`` and rename it into place only on success.
+
+    A crash or an exception half-way leaves the previous file (or no file), never a truncated one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        encoding = None if "b" in mode else "utf-8"
+        newline = None if "b" in mode else "\n"
+        with os.fdopen(fd, mode, encoding=encoding, newline=newline) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through :func:`atomic_write`."""
+    with atomic_write(path) as handle:
+        handle.write(text)
