@@ -1,0 +1,670 @@
+"""Read training data in the formats practitioners use, and validate every record.
+
+Formats: ``classification`` (``text,label`` CSV/TSV/JSONL, with common column aliases),
+``chat`` (OpenAI chat JSONL: ``{"messages": [{"role", "content", "weight"?}]}``),
+``completion`` (``prompt``/``completion``) and ``alpaca`` (``instruction``/``input``/``output``).
+Files: ``.csv``, ``.tsv``, ``.jsonl``, ``.json`` (an array), ``.parquet``/``.arrow`` and folders
+saved by HF ``datasets`` (read through ``datasets``), and hub dataset names for online users.
+
+The reader never crashes on bad bytes and never changes a valid record: every record is either
+kept exactly as read, or reported as a :class:`DataIssue` with its ``file:line``, an error
+class and a one-line reason. For files read through ``datasets`` the "line" is the row number.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adaptlab.data.issues import DataError, DataIssue
+
+FORMATS = ("classification", "chat", "completion", "alpaca")
+TEXT_FIELDS = ("text", "sentence", "utterance", "query", "input_text", "content")
+LABEL_FIELDS = ("label", "category", "intent", "class", "labels", "target")
+CHAT_ROLES = ("system", "user", "assistant")
+MESSAGE_KEYS = ("role", "content", "weight", "name")
+BOM = b"\xef\xbb\xbf"
+
+# A 10 MB field must be readable: the csv module's default limit is 128 KiB per field.
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+
+@dataclass(frozen=True)
+class Record:
+    """One record exactly as read, with the 1-based line where it starts."""
+
+    line: int
+    data: dict[str, Any]
+
+
+@dataclass
+class LoadedData:
+    """The valid records of one source, the issues of the others, and how it was read."""
+
+    path: str
+    format: str
+    records: list[Record]
+    issues: list[DataIssue] = field(default_factory=list)
+    text_field: str | None = None
+    label_field: str | None = None
+    raw_count: int = 0
+
+    def texts(self) -> list[str]:
+        """The text of each record used for duplicates, PII and length statistics."""
+        return [record_text(self, r.data) for r in self.records]
+
+    def inputs(self) -> list[str]:
+        """The input side of each record (what a model sees), used for contamination."""
+        return [record_input(self, r.data) for r in self.records]
+
+    def labels(self) -> list[str] | None:
+        if self.format != "classification" or self.label_field is None:
+            return None
+        return [label_key(r.data[self.label_field]) for r in self.records]
+
+
+def label_key(value: Any) -> str:
+    """Labels may be strings or integers (HF ClassLabel ids); compare them as strings."""
+    return value if isinstance(value, str) else str(value)
+
+
+# --------------------------------------------------------------------------- reading raw rows
+
+
+def read_rows(source: str | Path) -> Iterator[tuple[int, dict[str, Any] | DataIssue]]:
+    """Yield ``(line, row)`` for every record of ``source``; bad rows come as a DataIssue."""
+    path = Path(source)
+    if not path.exists():
+        if _looks_like_hub_name(str(source)):
+            yield from _read_with_datasets(str(source), hub=True)
+            return
+        raise DataError(f"{source}: no such file or folder")
+    suffix = path.suffix.lower()
+    if path.is_dir() or suffix in (".parquet", ".arrow"):
+        yield from _read_with_datasets(str(path), hub=False)
+    elif suffix in (".csv", ".tsv"):
+        yield from _read_csv(path, delimiter="\t" if suffix == ".tsv" else ",")
+    elif suffix == ".json" and _starts_with_array(path):
+        yield from _read_json_array(path)
+    elif suffix in (".jsonl", ".json", ".ndjson"):
+        yield from _read_jsonl(path)
+    else:
+        raise DataError(
+            f"{path}: unsupported file type '{suffix}'; use .csv, .tsv, .jsonl, .json, .parquet, "
+            ".arrow or a folder saved by HF datasets"
+        )
+
+
+def _looks_like_hub_name(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) in (1, 2) and all(p and not p.startswith(".") for p in parts)
+
+
+def _issue(path: Path | str, line: int, error: str, message: str, **kw: Any) -> DataIssue:
+    return DataIssue(str(path), line, error, message, **kw)
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | DataIssue]]:
+    with path.open("rb") as handle:
+        for line_no, raw in enumerate(handle, start=1):
+            raw = raw.rstrip(b"\r\n")
+            if line_no == 1 and raw.startswith(BOM):
+                yield line_no, _bom_issue(path)
+                raw = raw[len(BOM) :]
+            if not raw.strip():
+                continue  # blank lines (a trailing newline, spacing) are not records
+            yield line_no, _parse_json_line(path, line_no, raw)
+
+
+def _bom_issue(path: Path) -> DataIssue:
+    return _issue(
+        path,
+        1,
+        "bom",
+        "file starts with a UTF-8 byte-order mark; it was ignored",
+        severity="warning",
+    )
+
+
+def _parse_json_line(path: Path, line_no: int, raw: bytes) -> dict[str, Any] | DataIssue:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _issue(
+            path,
+            line_no,
+            "non_utf8",
+            f"byte 0x{raw[exc.start]:02x} at column {exc.start + 1} "
+            "is not valid UTF-8 (re-save the file as UTF-8)",
+        )
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return _issue(path, line_no, "invalid_json", f"{exc.msg} at column {exc.colno}")
+    except RecursionError:
+        return _issue(path, line_no, "invalid_json", "nesting too deep to parse")
+    if not isinstance(value, dict):
+        return _issue(
+            path, line_no, "wrong_type", f"a JSON object is expected, found {_json_type(value)}"
+        )
+    return value
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return names.get(type(value), type(value).__name__)
+
+
+def _read_csv(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, Any] | DataIssue]]:
+    # surrogateescape keeps undecodable bytes as lone surrogates, so one bad byte costs one
+    # record (reported) instead of the whole file.
+    with path.open(encoding="utf-8", errors="surrogateescape", newline="") as handle:
+        reader = csv.reader(handle, delimiter=delimiter, strict=False)
+        header, bom = _read_header(path, reader)
+        if bom:
+            yield 1, _bom_issue(path)
+        last_line = reader.line_num
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                yield reader.line_num, _issue(path, reader.line_num, "invalid_csv", str(exc))
+                last_line = reader.line_num
+                continue
+            start, last_line = last_line + 1, reader.line_num
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            yield start, _csv_record(path, start, header, row)
+
+
+def _read_header(path: Path, reader: Any) -> tuple[list[str], bool]:
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise DataError(f"{path}:1: the file is empty; a header row is expected") from None
+    except csv.Error as exc:
+        raise DataError(f"{path}:1: cannot read the header row: {exc}") from None
+    bom = bool(header) and header[0].startswith("\ufeff")
+    if bom:
+        header[0] = header[0][1:]
+    header = [name.strip() for name in header]
+    if any(_has_surrogates(name) for name in header):
+        raise DataError(f"{path}:1: the header row is not valid UTF-8")
+    duplicated = sorted(name for name, n in Counter(header).items() if n > 1)
+    if duplicated or "" in header:
+        raise DataError(f"{path}:1: header columns must be unique and named; found {header[:20]}")
+    return header, bom
+
+
+def _csv_record(
+    path: Path, line: int, header: list[str], row: list[str]
+) -> dict[str, Any] | DataIssue:
+    if len(row) != len(header):
+        return _issue(
+            path,
+            line,
+            "wrong_field_count",
+            f"{len(row)} fields, but the header has {len(header)} ({', '.join(header[:8])})",
+        )
+    for name, value in zip(header, row, strict=True):
+        if _has_surrogates(value):
+            return _issue(
+                path,
+                line,
+                "non_utf8",
+                "contains bytes that are not valid UTF-8 (re-save the file as UTF-8)",
+                field=name,
+            )
+    return dict(zip(header, row, strict=True))
+
+
+def _has_surrogates(text: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def _starts_with_array(path: Path) -> bool:
+    with path.open("rb") as handle:
+        head = handle.read(4096).lstrip(BOM).lstrip()
+    return head.startswith(b"[")
+
+
+def _read_json_array(path: Path) -> Iterator[tuple[int, dict[str, Any] | DataIssue]]:
+    """Parse a JSON array element by element so each record knows the line it starts on."""
+    raw = path.read_bytes()
+    if raw.startswith(BOM):
+        yield 1, _bom_issue(path)
+        raw = raw[len(BOM) :]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        yield (
+            line,
+            _issue(
+                path,
+                line,
+                "non_utf8",
+                "the file is not valid UTF-8 here; a JSON array cannot be read past this point",
+            ),
+        )
+        return
+    yield from _array_elements(path, text)
+
+
+def _array_elements(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any] | DataIssue]]:
+    decoder = json.JSONDecoder()
+    index = text.index("[") + 1
+    line = text.count("\n", 0, index) + 1
+    while True:
+        index, line = _skip_separators(text, index, line)
+        if index >= len(text) or text[index] == "]":
+            return
+        try:
+            value, end = decoder.raw_decode(text, index)
+        except json.JSONDecodeError as exc:
+            yield (
+                line,
+                _issue(
+                    path,
+                    exc.lineno,
+                    "invalid_json",
+                    f"{exc.msg} at column {exc.colno}; the rest of the array is unread",
+                ),
+            )
+            return
+        if isinstance(value, dict):
+            yield line, value
+        else:
+            yield (
+                line,
+                _issue(
+                    path,
+                    line,
+                    "wrong_type",
+                    f"a JSON object is expected, found {_json_type(value)}",
+                ),
+            )
+        line += text.count("\n", index, end)
+        index = end
+
+
+def _skip_separators(text: str, index: int, line: int) -> tuple[int, int]:
+    while index < len(text) and text[index] in " \t\r\n,":
+        line += text[index] == "\n"
+        index += 1
+    return index, line
+
+
+def _read_with_datasets(source: str, hub: bool) -> Iterator[tuple[int, dict[str, Any] | DataIssue]]:
+    """Parquet/Arrow files, saved folders and hub names, through HF ``datasets``."""
+    import datasets
+
+    try:
+        if hub:
+            dataset: Any = datasets.load_dataset(source, split="train")
+        elif Path(source).is_dir():
+            dataset = datasets.load_from_disk(source)
+        else:
+            kind = "parquet" if source.endswith(".parquet") else "arrow"
+            dataset = datasets.load_dataset(kind, data_files=source, split="train")
+    except Exception as exc:  # datasets raises many types; all mean "cannot read this"
+        raise DataError(f"{source}: cannot read with HF datasets: {exc}") from exc
+    if isinstance(dataset, datasets.DatasetDict):
+        raise DataError(f"{source}: holds several splits {list(dataset)}; point at one of them")
+    for row_no, row in enumerate(dataset, start=1):
+        yield row_no, dict(row)
+
+
+# --------------------------------------------------------------------------- format detection
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A detected (or given) format and, for classification, its two columns."""
+
+    format: str
+    text_field: str | None = None
+    label_field: str | None = None
+
+
+def detect_layout(
+    rows: Sequence[dict[str, Any]],
+    path: str,
+    format: str = "auto",
+    text_field: str | None = None,
+    label_field: str | None = None,
+) -> Layout:
+    """Decide the format from the keys most records carry (or check the one given)."""
+    if format == "auto":
+        votes = Counter(_vote(row) for row in rows[:500])
+        votes.pop(None, None)
+        if not votes:
+            first_keys = sorted(rows[0]) if rows else []
+            raise DataError(
+                f"{path}: cannot detect the format (first record's keys: {first_keys}); expected "
+                "messages | prompt+completion | instruction+output | text+label columns, or "
+                "pass --format"
+            )
+        format = str(votes.most_common(1)[0][0])
+    if format not in FORMATS:
+        raise DataError(f"{path}: unknown format '{format}'; allowed: {', '.join(FORMATS)}")
+    if format != "classification":
+        return Layout(format)
+    keys: set[str] = set().union(*(row.keys() for row in rows[:500])) if rows else set()
+    text = text_field or _first_present(TEXT_FIELDS, keys)
+    label = label_field or _first_present(LABEL_FIELDS, keys)
+    if text is None or label is None:
+        raise DataError(
+            f"{path}: classification data needs a text and a label column; found "
+            f"{sorted(keys)}. Name them with text_field / label_field"
+        )
+    return Layout(format, text, label)
+
+
+def _vote(row: dict[str, Any]) -> str | None:
+    keys = row.keys()
+    if "messages" in keys:
+        return "chat"
+    if {"prompt", "completion"} <= keys:
+        return "completion"
+    if {"instruction", "output"} <= keys:
+        return "alpaca"
+    if _first_present(TEXT_FIELDS, keys) and _first_present(LABEL_FIELDS, keys):
+        return "classification"
+    return None
+
+
+def _first_present(candidates: Iterable[str], keys: Iterable[str]) -> str | None:
+    present = set(keys)
+    return next((name for name in candidates if name in present), None)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validate(
+    path: str, line: int, row: dict[str, Any], layout: Layout, labels: frozenset[str] | None
+) -> list[DataIssue]:
+    """All problems of one record (empty list: the record is valid)."""
+    if layout.format == "classification":
+        return _check_classification(path, line, row, layout, labels)
+    if layout.format == "chat":
+        return _check_chat(path, line, row)
+    required = (
+        ("prompt", "completion") if layout.format == "completion" else ("instruction", "output")
+    )
+    optional = () if layout.format == "completion" else ("input",)
+    # An empty prompt is legitimate (unconditional text); an empty answer never is.
+    return _check_text_fields(path, line, row, required, optional, may_be_empty=("prompt",))
+
+
+def _check_classification(
+    path: str, line: int, row: dict[str, Any], layout: Layout, labels: frozenset[str] | None
+) -> list[DataIssue]:
+    assert layout.text_field and layout.label_field
+    issues = _check_text_fields(path, line, row, (layout.text_field,), ())
+    label_name = layout.label_field
+    if label_name not in row:
+        return [*issues, _issue(path, line, "missing_field", "no label", field=label_name)]
+    label = row[label_name]
+    if label is None or (isinstance(label, str) and not label.strip()):
+        issues.append(_issue(path, line, "missing_label", "the label is empty", field=label_name))
+    elif isinstance(label, bool) or not isinstance(label, str | int):
+        issues.append(
+            _issue(
+                path,
+                line,
+                "wrong_type",
+                f"a label must be a string or an integer, found {_json_type(label)}",
+                field=label_name,
+            )
+        )
+    elif labels is not None and label_key(label) not in labels:
+        issues.append(
+            _issue(
+                path,
+                line,
+                "unknown_label",
+                f"label '{_short(label_key(label))}' is not one of the {len(labels)} known labels",
+                field=label_name,
+            )
+        )
+    return issues
+
+
+def _check_text_fields(
+    path: str,
+    line: int,
+    row: dict[str, Any],
+    required: Sequence[str],
+    optional: Sequence[str],
+    may_be_empty: Sequence[str] = (),
+) -> list[DataIssue]:
+    issues = []
+    for name in (*required, *optional):
+        if name not in row:
+            if name in required:
+                issues.append(_issue(path, line, "missing_field", "field is absent", field=name))
+            continue
+        value = row[name]
+        if not isinstance(value, str):
+            if name in optional and value is None:
+                continue
+            issues.append(
+                _issue(
+                    path,
+                    line,
+                    "wrong_type",
+                    f"a string is expected, found {_json_type(value)}",
+                    field=name,
+                )
+            )
+        elif name in required and name not in may_be_empty and not value.strip():
+            issues.append(_issue(path, line, "empty_text", "the text is empty", field=name))
+    return issues
+
+
+def _check_chat(path: str, line: int, row: dict[str, Any]) -> list[DataIssue]:
+    messages = row.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return [
+            _issue(
+                path,
+                line,
+                "missing_messages_list",
+                "a non-empty 'messages' list is expected",
+                field="messages",
+            )
+        ]
+    issues: list[DataIssue] = []
+    for index, message in enumerate(messages):
+        issues.extend(_check_message(path, line, index, message))
+    roles = [m.get("role") for m in messages if isinstance(m, dict)]
+    if "assistant" not in roles:
+        issues.append(
+            _issue(
+                path,
+                line,
+                "example_missing_assistant_message",
+                "no assistant message to learn from",
+                field="messages",
+            )
+        )
+    elif not issues and all(
+        m.get("weight", 1) == 0 for m in messages if m.get("role") == "assistant"
+    ):
+        issues.append(
+            _issue(
+                path,
+                line,
+                "no_trainable_tokens",
+                "every assistant message has weight 0",
+                field="messages",
+            )
+        )
+    return issues
+
+
+def _check_message(path: str, line: int, index: int, message: Any) -> list[DataIssue]:
+    where = f"messages[{index}]"
+    if not isinstance(message, dict):
+        return [
+            _issue(
+                path,
+                line,
+                "wrong_type",
+                f"a message must be an object, found {_json_type(message)}",
+                field=where,
+            )
+        ]
+    issues = []
+    for key in message:
+        if key not in MESSAGE_KEYS:
+            issues.append(
+                _issue(
+                    path,
+                    line,
+                    "message_unrecognized_key",
+                    f"unknown key '{_short(str(key))}'; allowed: {', '.join(MESSAGE_KEYS)}",
+                    field=where,
+                )
+            )
+    for key in ("role", "content"):
+        if key not in message:
+            issues.append(_issue(path, line, "message_missing_key", f"no '{key}'", field=where))
+    role = message.get("role")
+    if "role" in message and role not in CHAT_ROLES:
+        issues.append(
+            _issue(
+                path,
+                line,
+                "unrecognized_role",
+                f"role '{_short(str(role))}' is not one of {', '.join(CHAT_ROLES)}",
+                field=f"{where}.role",
+            )
+        )
+    issues.extend(_check_content(path, line, where, message))
+    return issues
+
+
+def _check_content(path: str, line: int, where: str, message: dict[str, Any]) -> list[DataIssue]:
+    issues = []
+    content = message.get("content")
+    if "content" in message and (
+        content is None or (isinstance(content, str) and not content.strip())
+    ):
+        issues.append(
+            _issue(path, line, "missing_content", "the content is empty", field=f"{where}.content")
+        )
+    elif content is not None and not isinstance(content, str):
+        issues.append(
+            _issue(
+                path,
+                line,
+                "wrong_type",
+                f"content must be a string, found {_json_type(content)}",
+                field=f"{where}.content",
+            )
+        )
+    if "weight" in message and (
+        isinstance(message["weight"], bool) or message["weight"] not in (0, 1)
+    ):
+        issues.append(
+            _issue(path, line, "invalid_weight", "weight must be 0 or 1", field=f"{where}.weight")
+        )
+    elif "weight" in message and message.get("role") != "assistant":
+        issues.append(
+            _issue(
+                path,
+                line,
+                "invalid_weight",
+                "weight is only allowed on assistant messages",
+                field=f"{where}.weight",
+            )
+        )
+    return issues
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load(
+    source: str | Path,
+    format: str = "auto",
+    text_field: str | None = None,
+    label_field: str | None = None,
+    labels: Iterable[str] | None = None,
+    layout: Layout | None = None,
+) -> LoadedData:
+    """Read and validate ``source``; valid records kept exactly, the rest reported."""
+    path = str(source)
+    parsed: list[tuple[int, dict[str, Any]]] = []
+    issues: list[DataIssue] = []
+    raw_count = 0
+    for line, row in read_rows(source):
+        if isinstance(row, DataIssue):
+            issues.append(row)
+            raw_count += row.severity == "error"
+        else:
+            parsed.append((line, row))
+            raw_count += 1
+    if layout is None:
+        layout = detect_layout([row for _, row in parsed], path, format, text_field, label_field)
+    allowed = frozenset(labels) if labels is not None else None
+    records = []
+    for line, row in parsed:
+        problems = validate(path, line, row, layout, allowed)
+        issues.extend(problems)
+        if not any(p.severity == "error" for p in problems):
+            records.append(Record(line, row))
+    issues.sort(key=lambda issue: issue.line)
+    return LoadedData(
+        path, layout.format, records, issues, layout.text_field, layout.label_field, raw_count
+    )
+
+
+# --------------------------------------------------------------------------- record views
+
+
+def record_text(data: LoadedData | Layout, row: dict[str, Any]) -> str:
+    """All the text of a record, in reading order (for duplicates, PII and length)."""
+    if data.format == "classification":
+        assert data.text_field
+        return str(row[data.text_field])
+    if data.format == "chat":
+        return "\n".join(str(m.get("content") or "") for m in row["messages"])
+    if data.format == "completion":
+        return f"{row['prompt']}\n{row['completion']}"
+    return "\n".join(str(row.get(k) or "") for k in ("instruction", "input", "output"))
+
+
+def record_input(data: LoadedData | Layout, row: dict[str, Any]) -> str:
+    """What the model is given (no answer): an eval input seen in training is contamination."""
+    if data.format == "classification":
+        assert data.text_field
+        return str(row[data.text_field])
+    if data.format == "chat":
+        return "\n".join(
+            str(m.get("content") or "") for m in row["messages"] if m.get("role") == "user"
+        )
+    if data.format == "completion":
+        return str(row["prompt"])
+    return "\n".join(str(row.get(k) or "") for k in ("instruction", "input"))
