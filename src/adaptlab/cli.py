@@ -1,0 +1,275 @@
+"""The ``adaptlab`` command line: parses, calls the library, prints. No logic of its own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from adaptlab import __version__
+from adaptlab.config import ConfigError, ExperimentConfig, load_config, reference
+from adaptlab.data.contamination import ContaminationError
+from adaptlab.data.issues import DataError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+data_app = typer.Typer(no_args_is_help=True, help="Check, convert and prepare training data.")
+config_app = typer.Typer(no_args_is_help=True, help="Validate configs; print the reference.")
+app.add_typer(data_app, name="data")
+app.add_typer(config_app, name="config")
+console = Console(stderr=False)
+errors = Console(stderr=True)
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="A YAML config.")]
+EvalOption = Annotated[str | None, typer.Option("--eval", help="A given eval file.")]
+FormatOption = Annotated[str | None, typer.Option(help="Record format (default: auto-detect).")]
+ModelOption = Annotated[str | None, typer.Option(help="Model whose tokenizer counts tokens.")]
+StrictOption = Annotated[bool, typer.Option("--strict", help="Any data issue is an error.")]
+
+
+@contextmanager
+def _progress() -> Iterator[Any]:
+    """A rich progress display and a ``track(items, description, total)`` function for it."""
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+
+        def track(items: Iterable[Any], description: str, total: int) -> Iterable[Any]:
+            return progress.track(items, total=total, description=description)
+
+        yield track
+
+
+def _experiment(
+    config: Path | None,
+    train: str | None,
+    eval_file: str | None,
+    data_overrides: dict[str, Any],
+    model_overrides: dict[str, Any],
+) -> ExperimentConfig:
+    """The config file (or defaults) with command-line values laid over it, validated."""
+    base = load_config(config) if config else ExperimentConfig()
+    data = base.data.model_dump()
+    data.update(
+        {
+            k: v
+            for k, v in {"train": train, "eval": eval_file, **data_overrides}.items()
+            if v is not None
+        }
+    )
+    if data["train"] is None:
+        from adaptlab.data.demo import DEMO_CITATION, bbc_news_path
+
+        data["train"] = str(bbc_news_path())
+        console.print(f"[dim]No data given: using the bundled demo data. {DEMO_CITATION}[/dim]")
+    model = {
+        **base.model.model_dump(),
+        **{k: v for k, v in model_overrides.items() if v is not None},
+    }
+    try:
+        return ExperimentConfig.model_validate({**base.model_dump(), "data": data, "model": model})
+    except ValueError as exc:
+        raise ConfigError(f"command-line options: {exc}") from None
+
+
+def _fail(message: str, code: int = 2) -> None:
+    errors.print(f"[bold red]error:[/bold red] {message}", highlight=False, markup=True)
+    raise typer.Exit(code)
+
+
+@data_app.command("check")
+def data_check(
+    train: Annotated[str | None, typer.Argument(help="Training data (default: demo data).")] = None,
+    eval_file: EvalOption = None,
+    config: ConfigOption = None,
+    format: FormatOption = None,
+    base_model: ModelOption = None,
+    sequence_len: Annotated[int | None, typer.Option(help="Token limit per example.")] = None,
+    out: Annotated[Path, typer.Option(help="Where the report is written.")] = Path(
+        "runs/data_check"
+    ),
+    strict: StrictOption = False,
+) -> None:
+    """Validate data, count PII, find duplicates and contamination, and report size guidance."""
+    from adaptlab.data.pipeline import check_data, write_report
+
+    try:
+        experiment = _experiment(
+            config,
+            train,
+            eval_file,
+            {"format": format},
+            {"base_model": base_model, "sequence_len": sequence_len},
+        )
+        with _progress() as track:
+            result = check_data(experiment.data, experiment.model, track)
+        json_path, md_path = write_report(result.report, out)
+    except (ConfigError, DataError) as exc:
+        _fail(str(exc))
+        return
+    _print_summary(result.report)
+    console.print(f"Report: {json_path} and {md_path}")
+    if strict and result.has_issues:
+        _fail("--strict: the data has issues (listed above and in the report)", code=1)
+
+
+@data_app.command("prepare")
+def data_prepare(
+    train: Annotated[str | None, typer.Argument(help="Training data (default: demo data).")] = None,
+    out: Annotated[
+        Path, typer.Option(help="Folder for train.jsonl, eval.jsonl, eval.lock.")
+    ] = Path("runs/data"),
+    eval_file: EvalOption = None,
+    config: ConfigOption = None,
+    format: FormatOption = None,
+    base_model: ModelOption = None,
+    val_set_size: Annotated[float | None, typer.Option(help="Eval fraction or count.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Split seed.")] = None,
+    allow_contaminated: Annotated[
+        bool,
+        typer.Option(
+            "--allow-contaminated", help="Proceed although eval items occur in train (recorded)."
+        ),
+    ] = False,
+    decontaminate: Annotated[
+        bool, typer.Option("--decontaminate", help="Drop train records that occur in eval.")
+    ] = False,
+    strict: StrictOption = False,
+) -> None:
+    """Clean the data, split it (or take --eval), write it and lock the eval set."""
+    from adaptlab.data.pipeline import check_data, prepare_data, write_report
+
+    overrides = {
+        "format": format,
+        "val_set_size": val_set_size,
+        "seed": seed,
+        "allow_contaminated": allow_contaminated or None,
+        "decontaminate": decontaminate or None,
+    }
+    try:
+        experiment = _experiment(config, train, eval_file, overrides, {"base_model": base_model})
+        with _progress() as track:
+            result = check_data(experiment.data, experiment.model, track)
+        write_report(result.report, out)
+        prepared = prepare_data(result, experiment.data, out, strict=strict)
+    except ContaminationError as exc:
+        _fail(str(exc), code=1)
+        return
+    except (ConfigError, DataError) as exc:
+        _fail(str(exc), code=1 if strict else 2)
+        return
+    _print_summary(result.report)
+    for note in prepared.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    lock = prepared.lock
+    console.print(
+        f"Wrote {prepared.train_path} and {prepared.eval_path} ({lock.size:,} eval examples, "
+        f"sha256 {lock.eval_sha256[:12]}…) and {out / 'eval.lock'}"
+    )
+
+
+@data_app.command("convert")
+def data_convert(
+    dataset: Annotated[str, typer.Argument(help="banking77 or restaurant8k")],
+    source: Annotated[Path, typer.Argument(help="The dataset's original file.")],
+    out: Annotated[Path, typer.Argument(help="The JSONL file to write.")],
+) -> None:
+    """Convert a development dataset to adaptlab's JSONL formats."""
+    from adaptlab.data.convert import convert_banking77, convert_restaurant8k
+
+    converters = {"banking77": convert_banking77, "restaurant8k": convert_restaurant8k}
+    if dataset not in converters:
+        _fail(f"unknown dataset '{dataset}'; allowed: {', '.join(converters)}")
+    try:
+        summary = converters[dataset](source, out)
+    except DataError as exc:
+        _fail(str(exc))
+        return
+    console.print(f"Wrote {summary.records:,} records to {summary.output}")
+
+
+@config_app.command("check")
+def config_check(files: Annotated[list[Path], typer.Argument(help="YAML configs.")]) -> None:
+    """Validate config files; exit 2 naming file, line, key and value on the first bad one."""
+    failed = False
+    for path in files:
+        try:
+            load_config(path)
+            console.print(f"[green]ok[/green] {path}")
+        except ConfigError as exc:
+            errors.print(str(exc), highlight=False, markup=False)
+            failed = True
+    if failed:
+        raise typer.Exit(2)
+
+
+@config_app.command("reference")
+def config_reference() -> None:
+    """Every config key with its default and meaning."""
+    for line in reference():
+        console.print(line, highlight=False, markup=False)
+
+
+def _print_summary(report: dict[str, Any]) -> None:
+    table = Table(title="Data check", show_lines=False)
+    for column in ("", "read", "valid", "errors", "warnings", "duplicates dropped", "PII found"):
+        table.add_column(column, justify="right" if column else "left")
+    for role, source in report["sources"].items():
+        pii = sum(report["pii"]["counts"][role].values())
+        dropped = report["duplicates"][role]["dropped"]
+        table.add_row(
+            role,
+            f"{source['records_read']:,}",
+            f"{source['valid']:,}",
+            f"{source['errors']:,}",
+            f"{source['warnings']:,}",
+            f"{dropped:,}",
+            f"{pii:,}",
+        )
+    console.print(table)
+    _print_tokens_and_labels(report)
+    contamination = report.get("contamination")
+    if contamination:
+        console.print(
+            f"Contamination: {contamination['eval_items']:,} eval items also occur in "
+            f"train ({contamination['exact']:,} exact, {contamination['near']:,} near)"
+        )
+    for item in report["issues"]["items"][:10]:
+        field = f" [{item['field']}]" if item.get("field") else ""
+        console.print(
+            f"  {item['path']}:{item['line']}: {item['error']}{field}: {item['message']}",
+            highlight=False,
+            markup=False,
+        )
+    for note in report["guidance"]:
+        color = {"ok": "green", "info": "cyan", "warn": "yellow"}[note["level"]]
+        console.print(f"[{color}]{note['level']}[/{color}] {note['message']}", highlight=False)
+
+
+def _print_tokens_and_labels(report: dict[str, Any]) -> None:
+    tokens = report["tokens"]
+    if tokens.get("error"):
+        console.print(f"[yellow]tokens not counted:[/yellow] {tokens['error']}")
+    else:
+        for role in report["sources"]:
+            s = tokens[role]
+            console.print(
+                f"Tokens ({role}, {tokens['tokenizer']}): {s['total']:,} total, p50 "
+                f"{s['p50']:.0f}, p95 {s['p95']:.0f}, max {s['max']:,}; "
+                f"{s['over_limit']:,} over sequence_len {s['limit']}"
+            )
+    labels = report.get("labels")
+    if labels:
+        console.print(
+            f"Labels: {labels['classes']} classes, {labels['min_per_class']}–"
+            f"{labels['max_per_class']} training examples per class "
+            f"(imbalance {labels['imbalance_ratio']}:1)"
+        )
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,312 @@
+"""Typed configuration: YAML in, validated objects out.
+
+One model per concern (data, model, training, LoRA). Key names follow what users of Axolotl,
+LLaMA-Factory and TRL already write (``base_model``, ``learning_rate``, ``num_epochs``,
+``micro_batch_size``, ``gradient_accumulation_steps``, ``sequence_len``, ``lora_r``,
+``lora_alpha``, ``val_set_size``, ``seed``). Each field's description is its reference text:
+``adaptlab config reference`` prints them.
+
+Errors name the file, the line, the key, the value and what is allowed, e.g.::
+
+    configs/x.yaml:7: train.learning_rate = 5.0 is not allowed: must be > 0 and <= 1
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import yaml
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from adaptlab.data.pii import PII_TYPES
+
+DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_CAUSAL_LM = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+DataFormat = Literal["auto", "classification", "chat", "completion", "alpaca"]
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, values are validated on entry."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class DataConfig(Section):
+    """Where the data comes from and how it is cleaned and split."""
+
+    train: str | None = Field(
+        None,
+        description="Training data: a local .csv/.jsonl/.json/.parquet file, a folder saved by "
+        "HF datasets, or a hub dataset name (online). Empty: the bundled demo data.",
+    )
+    eval: str | None = Field(
+        None,
+        description="A given eval file. Empty: a stratified split of `train` of size "
+        "`val_set_size` is made and locked.",
+    )
+    format: DataFormat = Field(
+        "auto",
+        description="Record format; `auto` detects it from the records' keys.",
+    )
+    text_field: str | None = Field(
+        None, description="Classification text column (auto: text/sentence/utterance/query)."
+    )
+    label_field: str | None = Field(
+        None, description="Classification label column (auto: label/category/intent/class)."
+    )
+    labels: list[str] | None = Field(
+        None,
+        description="The allowed label set; a record with another label is an error. "
+        "Empty: the labels found in the training data.",
+    )
+    hub_split: str = Field("train", description="Split to read when `train` is a hub name.")
+    val_set_size: Annotated[float, Gt(0)] = Field(
+        0.2,
+        description="Eval split size when no eval file is given: a fraction in (0, 1) or a "
+        "count of examples (>= 1).",
+    )
+    stratify: bool = Field(True, description="Keep label proportions equal in train and eval.")
+    seed: int = Field(42, description="Seed of the train/eval split.")
+    scrub_pii: bool = Field(True, description="Replace PII with typed placeholders (<EMAIL>).")
+    pii_types: list[Literal[PII_TYPES]] = Field(  # type: ignore[valid-type]
+        list(PII_TYPES), description="PII types to detect and scrub."
+    )
+    dedup: bool = Field(True, description="Drop exact and near-duplicate training records.")
+    near_dup_threshold: Annotated[float, Gt(0), Le(1)] = Field(
+        0.85,
+        description="Estimated Jaccard similarity (character 5-gram shingles, MinHash LSH) at "
+        "or above which two records are near-duplicates.",
+    )
+    allow_contaminated: bool = Field(
+        False,
+        description="Proceed although eval items also occur in train (recorded in eval.lock).",
+    )
+    decontaminate: bool = Field(
+        False, description="Drop training records that also occur in the eval set."
+    )
+    min_examples_per_class: Annotated[int, Ge(1)] = Field(
+        10, description="Flag classes with fewer training examples than this."
+    )
+
+    @model_validator(mode="after")
+    def _check_split(self) -> DataConfig:
+        if self.val_set_size >= 1 and not float(self.val_set_size).is_integer():
+            raise ValueError(
+                f"val_set_size = {self.val_set_size}: a count must be a whole number; "
+                "a fraction must be in (0, 1)"
+            )
+        if self.allow_contaminated and self.decontaminate:
+            raise ValueError("allow_contaminated and decontaminate exclude each other: pick one")
+        return self
+
+
+class ModelConfig(Section):
+    """The pretrained model being adapted."""
+
+    base_model: str = Field(
+        DEFAULT_ENCODER,
+        description="A local model folder, a bundled model's hub name (works offline), or any "
+        "hub name (online).",
+    )
+    sequence_len: Annotated[int, Ge(8), Le(131072)] = Field(
+        128,
+        description="Maximum tokens per example. Longer examples are reported by `data check`, "
+        "never silently truncated.",
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+
+
+class TrainConfig(Section):
+    """The shared training loop's settings."""
+
+    learning_rate: Annotated[float, Gt(0), Le(1)] = Field(5e-5, description="Peak learning rate.")
+    num_epochs: Annotated[float, Gt(0), Le(1000)] = Field(3.0, description="Passes over train.")
+    max_steps: Annotated[int, Ge(1)] | None = Field(
+        None, description="Stop after this many optimizer steps (overrides num_epochs)."
+    )
+    micro_batch_size: Annotated[int, Ge(1), Le(65536)] = Field(
+        32, description="Examples per forward pass on one device."
+    )
+    gradient_accumulation_steps: Annotated[int, Ge(1), Le(4096)] = Field(
+        1, description="Micro-batches per optimizer step."
+    )
+    warmup_ratio: Annotated[float, Ge(0), Lt(1)] = Field(
+        0.06, description="Fraction of steps with linear warmup."
+    )
+    lr_scheduler: Literal["linear", "cosine", "constant"] = Field(
+        "linear", description="Decay after warmup."
+    )
+    weight_decay: Annotated[float, Ge(0), Le(1)] = Field(0.01, description="AdamW weight decay.")
+    max_grad_norm: Annotated[float, Gt(0)] | None = Field(
+        1.0, description="Gradient clipping norm; empty disables clipping."
+    )
+    eval_steps: Annotated[int, Ge(1)] | None = Field(
+        None, description="Evaluate every N optimizer steps; empty: at the end of each epoch."
+    )
+    early_stopping_patience: Annotated[int, Ge(1)] | None = Field(
+        None, description="Stop after N evaluations without improvement; empty: never."
+    )
+    seed: int = Field(42, description="Seed of initialisation, shuffling and dropout.")
+    group_by_length: bool = Field(
+        True, description="Batch examples of similar length together to avoid padding."
+    )
+    bf16: Literal["auto", "true", "false"] = Field(
+        "auto", description="bf16 mixed precision: auto uses it on CUDA devices that support it."
+    )
+
+
+class LoraConfig(Section):
+    """Low-rank adapters (PEFT)."""
+
+    lora_r: Annotated[int, Ge(1), Le(4096)] = Field(16, description="Adapter rank.")
+    lora_alpha: Annotated[float, Gt(0)] = Field(32, description="Adapter scaling numerator.")
+    lora_dropout: Annotated[float, Ge(0), Lt(1)] = Field(0.05, description="Adapter dropout.")
+    lora_target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Module names to adapt, or all-linear."
+    )
+    use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
+
+
+class ExperimentConfig(Section):
+    """A whole adaptlab run: one file, one section per concern."""
+
+    name: str = Field("adaptlab", description="A name for the run, used in folder names.")
+    output_dir: str = Field("runs", description="Where run directories are written.")
+    data: DataConfig = Field(default_factory=DataConfig)  # type: ignore[arg-type]
+    model: ModelConfig = Field(default_factory=ModelConfig)  # type: ignore[arg-type]
+    train: TrainConfig = Field(default_factory=TrainConfig)  # type: ignore[arg-type]
+    lora: LoraConfig = Field(default_factory=LoraConfig)  # type: ignore[arg-type]
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names file, line, key and value."""
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def load_config(path: str | Path, model: type[ModelT] = ExperimentConfig) -> ModelT:  # type: ignore[assignment]
+    """Read a YAML file and validate it into ``model``, or raise :class:`ConfigError`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from exc
+    return parse_config(text, source=str(path), model=model)
+
+
+def parse_config(text: str, source: str, model: type[ModelT]) -> ModelT:
+    """Validate YAML ``text`` (named ``source`` in errors) into ``model``."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}:1: the top level must be a mapping of keys to values")
+    lines = _key_lines(node) if node is not None else {}
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, model, source, lines)) from None
+
+
+def _key_lines(node: yaml.Node, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
+    """Map each key path in a composed YAML tree to its 1-based line number."""
+    lines: dict[tuple[str, ...], int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = (*prefix, str(key_node.value))
+            lines[path] = key_node.start_mark.line + 1
+            lines.update(_key_lines(value_node, path))
+    return lines
+
+
+def _describe(
+    exc: ValidationError, model: type[BaseModel], source: str, lines: dict[Any, int]
+) -> str:
+    messages = []
+    for error in exc.errors():
+        loc = tuple(str(part) for part in error["loc"] if not isinstance(part, int))
+        key_path = tuple(str(part) for part in error["loc"])
+        line = _nearest_line(lines, key_path)
+        where = f"{source}:{line}" if line else source
+        key = ".".join(key_path) or "(top level)"
+        if error["type"] == "extra_forbidden":
+            messages.append(f"{where}: {key}: unknown key. {_suggest(model, loc)}")
+            continue
+        value = error.get("input")
+        allowed = _allowed(model, loc)
+        detail = f"{error['msg']}" + (f"; allowed: {allowed}" if allowed else "")
+        messages.append(f"{where}: {key} = {value!r} is not allowed: {detail}")
+    return "\n".join(messages)
+
+
+def _nearest_line(lines: dict[Any, int], key_path: tuple[str, ...]) -> int | None:
+    for end in range(len(key_path), 0, -1):
+        if key_path[:end] in lines:
+            return lines[key_path[:end]]
+    return None
+
+
+def _field_owner(
+    model: type[BaseModel], loc: tuple[str, ...]
+) -> tuple[type[BaseModel], str] | None:
+    """Find the section model that owns the last key of ``loc``."""
+    current = model
+    for part in loc[:-1]:
+        field = current.model_fields.get(part)
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        current = annotation
+    return (current, loc[-1]) if loc else None
+
+
+def _suggest(model: type[BaseModel], loc: tuple[str, ...]) -> str:
+    owner = _field_owner(model, loc)
+    if owner is None:
+        return ""
+    section, key = owner
+    known = sorted(section.model_fields)
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"Did you mean '{close[0]}'? " if close else ""
+    return f"{hint}Allowed keys here: {', '.join(known)}."
+
+
+def _allowed(model: type[BaseModel], loc: tuple[str, ...]) -> str:
+    owner = _field_owner(model, loc)
+    if owner is None or owner[1] not in owner[0].model_fields:
+        return ""
+    field = owner[0].model_fields[owner[1]]
+    bounds = []
+    for constraint in field.metadata:
+        for attr, symbol in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+            if hasattr(constraint, attr):
+                bounds.append(f"{symbol} {getattr(constraint, attr)}")
+    text = " and ".join(bounds)
+    return f"{owner[1]} {text}" if text else (field.description or "")
+
+
+def reference(model: type[BaseModel] = ExperimentConfig, prefix: str = "") -> list[str]:
+    """One line per key: ``section.key (default): description`` — the YAML reference."""
+    rows = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows.extend(reference(annotation, f"{prefix}{name}."))
+            continue
+        default = field.get_default(call_default_factory=True)
+        rows.append(f"{prefix}{name} (default {default!r}): {field.description or ''}")
+    return rows
+
+
+def to_yaml(config: BaseModel) -> str:
+    """Serialise a validated config to YAML (what a run directory's config.yaml holds)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,274 @@
+"""Size and shape of a dataset, the guidance a practitioner would give, and how to show it.
+
+The ranges come from practice rather than theory: behavioural tuning (style, format, tone)
+works with 200–2,000 examples; task-specific classification or extraction wants 1,000–10,000;
+domain adaptation needs at least 10k–100k tokens of in-domain text. A class with only a handful
+of examples cannot be learned or measured reliably.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from adaptlab.data.pii import scrub
+
+BEHAVIOURAL = (200, 2_000)
+TASK_SPECIFIC = (1_000, 10_000)
+DOMAIN_TOKENS = (10_000, 100_000)
+IMBALANCE_WARNING = 10.0
+SAMPLE_CHARS = 80
+
+
+def safe_sample(text: str, limit: int = SAMPLE_CHARS) -> str:
+    """A short, PII-scrubbed excerpt for reports: raw PII values never reach a report."""
+    cleaned = " ".join(scrub(text)[0].split())
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
+
+
+def length_stats(lengths: Sequence[int], limit: int | None) -> dict[str, Any]:
+    """Count, total, p50/p95/max tokens, and how many exceed ``limit``."""
+    if not lengths:
+        return {"count": 0, "total": 0, "p50": 0, "p95": 0, "max": 0, "over_limit": 0}
+    values = np.asarray(lengths)
+    return {
+        "count": len(lengths),
+        "total": int(values.sum()),
+        "p50": float(np.percentile(values, 50)),
+        "p95": float(np.percentile(values, 95)),
+        "max": int(values.max()),
+        "limit": limit,
+        "over_limit": int((values > limit).sum()) if limit else 0,
+    }
+
+
+def label_stats(train: Sequence[str], eval_labels: Sequence[str] | None) -> dict[str, Any]:
+    counts = Counter(train)
+    most, least = (max(counts.values()), min(counts.values())) if counts else (0, 0)
+    return {
+        "classes": len(counts),
+        "train_counts": dict(sorted(counts.items())),
+        "eval_counts": dict(sorted(Counter(eval_labels).items())) if eval_labels else None,
+        "imbalance_ratio": round(most / least, 2) if least else None,
+        "min_per_class": least,
+        "max_per_class": most,
+    }
+
+
+def guidance(
+    format: str,
+    examples: int,
+    tokens: int | None,
+    labels: dict[str, Any] | None,
+    planned_eval_fraction: float | None,
+    min_examples_per_class: int,
+    over_limit: int,
+    sequence_len: int | None,
+) -> list[dict[str, str]]:
+    """Plain-language findings, each with a level: ok, info or warn."""
+    notes = _size_notes(format, examples, tokens)
+    if labels:
+        notes += _class_notes(labels, planned_eval_fraction, min_examples_per_class)
+    if over_limit:
+        notes.append(
+            _note(
+                "warn",
+                f"{over_limit} examples are longer than sequence_len="
+                f"{sequence_len} tokens; they are kept, and training must truncate "
+                "or drop them explicitly (the count is recorded).",
+            )
+        )
+    return notes
+
+
+def _note(level: str, message: str) -> dict[str, str]:
+    return {"level": level, "message": message}
+
+
+def _size_notes(format: str, examples: int, tokens: int | None) -> list[dict[str, str]]:
+    low, high = TASK_SPECIFIC
+    if format == "classification":
+        level = "ok" if low <= examples else "warn"
+        msg = f"{examples:,} examples; task-specific classification usually needs {low:,}–{high:,}."
+        if examples < low:
+            msg += " Expect few-shot strategies (SetFit, kNN, prompting) to be competitive."
+        notes = [_note(level, msg)]
+    else:
+        b_low, b_high = BEHAVIOURAL
+        fits = (
+            "within" if b_low <= examples <= b_high else ("below" if examples < b_low else "above")
+        )
+        notes = [
+            _note(
+                "ok" if examples >= b_low else "warn",
+                f"{examples:,} examples: {fits} the {b_low:,}–{b_high:,} range for behavioural "
+                f"tuning (format, style); task-specific extraction usually needs {low:,}–{high:,}.",
+            ),
+        ]
+    if tokens is not None:
+        d_low, d_high = DOMAIN_TOKENS
+        level = "ok" if tokens >= d_low else "info"
+        notes.append(
+            _note(
+                level,
+                f"{tokens:,} tokens; domain adaptation needs at least "
+                f"{d_low:,}–{d_high:,} tokens of in-domain text.",
+            )
+        )
+    return notes
+
+
+def _class_notes(
+    labels: dict[str, Any], planned_eval_fraction: float | None, min_per_class: int
+) -> list[dict[str, str]]:
+    counts: dict[str, int] = labels["train_counts"]
+    notes = []
+    few = sorted(name for name, n in counts.items() if n < min_per_class)
+    if few:
+        notes.append(
+            _note(
+                "warn",
+                f"{len(few)} classes have fewer than {min_per_class} "
+                f"training examples: {', '.join(few[:10])}" + (" …" if len(few) > 10 else ""),
+            )
+        )
+    if planned_eval_fraction:
+        thin = sorted(n for n, c in counts.items() if math.floor(c * planned_eval_fraction) < 2)
+        if thin:
+            notes.append(
+                _note(
+                    "warn",
+                    f"{len(thin)} classes would get fewer than 2 eval examples "
+                    f"with val_set_size={planned_eval_fraction}; their per-class scores "
+                    f"will be noise: {', '.join(thin[:10])}",
+                )
+            )
+    ratio = labels.get("imbalance_ratio")
+    if ratio and ratio >= IMBALANCE_WARNING:
+        notes.append(
+            _note(
+                "warn",
+                f"label imbalance {ratio}:1 (largest/smallest class); "
+                "report macro-F1, not only accuracy.",
+            )
+        )
+    elif ratio:
+        notes.append(_note("ok", f"label imbalance {ratio}:1 over {labels['classes']} classes."))
+    return notes
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown for terminals, PRs and the run directory."""
+    lines = ["# Data report", ""]
+    for role, source in report["sources"].items():
+        lines.append(
+            f"- **{role}**: `{source['path']}` ({source['format']}): {source['valid']:,} valid of "
+            f"{source['records_read']:,} read; {source['errors']:,} errors, "
+            f"{source['warnings']:,} warnings"
+        )
+    lines += ["", "## Guidance", ""]
+    lines += [f"- **{n['level']}** {n['message']}" for n in report["guidance"]]
+    lines += _issues_markdown(report["issues"])
+    lines += _duplicates_markdown(report["duplicates"])
+    lines += _contamination_markdown(report.get("contamination"))
+    lines += _tokens_markdown(report["tokens"])
+    lines += _pii_markdown(report["pii"])
+    if report.get("labels"):
+        lines += _labels_markdown(report["labels"])
+    return "\n".join(lines) + "\n"
+
+
+def _issues_markdown(issues: dict[str, Any]) -> list[str]:
+    lines = ["", "## Record issues", ""]
+    if not issues["counts"]:
+        return [*lines, "None."]
+    lines += ["| error class | count |", "|---|---:|"]
+    lines += [f"| {name} | {count:,} |" for name, count in issues["counts"].items()]
+    lines += ["", "First issues:", ""]
+    for item in issues["items"][:20]:
+        field = f" [{item['field']}]" if item.get("field") else ""
+        lines.append(f"- `{item['path']}:{item['line']}` {item['error']}{field}: {item['message']}")
+    return lines
+
+
+def _duplicates_markdown(duplicates: dict[str, Any]) -> list[str]:
+    lines = ["", "## Duplicates", ""]
+    for role, info in duplicates.items():
+        lines.append(
+            f"- **{role}**: {info['exact_groups']:,} exact groups, {info['near_groups']:,} near "
+            f"groups, {info['dropped']:,} records dropped, {info['conflicting_label_groups']:,} "
+            "groups with conflicting labels"
+        )
+        for group in info["groups"][:5]:
+            lines.append(
+                f"  - {group['kind']} (sim {group['similarity']:.2f}): keep line "
+                f"{group['keep_line']}, drop lines {group['drop_lines'][:8]}: “{group['sample']}”"
+            )
+    return lines
+
+
+def _contamination_markdown(info: dict[str, Any] | None) -> list[str]:
+    if info is None:
+        return []
+    lines = ["", "## Contamination (eval items that also occur in train)", ""]
+    lines.append(
+        f"{info['eval_items']:,} eval items ({info['exact']:,} exact, {info['near']:,} near)."
+    )
+    for item in info["overlaps"][:10]:
+        lines.append(
+            f"- eval line {item['eval_line']} ≈ train lines {item['train_lines'][:5]} "
+            f"({item['kind']}, {item['similarity']:.2f}): “{item['sample']}”"
+        )
+    return lines
+
+
+def _tokens_markdown(tokens: dict[str, Any]) -> list[str]:
+    lines = ["", "## Tokens", ""]
+    if tokens.get("error"):
+        return [*lines, f"Not counted: {tokens['error']}"]
+    lines.append(f"Tokenizer: `{tokens['tokenizer']}`, sequence_len {tokens['sequence_len']}.")
+    lines += [
+        "",
+        "| split | examples | tokens | p50 | p95 | max | over limit |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for role in ("train", "eval"):
+        s = tokens.get(role)
+        if s:
+            lines.append(
+                f"| {role} | {s['count']:,} | {s['total']:,} | {s['p50']:.0f} | "
+                f"{s['p95']:.0f} | {s['max']:,} | {s['over_limit']:,} |"
+            )
+    return lines
+
+
+def _pii_markdown(pii: dict[str, Any]) -> list[str]:
+    lines = ["", "## PII", ""]
+    for role, counts in pii["counts"].items():
+        found = ", ".join(f"{k} {v:,}" for k, v in counts.items() if v) or "none found"
+        lines.append(f"- **{role}**: {found}")
+    action = (
+        "replaced with typed placeholders" if pii["scrubbed"] else "NOT scrubbed (scrub_pii: false)"
+    )
+    lines.append(f"- Values {action}; not detected at all: {', '.join(pii['not_detected'])}.")
+    return lines
+
+
+def _labels_markdown(labels: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        f"## Labels ({labels['classes']} classes, imbalance {labels['imbalance_ratio']}:1)",
+        "",
+    ]
+    lines += ["| label | train | eval |", "|---|---:|---:|"]
+    eval_counts = labels.get("eval_counts") or {}
+    for name, count in labels["train_counts"].items():
+        lines.append(f"| {name} | {count:,} | {eval_counts.get(name, 0):,} |")
+    return lines
