@@ -12,7 +12,6 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from adaptlab import __version__
 from adaptlab.config import ConfigError, ExperimentConfig, load_config, reference
 from adaptlab.data.contamination import ContaminationError
 from adaptlab.data.issues import DataError

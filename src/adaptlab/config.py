@@ -176,10 +176,10 @@ class ExperimentConfig(Section):
 
     name: str = Field("adaptlab", description="A name for the run, used in folder names.")
     output_dir: str = Field("runs", description="Where run directories are written.")
-    data: DataConfig = Field(default_factory=DataConfig)  # type: ignore[arg-type]
-    model: ModelConfig = Field(default_factory=ModelConfig)  # type: ignore[arg-type]
-    train: TrainConfig = Field(default_factory=TrainConfig)  # type: ignore[arg-type]
-    lora: LoraConfig = Field(default_factory=LoraConfig)  # type: ignore[arg-type]
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
 
 
 class ConfigError(ValueError):

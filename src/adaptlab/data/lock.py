@@ -49,6 +49,8 @@ class EvalLock:
     source: Literal["split", "given"]
     split: dict[str, Any]
     labels: list[str] | None = None
+    text_field: str | None = None
+    label_field: str | None = None
     contamination: Contamination = field(default_factory=Contamination)
     version: int = LOCK_VERSION
     adaptlab_version: str = __version__
@@ -106,6 +108,8 @@ def _lock_from_dict(raw: Any, path: Path) -> EvalLock:
             source=raw["source"],
             split=raw["split"],
             labels=raw.get("labels"),
+            text_field=raw.get("text_field"),
+            label_field=raw.get("label_field"),
             contamination=Contamination(**contamination),
             adaptlab_version=str(raw.get("adaptlab_version", "")),
         )

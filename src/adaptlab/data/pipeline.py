@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from adaptlab import __version__
 from adaptlab.config import DataConfig, ModelConfig
@@ -27,7 +27,15 @@ from adaptlab.data.contamination import (
     require_clean,
 )
 from adaptlab.data.dedup import DuplicateGroup, find_duplicates, keep_indices
-from adaptlab.data.formats import Layout, LoadedData, Record, label_key, load
+from adaptlab.data.formats import (
+    Layout,
+    LoadedData,
+    Record,
+    label_key,
+    load,
+    record_input,
+    record_text,
+)
 from adaptlab.data.issues import DataError, DataIssue
 from adaptlab.data.pii import NOT_DETECTED, PII_TYPES, scrub
 from adaptlab.data.report import (
@@ -147,15 +155,11 @@ def scrub_record(
 
 
 def _texts(part: Part, kept: bool = False) -> list[str]:
-    from adaptlab.data.formats import record_text
-
     rows = part.kept_rows() if kept else part.rows
     return [record_text(part.loaded, row) for row in rows]
 
 
 def _inputs(part: Part) -> list[str]:
-    from adaptlab.data.formats import record_input
-
     return [record_input(part.loaded, row) for row in part.kept_rows()]
 
 
@@ -220,7 +224,7 @@ def build_report(
         s.get("over_limit", 0) for k, s in tokens.items() if k in parts and isinstance(s, dict)
     )
     train_tokens = tokens.get("train", {}).get("total") if not tokens.get("error") else None
-    report = {
+    report: dict[str, Any] = {
         "adaptlab_version": __version__,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "sources": {role: _source_section(p) for role, p in parts.items()},
@@ -306,8 +310,6 @@ def _dup_section(part: Part) -> dict[str, Any]:
 
 
 def _contamination_section(train: Part, eval_part: Part, overlaps: list[Overlap]) -> dict[str, Any]:
-    from adaptlab.data.formats import record_input
-
     listed = [
         {
             "eval_line": eval_part.loaded.records[o.eval_index].line,
@@ -412,7 +414,7 @@ def prepare_data(
     if eval_part is None:
         train_rows, eval_rows, split, notes = _split(train, data)
         contamination = locking.Contamination()
-        source = "split"
+        source: Literal["split", "given"] = "split"
     else:
         train_rows, contamination = _resolve_contamination(result, data)
         eval_rows, source = eval_part.kept_rows(), "given"
@@ -437,6 +439,8 @@ def prepare_data(
         split=split,
         labels=labels,
         contamination=contamination,
+        text_field=train.loaded.text_field,
+        label_field=train.loaded.label_field,
     )
     locking.write_lock(out_dir, lock)
     return Prepared(out_dir, train_path, eval_path, lock, notes)
@@ -452,8 +456,6 @@ def _split(
     # Near-duplicates were collapsed before splitting, but check the halves anyway: the
     # guarantee "no eval item occurs in train" should not rest on one mechanism alone.
     layout = train.loaded
-    from adaptlab.data.formats import record_input
-
     inputs = [record_input(layout, r) for r in rows]
     overlaps = find_contamination(
         [inputs[i] for i in train_idx],
@@ -514,11 +516,54 @@ def _write_jsonl(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class PreparedData:
+    """A prepared folder opened for training: the verified lock and both sides, validated."""
+
+    folder: Path
+    lock: locking.EvalLock
+    train: LoadedData
+    eval: LoadedData
+    overlaps: list[Overlap]
+    allow_contaminated: bool
+
+
+def open_prepared(
+    folder: Path, *, allow_contaminated: bool = False, near_threshold: float = 0.85
+) -> PreparedData:
+    """What every training entry point calls before it trains on a prepared folder.
+
+    Verifies the eval lock (the eval file is unchanged) and checks train against eval again, so
+    a train file edited after ``data prepare`` cannot smuggle eval items in. A contaminated
+    pair is refused unless the lock records an override or the caller passes one (which the
+    caller must record in its run manifest).
+    """
+    lock = locking.verify_lock(folder)
+    layout = Layout(lock.format, lock.text_field, lock.label_field)
+    train = load(folder / locking.TRAIN_NAME, layout=layout)
+    evaluation = load(folder / locking.EVAL_NAME, layout=layout)
+    overlaps = find_contamination(
+        [record_input(layout, r.data) for r in train.records],
+        [record_input(layout, r.data) for r in evaluation.records],
+        near_threshold=near_threshold,
+    )
+    allowed = allow_contaminated or lock.contamination.override == "allow_contaminated"
+    require_clean(
+        overlaps,
+        allow_contaminated=allowed,
+        source=str(folder / locking.EVAL_NAME),
+        line_of=lambda i: evaluation.records[i].line,
+    )
+    return PreparedData(folder, lock, train, evaluation, overlaps, allowed)
+
+
 __all__ = [
     "CheckResult",
     "ContaminationError",
     "Prepared",
+    "PreparedData",
     "check_data",
+    "open_prepared",
     "prepare_data",
     "write_report",
 ]

@@ -77,8 +77,18 @@ def test_chat_error_classes(tmp_path: Path) -> None:
         {"messages": [{"role": "robot", "content": "a"}, good["messages"][1]]},  # 5
         {"messages": [{"role": "user", "content": ""}, good["messages"][1]]},  # 6
         {"messages": [{"role": "user", "content": "only a question"}]},  # 7
-        {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "weight": 2}]},  # 8
-        {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "weight": 0}]},  # 9
+        {
+            "messages": [
+                {"role": "user", "content": "a"},
+                {"role": "assistant", "content": "b", "weight": 2},
+            ]
+        },  # 8
+        {
+            "messages": [
+                {"role": "user", "content": "a"},
+                {"role": "assistant", "content": "b", "weight": 0},
+            ]
+        },  # 9
     ]
     path = write_lines(tmp_path / "chat.jsonl", [json.dumps(x) for x in lines])
     data = load(path)
@@ -99,7 +109,10 @@ def test_chat_error_classes(tmp_path: Path) -> None:
 def test_completion_and_alpaca_detection_and_checks(tmp_path: Path) -> None:
     completion = write_lines(
         tmp_path / "c.jsonl",
-        [json.dumps({"prompt": "", "completion": "text"}), json.dumps({"prompt": "q", "completion": ""})],
+        [
+            json.dumps({"prompt": "", "completion": "text"}),
+            json.dumps({"prompt": "q", "completion": ""}),
+        ],
     )
     data = load(completion)
     assert data.format == "completion"
@@ -140,7 +153,9 @@ def test_csv_multiline_crlf_bom_and_bad_rows(tmp_path: Path) -> None:
 
 def test_json_array_records_know_their_line(tmp_path: Path) -> None:
     path = tmp_path / "a.json"
-    path.write_text('[\n  {"text": "a", "label": "x"},\n  {"text": "b",\n   "label": "y"},\n  7\n]\n')
+    path.write_text(
+        '[\n  {"text": "a", "label": "x"},\n  {"text": "b",\n   "label": "y"},\n  7\n]\n'
+    )
     data = load(path)
     assert [r.line for r in data.records] == [2, 3]
     assert issues_by_line(data.issues) == {5: "wrong_type"}
@@ -150,9 +165,9 @@ def test_parquet_through_hf_datasets(tmp_path: Path) -> None:
     import datasets
 
     path = tmp_path / "d.parquet"
-    datasets.Dataset.from_list([{"text": "a", "label": "x"}, {"text": "", "label": "y"}]).to_parquet(
-        str(path)
-    )
+    datasets.Dataset.from_list(
+        [{"text": "a", "label": "x"}, {"text": "", "label": "y"}]
+    ).to_parquet(str(path))
     data = load(path)
     assert [r.data for r in data.records] == [{"text": "a", "label": "x"}]
     assert issues_by_line(data.issues) == {2: "empty_text"}
@@ -185,7 +200,9 @@ def test_ten_megabyte_line_is_read(tmp_path: Path) -> None:
     assert load(csv_path).records[0].data["text"] == big
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(blob=st.binary(max_size=2000), suffix=st.sampled_from([".jsonl", ".csv", ".tsv", ".json"]))
 def test_random_bytes_never_crash_the_reader(tmp_path: Path, blob: bytes, suffix: str) -> None:
     path = tmp_path / f"fuzz{suffix}"
@@ -199,7 +216,9 @@ def test_random_bytes_never_crash_the_reader(tmp_path: Path, blob: bytes, suffix
         assert isinstance(row, dict | DataIssue)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     texts=st.lists(
         st.text(alphabet=st.characters(exclude_categories=("Cs",)), min_size=1).filter(str.strip),
@@ -224,7 +243,10 @@ def test_any_valid_text_round_trips_through_jsonl_and_csv(tmp_path: Path, texts:
 def test_unpaired_surrogate_escape_is_reported(tmp_path: Path) -> None:
     path = write_lines(
         tmp_path / "s.jsonl",
-        ['{"text": "bad \\ud800 half", "label": "a"}', '{"text": "ok \\ud83d\\ude00", "label": "a"}'],
+        [
+            '{"text": "bad \\ud800 half", "label": "a"}',
+            '{"text": "ok \\ud83d\\ude00", "label": "a"}',
+        ],
     )
     data = load(path)
     assert issues_by_line(data.issues) == {1: "non_utf8"}

@@ -1,0 +1,108 @@
+"""Configs: YAML in, validated objects out; errors name file, line, key, value and the range."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from adaptlab.config import (
+    ConfigError,
+    DataConfig,
+    ExperimentConfig,
+    load_config,
+    parse_config,
+    reference,
+    to_yaml,
+)
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+
+
+def test_there_are_configs_to_check() -> None:
+    assert len(CONFIGS) >= 3
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_config_file_validates(path: Path) -> None:
+    config = load_config(path)
+    assert isinstance(config, ExperimentConfig)
+    assert load_config(path) == config
+
+
+def parse(text: str) -> ExperimentConfig:
+    return parse_config(text, source="x.yaml", model=ExperimentConfig)
+
+
+def test_out_of_range_value_names_file_line_key_value_and_range() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse("name: t\ntrain:\n  micro_batch_size: 8\n  learning_rate: 5.0\n")
+    message = str(caught.value)
+    assert "x.yaml:4: train.learning_rate = 5.0 is not allowed" in message
+    assert "learning_rate > 0 and <= 1" in message
+
+
+def test_unknown_key_suggests_the_right_one() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse("train:\n  learnin_rate: 0.001\n")
+    message = str(caught.value)
+    assert "x.yaml:2: train.learnin_rate: unknown key" in message
+    assert "Did you mean 'learning_rate'?" in message
+    assert "micro_batch_size" in message
+
+
+def test_unknown_top_level_key_and_wrong_type() -> None:
+    with pytest.raises(ConfigError, match=r"x.yaml:1: bogus: unknown key"):
+        parse("bogus: 1\n")
+    with pytest.raises(ConfigError, match=r"x.yaml:2: model.sequence_len = 'long' is not allowed"):
+        parse("model:\n  sequence_len: long\n")
+
+
+def test_literal_choices_are_listed() -> None:
+    with pytest.raises(ConfigError, match=r"data.format = 'excel'.*'chat'"):
+        parse("data:\n  format: excel\n")
+
+
+def test_split_size_rules() -> None:
+    assert DataConfig(val_set_size=500).val_set_size == 500
+    with pytest.raises(ValueError, match="whole number"):
+        DataConfig(val_set_size=2.5)
+    with pytest.raises(ValueError, match="exclude each other"):
+        DataConfig(allow_contaminated=True, decontaminate=True)
+
+
+def test_bad_yaml_and_non_mapping() -> None:
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        parse("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        parse("- 1\n- 2\n")
+    assert parse("") == ExperimentConfig()
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="absent.yaml: cannot read config"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_round_trip_through_yaml() -> None:
+    config = parse("train:\n  learning_rate: 0.0002\n  num_epochs: 2\nlora:\n  lora_r: 8\n")
+    assert parse(to_yaml(config)) == config
+
+
+def test_reference_lists_every_key_with_its_description() -> None:
+    rows = reference()
+    assert any(
+        r.startswith("train.learning_rate (default 5e-05): Peak learning rate") for r in rows
+    )
+    for key in (
+        "model.base_model",
+        "train.num_epochs",
+        "train.micro_batch_size",
+        "train.gradient_accumulation_steps",
+        "model.sequence_len",
+        "lora.lora_r",
+        "lora.lora_alpha",
+        "data.val_set_size",
+        "train.seed",
+    ):
+        assert any(r.startswith(key + " ") for r in rows), key
