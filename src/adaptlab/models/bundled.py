@@ -12,11 +12,13 @@ Any other name is a local folder or a hub name that transformers downloads for o
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +85,9 @@ def load_tokenizer(name: str, revision: str | None = None) -> Any:
     """The tokenizer of ``name`` (bundled, local or hub) through transformers."""
     from transformers import AutoTokenizer
 
+    if canonical_name(name) == SMOLLM2 and package_dir(BUNDLED[SMOLLM2].package) is not None:
+        # Counting tokens must not cost a full model conversion: cache the tokenizer alone.
+        return AutoTokenizer.from_pretrained(smollm2_tokenizer_folder())
     location = resolve_model(name)
     try:
         return AutoTokenizer.from_pretrained(location, revision=revision)
@@ -107,16 +112,61 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def smollm2_folder() -> Path:
-    """The converted SmolLM2 folder in the cache, converting the bundled GGUF on first use."""
+def _smollm2_gguf() -> tuple[Path, str]:
     folder = package_dir(BUNDLED[SMOLLM2].package)
     if folder is None:
         raise ModelNotAvailable(f"{SMOLLM2} is not installed: {BUNDLED[SMOLLM2].install}")
     gguf_path = folder / SMOLLM2_GGUF
-    target = cache_dir() / "models" / f"smollm2-135m-instruct-{file_sha256(gguf_path)[:16]}"
+    stat = gguf_path.stat()
+    return gguf_path, _cached_sha256(str(gguf_path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
+    # Keyed by size and mtime too, so a replaced file is hashed again.
+    return file_sha256(Path(path))
+
+
+def smollm2_folder() -> Path:
+    """The converted SmolLM2 folder in the cache, converting the bundled GGUF on first use."""
+    gguf_path, digest = _smollm2_gguf()
+    target = cache_dir() / "models" / f"smollm2-135m-instruct-{digest[:16]}"
     if not (target / "model.safetensors").exists():
         convert_gguf(gguf_path, target)
     return target
+
+
+def smollm2_tokenizer_folder() -> Path:
+    """SmolLM2's tokenizer alone (the converted model folder's, when that exists)."""
+    model_folder = cache_dir() / "models"
+    gguf_path, digest = _smollm2_gguf()
+    converted = model_folder / f"smollm2-135m-instruct-{digest[:16]}"
+    if (converted / "tokenizer.json").exists():
+        return converted
+    target = cache_dir() / "tokenizers" / f"smollm2-135m-instruct-{digest[:16]}"
+    if not (target / "tokenizer.json").exists():
+        _stage(target, lambda staging: _gguf_tokenizer(gguf_path).save_pretrained(staging))
+    return target
+
+
+def _gguf_tokenizer(gguf_path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+
+
+def _stage(target: Path, write: Callable[[Path], Any]) -> None:
+    """Run ``write`` into a temporary folder beside ``target``, then rename it into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        write(staging)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def convert_gguf(gguf_path: Path, target: Path) -> None:
@@ -124,23 +174,17 @@ def convert_gguf(gguf_path: Path, target: Path) -> None:
 
     Written to a temporary folder and renamed, so an interrupted conversion leaves nothing.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    tokenizer = _gguf_tokenizer(gguf_path)
     loaded = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     # A GGUF-loaded model refuses save_pretrained; a fresh model built from the same config and
     # given the same state dict does not.
-    config = loaded.config
-    rebuilt = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
+    rebuilt = AutoModelForCausalLM.from_config(loaded.config)  # type: ignore[no-untyped-call]
     rebuilt.load_state_dict(loaded.state_dict())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+
+    def write(staging: Path) -> None:
         rebuilt.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    _stage(target, write)
