@@ -22,7 +22,7 @@ config_app = typer.Typer(no_args_is_help=True, help="Validate configs; print the
 app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
 console = Console(stderr=False)
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="A YAML config.")]
 EvalOption = Annotated[str | None, typer.Option("--eval", help="A given eval file.")]
@@ -243,6 +243,7 @@ def _print_summary(report: dict[str, Any]) -> None:
             f"  {item['path']}:{item['line']}: {item['error']}{field}: {item['message']}",
             highlight=False,
             markup=False,
+            soft_wrap=True,
         )
     for note in report["guidance"]:
         color = {"ok": "green", "info": "cyan", "warn": "yellow"}[note["level"]]

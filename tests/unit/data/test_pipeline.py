@@ -192,7 +192,8 @@ def test_long_records_are_reported_not_truncated(tmp_path: Path, tokenizer: Any)
 
 
 def test_size_guidance_flags_thin_classes(tmp_path: Path, tokenizer: Any) -> None:
-    rows = dataset() + [
+    rows = [
+        *dataset(),
         {"text": "a rare intent example one", "label": "rare"},
         {"text": "another rare intent sample two", "label": "rare"},
     ]

@@ -1,0 +1,100 @@
+"""The command line: exit codes, messages on bad input, files written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from adaptlab.cli import app
+
+runner = CliRunner()
+
+
+def write(path: Path, rows: list[object]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def train_file(tmp_path: Path) -> Path:
+    rows = [
+        {"text": f"question {n} about {topic} number {n * 13}", "label": topic}
+        for topic in ("cards", "loans")
+        for n in range(12)
+    ]
+    return write(tmp_path / "train.jsonl", rows)
+
+
+def test_check_writes_reports_and_strict_fails_on_issues(tmp_path: Path, train_file: Path) -> None:
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["data", "check", str(train_file), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "data_report.json").read_text())["sources"]["train"]["valid"] == 24
+    assert "# Data report" in (out / "data_report.md").read_text()
+    with train_file.open("a") as handle:
+        handle.write("{broken\n")
+    result = runner.invoke(app, ["data", "check", str(train_file), "--out", str(out)])
+    assert result.exit_code == 0
+    assert f"{train_file}:25: invalid_json" in result.output
+    result = runner.invoke(app, ["data", "check", str(train_file), "--out", str(out), "--strict"])
+    assert result.exit_code == 1
+
+
+def test_prepare_writes_locked_split(tmp_path: Path, train_file: Path) -> None:
+    out = tmp_path / "prepared"
+    result = runner.invoke(
+        app, ["data", "prepare", str(train_file), "--out", str(out), "--val-set-size", "0.25"]
+    )
+    assert result.exit_code == 0, result.output
+    lock = json.loads((out / "eval.lock").read_text())
+    assert lock["size"] == 6 and lock["source"] == "split"
+    assert {p.name for p in out.iterdir()} >= {
+        "train.jsonl",
+        "eval.jsonl",
+        "eval.lock",
+        "data_report.json",
+        "data_report.md",
+    }
+
+
+def test_prepare_refuses_contamination_unless_overridden(tmp_path: Path, train_file: Path) -> None:
+    first = train_file.read_text().splitlines()[0]
+    eval_file = tmp_path / "eval.jsonl"
+    eval_file.write_text(
+        first + "\n" + json.dumps({"text": "fresh words", "label": "cards"}) + "\n"
+    )
+    args = ["data", "prepare", str(train_file), "--eval", str(eval_file)]
+    refused = runner.invoke(app, [*args, "--out", str(tmp_path / "a")])
+    assert refused.exit_code == 1 and "also appear in the training data" in refused.output
+    allowed = runner.invoke(app, [*args, "--out", str(tmp_path / "b"), "--allow-contaminated"])
+    assert allowed.exit_code == 0, allowed.output
+    lock = json.loads((tmp_path / "b" / "eval.lock").read_text())
+    assert lock["contamination"]["override"] == "allow_contaminated"
+
+
+def test_bad_config_is_a_clear_error(tmp_path: Path, train_file: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("data:\n  near_dup_threshold: 3\n")
+    result = runner.invoke(app, ["data", "check", str(train_file), "--config", str(config)])
+    assert result.exit_code == 2
+    assert "c.yaml:2: data.near_dup_threshold = 3 is not allowed" in result.output
+    result = runner.invoke(app, ["config", "check", str(config)])
+    assert result.exit_code == 2
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["data", "check", str(tmp_path / "nope.csv")])
+    assert result.exit_code == 2 and "no such file" in result.output
+
+
+def test_convert_rejects_unknown_dataset(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["data", "convert", "imdb", str(tmp_path), str(tmp_path / "o")])
+    assert result.exit_code == 2 and "allowed: banking77, restaurant8k" in result.output
+
+
+def test_config_reference_lists_keys() -> None:
+    result = runner.invoke(app, ["config", "reference"])
+    assert result.exit_code == 0 and "train.gradient_accumulation_steps" in result.output
