@@ -62,7 +62,9 @@ def _decode(raw: bytes) -> str:
 
 
 def article_text(raw: bytes, path: Path) -> str:
-    """Headline + ". " + first paragraph of one BBC article, whitespace collapsed to spaces.
+    """Headline + first paragraph of one BBC article, whitespace collapsed to spaces.
+
+    A full stop joins them unless the headline already ends a sentence ("...?").
 
     The headline and first paragraph keep the text short enough for a 256-token encoder while
     still carrying the topic.
@@ -71,7 +73,9 @@ def article_text(raw: bytes, path: Path) -> str:
     paragraphs = [p for p in _PARAGRAPH_BREAK.split(body) if p.strip()]
     if not headline.strip() or not paragraphs:
         raise DataError(f"{path}: expected a headline, a blank line and a paragraph")
-    return " ".join(headline.split()) + ". " + " ".join(paragraphs[0].split())
+    title = " ".join(headline.split())
+    joiner = " " if title.endswith((".", "?", "!")) else ". "
+    return title + joiner + " ".join(paragraphs[0].split())
 
 
 def _article_files(root: Path) -> list[tuple[str, Path]]:

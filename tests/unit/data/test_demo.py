@@ -123,3 +123,8 @@ def test_article_text_rejects_a_file_without_body() -> None:
 def test_citation_credits_the_authors() -> None:
     assert "Greene" in demo.DEMO_CITATION and "Cunningham" in demo.DEMO_CITATION
     assert "ICML 2006" in demo.DEMO_CITATION
+
+
+def test_headline_ending_a_sentence_is_not_doubled() -> None:
+    raw = b"Is this the end?\n\nA first paragraph.\n\nA second one.\n"
+    assert demo.article_text(raw, Path("x.txt")) == "Is this the end? A first paragraph."
