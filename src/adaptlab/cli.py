@@ -231,13 +231,23 @@ def _print_summary(report: dict[str, Any]) -> None:
         )
     console.print(table)
     _print_tokens_and_labels(report)
+    for role, dup in report["duplicates"].items():
+        console.print(
+            f"Duplicates ({role}): {dup['exact_groups']:,} exact groups, {dup['near_groups']:,} "
+            f"near groups, {dup['conflicting_label_groups']:,} with conflicting labels; "
+            f"{dup['action']}",
+            highlight=False,
+        )
     contamination = report.get("contamination")
     if contamination:
         console.print(
             f"Contamination: {contamination['eval_items']:,} eval items also occur in "
             f"train ({contamination['exact']:,} exact, {contamination['near']:,} near)"
         )
-    for item in report["issues"]["items"][:10]:
+    shown = report["issues"]["items"][:10]
+    if report["issues"]["total"] > len(shown):
+        console.print(f"Issues ({report['issues']['total']:,}; the first {len(shown)}):")
+    for item in shown:
         field = f" [{item['field']}]" if item.get("field") else ""
         console.print(
             f"  {item['path']}:{item['line']}: {item['error']}{field}: {item['message']}",

@@ -77,17 +77,23 @@ def label_key(value: Any) -> str:
 # --------------------------------------------------------------------------- reading raw rows
 
 
-def read_rows(source: str | Path) -> Iterator[tuple[int, dict[str, Any] | DataIssue]]:
-    """Yield ``(line, row)`` for every record of ``source``; bad rows come as a DataIssue."""
+def read_rows(
+    source: str | Path, hub_split: str = "train"
+) -> Iterator[tuple[int, dict[str, Any] | DataIssue]]:
+    """Yield ``(line, row)`` for every record of ``source``; bad rows come as a DataIssue.
+
+    ``source`` that is not a path on disk but looks like ``owner/name`` is read from the hub
+    (split ``hub_split``) for users who are online.
+    """
     path = Path(source)
     if not path.exists():
         if _looks_like_hub_name(str(source)):
-            yield from _read_with_datasets(str(source), hub=True)
+            yield from _read_with_datasets(str(source), split=hub_split)
             return
         raise DataError(f"{source}: no such file or folder")
     suffix = path.suffix.lower()
     if path.is_dir() or suffix in (".parquet", ".arrow"):
-        yield from _read_with_datasets(str(path), hub=False)
+        yield from _read_with_datasets(str(path))
     elif suffix in (".csv", ".tsv"):
         yield from _read_csv(path, delimiter="\t" if suffix == ".tsv" else ",")
     elif suffix == ".json" and _starts_with_array(path):
@@ -321,13 +327,15 @@ def _skip_separators(text: str, index: int, line: int) -> tuple[int, int]:
     return index, line
 
 
-def _read_with_datasets(source: str, hub: bool) -> Iterator[tuple[int, dict[str, Any] | DataIssue]]:
-    """Parquet/Arrow files, saved folders and hub names, through HF ``datasets``."""
+def _read_with_datasets(
+    source: str, split: str | None = None
+) -> Iterator[tuple[int, dict[str, Any] | DataIssue]]:
+    """Parquet/Arrow files, saved folders and (with ``split``) hub names, via HF ``datasets``."""
     import datasets
 
     try:
-        if hub:
-            dataset: Any = datasets.load_dataset(source, split="train")
+        if split is not None:
+            dataset: Any = datasets.load_dataset(source, split=split)
         elif Path(source).is_dir():
             dataset = datasets.load_from_disk(source)
         else:
@@ -625,13 +633,14 @@ def load(
     label_field: str | None = None,
     labels: Iterable[str] | None = None,
     layout: Layout | None = None,
+    hub_split: str = "train",
 ) -> LoadedData:
     """Read and validate ``source``; valid records kept exactly, the rest reported."""
     path = str(source)
     parsed: list[tuple[int, dict[str, Any]]] = []
     issues: list[DataIssue] = []
     raw_count = 0
-    for line, row in read_rows(source):
+    for line, row in read_rows(source, hub_split):
         if isinstance(row, DataIssue):
             issues.append(row)
             raw_count += row.severity == "error"

@@ -102,7 +102,16 @@ def check_data(
     """Read, validate, scrub, dedup and cross-check ``data.train`` (and ``data.eval``)."""
     if data.train is None:
         raise DataError("no training data given")
-    train = Part(load(data.train, data.format, data.text_field, data.label_field, data.labels))
+    train = Part(
+        load(
+            data.train,
+            data.format,
+            data.text_field,
+            data.label_field,
+            data.labels,
+            hub_split=data.hub_split,
+        )
+    )
     eval_part = None
     if data.eval is not None:
         known = data.labels if data.labels is not None else sorted(set(train.loaded.labels() or []))

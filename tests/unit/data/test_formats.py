@@ -251,3 +251,20 @@ def test_unpaired_surrogate_escape_is_reported(tmp_path: Path) -> None:
     data = load(path)
     assert issues_by_line(data.issues) == {1: "non_utf8"}
     assert data.records[0].data["text"] == "ok 😀"
+
+
+def test_hub_names_go_to_hf_datasets_with_the_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No network here: stand in for the hub download and check what adaptlab asks it for.
+    import datasets
+
+    calls: list[tuple[str, str]] = []
+
+    def fake_load_dataset(name: str, split: str) -> datasets.Dataset:
+        calls.append((name, split))
+        return datasets.Dataset.from_list([{"text": "hello", "label": 0}, {"text": "", "label": 1}])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    data = load("PolyAI/banking77", hub_split="test")
+    assert calls == [("PolyAI/banking77", "test")]
+    assert [r.data for r in data.records] == [{"text": "hello", "label": 0}]
+    assert issues_by_line(data.issues) == {2: "empty_text"}
