@@ -107,9 +107,17 @@ def read_rows(
         )
 
 
+_FILE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".parquet", ".arrow")
+
+
 def _looks_like_hub_name(name: str) -> bool:
+    """``owner/name`` or ``name``; a missing ``data/train.jsonl`` is a missing file, not a hub id."""
     parts = name.split("/")
-    return len(parts) in (1, 2) and all(p and not p.startswith(".") for p in parts)
+    return (
+        len(parts) in (1, 2)
+        and all(p and not p.startswith(".") for p in parts)
+        and not name.lower().endswith(_FILE_SUFFIXES)
+    )
 
 
 def _issue(path: Path | str, line: int, error: str, message: str, **kw: Any) -> DataIssue:

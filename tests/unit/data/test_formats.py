@@ -186,6 +186,8 @@ def test_explicit_format_and_fields_override_detection(tmp_path: Path) -> None:
 def test_missing_file_and_unknown_suffix_are_clear(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="no such file"):
         load(tmp_path / "absent.jsonl")
+    with pytest.raises(DataError, match="no such file"):
+        load("data/absent.csv")
     (tmp_path / "x.xlsx").write_bytes(b"PK")
     with pytest.raises(DataError, match="unsupported file type '.xlsx'"):
         load(tmp_path / "x.xlsx")
