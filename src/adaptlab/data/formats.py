@@ -111,7 +111,7 @@ _FILE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".parquet", ".ar
 
 
 def _looks_like_hub_name(name: str) -> bool:
-    """``owner/name`` or ``name``; a missing ``data/train.jsonl`` is a missing file, not a hub id."""
+    """``owner/name`` or ``name``; a missing ``data/x.jsonl`` is a missing file, not a hub id."""
     parts = name.split("/")
     return (
         len(parts) in (1, 2)
