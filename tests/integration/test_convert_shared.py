@@ -15,6 +15,7 @@ from adaptlab.data.convert import (
     convert_restaurant8k,
     restaurant8k_slots,
 )
+from adaptlab.data.formats import load
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 
@@ -71,3 +72,7 @@ def test_restaurant8k(tmp_path: Path, name: str, count: int) -> None:
     assert summary.no_slots == sum(1 for item in items if not item.get("labels"))
     assert set(summary.slot_counts) == set(SLOT_ORDER)
     assert summary.repeated_slots == 0  # checked on the real data: no slot is labelled twice
+    # Every converted line passes adaptlab's own chat validation, unchanged.
+    loaded = load(out)
+    assert loaded.format == "chat" and loaded.issues == []
+    assert [r.data for r in loaded.records] == records
