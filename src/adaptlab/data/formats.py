@@ -673,27 +673,32 @@ def load(
 # --------------------------------------------------------------------------- record views
 
 
+# Which parts of a record are its input (what a model is given) and which its answer. System
+# prompts are neither: usually one shared instruction, left in they would make every pair of
+# short examples look alike.
+_INPUT_ROLES, _ANSWER_ROLES = ("user",), ("assistant",)
+_INPUT_KEYS = {"completion": ("prompt",), "alpaca": ("instruction", "input")}
+_ANSWER_KEYS = {"completion": ("completion",), "alpaca": ("output",)}
+
+
 def record_text(data: LoadedData | Layout, row: dict[str, Any]) -> str:
-    """All the text of a record, in reading order (for duplicates, PII and length)."""
-    if data.format == "classification":
-        assert data.text_field
-        return str(row[data.text_field])
-    if data.format == "chat":
-        return "\n".join(str(m.get("content") or "") for m in row["messages"])
-    if data.format == "completion":
-        return f"{row['prompt']}\n{row['completion']}"
-    return "\n".join(str(row.get(k) or "") for k in ("instruction", "input", "output"))
+    """Input and answer of a record, in reading order (for duplicates and samples)."""
+    return _join(data, row, answer=True)
 
 
 def record_input(data: LoadedData | Layout, row: dict[str, Any]) -> str:
     """What the model is given (no answer): an eval input seen in training is contamination."""
+    return _join(data, row, answer=False)
+
+
+def _join(data: LoadedData | Layout, row: dict[str, Any], answer: bool) -> str:
     if data.format == "classification":
         assert data.text_field
         return str(row[data.text_field])
     if data.format == "chat":
+        roles = _INPUT_ROLES + (_ANSWER_ROLES if answer else ())
         return "\n".join(
-            str(m.get("content") or "") for m in row["messages"] if m.get("role") == "user"
+            str(m.get("content") or "") for m in row["messages"] if m.get("role") in roles
         )
-    if data.format == "completion":
-        return str(row["prompt"])
-    return "\n".join(str(row.get(k) or "") for k in ("instruction", "input"))
+    keys = _INPUT_KEYS[data.format] + (_ANSWER_KEYS[data.format] if answer else ())
+    return "\n".join(str(row.get(key) or "") for key in keys)
