@@ -225,3 +225,39 @@ def test_chat_data_counts_tokens_with_the_chat_template(tmp_path: Path) -> None:
     templated = len(smol.apply_chat_template(rows[0]["messages"], tokenize=True, return_dict=False))
     assert stats["count"] == 10 and stats["max"] >= templated > 10
     assert result.report["labels"] is None
+
+
+def test_shared_system_prompt_does_not_make_chat_records_duplicates(tmp_path: Path) -> None:
+    system = {"role": "system", "content": "Extract the booking slots as JSON. " * 8}
+    rows = [
+        {
+            "messages": [
+                system,
+                {"role": "user", "content": utterance},
+                {"role": "assistant", "content": answer},
+            ]
+        }
+        for utterance, answer in [
+            ("4", '{"people": "4"}'),
+            ("7pm", '{"time": "7pm"}'),
+            ("tomorrow", '{"date": "tomorrow"}'),
+            ("4", '{"people": "4"}'),
+        ]
+    ]
+    config = DataConfig(train=str(write_jsonl(tmp_path / "c.jsonl", rows)), val_set_size=1)
+    result = check_data(config, ModelConfig(), tokenizer=_WordCounter())
+    duplicates = result.report["duplicates"]["train"]
+    assert (duplicates["exact_groups"], duplicates["near_groups"], duplicates["dropped"]) == (
+        1,
+        0,
+        1,
+    )
+
+
+class _WordCounter:
+    """A stand-in tokenizer (one token per word) where the test is not about tokenization."""
+
+    chat_template = None
+
+    def __call__(self, texts: list[str], add_special_tokens: bool = True) -> dict[str, Any]:
+        return {"input_ids": [text.split() for text in texts]}
