@@ -1,0 +1,278 @@
+"""Paired bootstrap confidence intervals for the difference between two systems.
+
+Two systems scored on the *same* eval items share the items' difficulty: an item one gets wrong
+the other likely gets wrong too. Resampling items with replacement and scoring both systems on
+the same resampled items keeps that pairing, so the interval reflects only how the systems
+*differ*, and is far narrower than two independent intervals would suggest (Koehn, 2004,
+"Statistical Significance Tests for Machine Translation Evaluation"; Efron & Tibshirani, 1993,
+"An Introduction to the Bootstrap", ch. 13, percentile intervals).
+
+Resamples are drawn as a ``resamples x n`` index matrix in chunks of about
+:data:`INDEX_CHUNK_ELEMENTS`, so memory stays bounded while numpy does the work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from adaptlab.evaluate.metrics import checked_labels
+
+DEFAULT_RESAMPLES = 2000
+MIN_RESAMPLES = 100
+"""Fewer resamples than this make the 2.5 % tail a handful of values: the CI is noise."""
+
+INDEX_CHUNK_ELEMENTS = 2**20
+"""Indices drawn at once (8 MiB of int64; 10,000 resamples x 3,000 items would be 240 MiB).
+Measured on 2 cores: peak 16 MiB for that mean bootstrap, 57 MiB for macro-F1 with 77 labels,
+and no slower than 4x larger chunks, which fall out of cache."""
+
+FloatArray = npt.NDArray[np.float64]
+IndexArray = npt.NDArray[np.int64]
+Statistic = Callable[[FloatArray], float]
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """metric(a) - metric(b) on one eval set, with its paired-bootstrap CI and p-value."""
+
+    metric: str
+    a: str
+    b: str
+    difference: float
+    """metric(a) - metric(b) on the full eval set."""
+    low: float
+    high: float
+    """Percentile CI of the difference at level ``confidence``."""
+    confidence: float
+    p_value: float
+    """Two-sided; see :func:`two_sided_p_value`."""
+    resamples: int
+
+    def significant(self) -> bool:
+        """Whether the CI excludes 0."""
+        return self.low > 0 or self.high < 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy, with ``significant`` spelled out."""
+        return {**asdict(self), "significant": self.significant()}
+
+
+def paired_bootstrap(
+    scores_a: npt.ArrayLike,
+    scores_b: npt.ArrayLike,
+    *,
+    metric: str = "accuracy",
+    names: tuple[str, str] = ("a", "b"),
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = 0.95,
+    seed: int = 0,
+    statistic: Statistic | None = None,
+) -> PairedDifference:
+    """Paired bootstrap of ``statistic(a) - statistic(b)`` over per-example scores.
+
+    ``scores_a[i]`` and ``scores_b[i]`` score the same eval item (e.g. 1/0 correctness). Each
+    resample draws n item indices with replacement and applies them to *both* systems (Koehn,
+    2004). The default statistic, the mean, is vectorised over resamples; a custom ``statistic``
+    (a 1-D score array -> float) is called once per resample and system.
+    """
+    a = _checked_scores("scores_a", scores_a)
+    b = _checked_scores("scores_b", scores_b)
+    _check_same_length(("scores_a", len(a)), ("scores_b", len(b)))
+    _check_settings(resamples, confidence)
+    if statistic is None:
+        per_item = a - b
+        observed = float(per_item.mean())
+        differences = _resampled(len(a), resamples, seed, lambda rows: per_item[rows].mean(axis=1))
+    else:
+        observed = float(statistic(a) - statistic(b))
+        differences = _resampled(len(a), resamples, seed, _statistic_differences(statistic, a, b))
+    return _summarised(metric, names, observed, differences, confidence)
+
+
+def paired_bootstrap_f1(
+    pred_a: npt.ArrayLike,
+    pred_b: npt.ArrayLike,
+    gold: npt.ArrayLike,
+    n_labels: int,
+    *,
+    names: tuple[str, str] = ("a", "b"),
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> PairedDifference:
+    """Paired bootstrap of macro-F1(a) - macro-F1(b) from predicted and gold class indices.
+
+    Each system's macro-F1 on a (re)sample averages per-class F1 over the labels that occur in
+    that sample's gold ∪ that system's predictions, exactly as scikit-learn's
+    ``f1_score(gold, pred, average="macro", zero_division=0)`` would on the same sample; so the
+    point estimate equals the difference of the two scikit-learn macro-F1s on the full set.
+    Confusion counts come from one ``np.bincount`` over a whole chunk of resamples.
+    """
+    gold_array = _checked_class_indices("gold", gold, n_labels, None)
+    a = _checked_class_indices("pred_a", pred_a, n_labels, len(gold_array))
+    b = _checked_class_indices("pred_b", pred_b, n_labels, len(gold_array))
+    _check_settings(resamples, confidence)
+
+    def differences(rows: IndexArray) -> FloatArray:
+        return _macro_f1_differences(a[rows], b[rows], gold_array[rows], n_labels)
+
+    observed = float(differences(np.arange(len(gold_array))[np.newaxis, :])[0])
+    resampled = _resampled(len(gold_array), resamples, seed, differences)
+    return _summarised("macro_f1", names, observed, resampled, confidence)
+
+
+def bootstrap_interval(
+    scores: npt.ArrayLike,
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of one system's mean score (Efron & Tibshirani, 1993, ch. 13)."""
+    values = _checked_scores("scores", scores)
+    _check_settings(resamples, confidence)
+    means = _resampled(len(values), resamples, seed, lambda rows: values[rows].mean(axis=1))
+    return _percentile_interval(means, confidence)
+
+
+def two_sided_p_value(observed: float, differences: FloatArray) -> float:
+    """Two-sided bootstrap p-value of ``observed`` given the resampled ``differences``.
+
+    The share of resamples that do not agree in sign with the observed difference (the opposite
+    sign, or zero), doubled for two sides and capped at 1, as in Koehn (2004): "a is better"
+    holds at level p when it holds on all but a p share of resamples. The count gets the
+    Monte-Carlo add-one correction, (k + 1) / (R + 1) (Davison & Hinkley, 1997, "Bootstrap
+    Methods and their Application", ch. 4), so the smallest p-value is about 2 / R rather than 0:
+    R resamples cannot show more. An observed difference of exactly 0 gives p = 1.
+    """
+    if observed == 0:
+        return 1.0
+    disagreeing = int(np.count_nonzero(np.sign(differences) != np.sign(observed)))
+    return min(1.0, 2 * (disagreeing + 1) / (len(differences) + 1))
+
+
+def resampled_indices(n: int, resamples: int, seed: int) -> Iterator[IndexArray]:
+    """``resamples`` rows of n indices drawn with replacement, in chunks of bounded size."""
+    rng = np.random.default_rng(seed)
+    rows_per_chunk = max(1, INDEX_CHUNK_ELEMENTS // n)
+    for start in range(0, resamples, rows_per_chunk):
+        yield rng.integers(0, n, size=(min(rows_per_chunk, resamples - start), n))
+
+
+def _resampled(
+    n: int, resamples: int, seed: int, per_chunk: Callable[[IndexArray], FloatArray]
+) -> FloatArray:
+    """The statistic of every resample, ``per_chunk`` mapping a chunk of index rows to values."""
+    return np.concatenate([per_chunk(rows) for rows in resampled_indices(n, resamples, seed)])
+
+
+def _statistic_differences(
+    statistic: Statistic, a: FloatArray, b: FloatArray
+) -> Callable[[IndexArray], FloatArray]:
+    def differences(rows: IndexArray) -> FloatArray:
+        return np.array([statistic(a[row]) - statistic(b[row]) for row in rows], dtype=np.float64)
+
+    return differences
+
+
+def _macro_f1_differences(
+    pred_a: IndexArray, pred_b: IndexArray, gold: IndexArray, n_labels: int
+) -> FloatArray:
+    """Row-wise macro-F1(a) - macro-F1(b) for ``(rows, n)`` arrays of class indices."""
+    # Offsetting row r's labels by r * n_labels gives every (row, label) pair its own bincount
+    # slot, so one call counts all rows at once.
+    offsets = (np.arange(len(gold)) * n_labels)[:, np.newaxis]
+    gold_slots = gold + offsets
+    slots = len(gold) * n_labels
+    gold_counts = np.bincount(gold_slots.ravel(), minlength=slots)
+    f1_a = _macro_f1_rows(pred_a + offsets, gold_slots, gold_counts, slots, n_labels)
+    f1_b = _macro_f1_rows(pred_b + offsets, gold_slots, gold_counts, slots, n_labels)
+    return f1_a - f1_b
+
+
+def _macro_f1_rows(
+    pred_slots: IndexArray,
+    gold_slots: IndexArray,
+    gold_counts: npt.NDArray[np.intp],
+    slots: int,
+    n_labels: int,
+) -> FloatArray:
+    """Macro-F1 per row from offset labels; F1 = 2 TP / (2 TP + FP + FN) = 2 TP / (gold + pred)."""
+    pred_counts = np.bincount(pred_slots.ravel(), minlength=slots)
+    hits = np.bincount(gold_slots[pred_slots == gold_slots], minlength=slots)
+    support = (gold_counts + pred_counts).reshape(-1, n_labels)
+    present = support > 0
+    f1 = np.divide(
+        2.0 * hits.reshape(-1, n_labels), support, out=np.zeros(support.shape), where=present
+    )
+    result: FloatArray = f1.sum(axis=1) / present.sum(axis=1)
+    return result
+
+
+def _summarised(
+    metric: str,
+    names: tuple[str, str],
+    observed: float,
+    differences: FloatArray,
+    confidence: float,
+) -> PairedDifference:
+    low, high = _percentile_interval(differences, confidence)
+    return PairedDifference(
+        metric=metric,
+        a=names[0],
+        b=names[1],
+        difference=observed,
+        low=low,
+        high=high,
+        confidence=confidence,
+        p_value=two_sided_p_value(observed, differences),
+        resamples=len(differences),
+    )
+
+
+def _percentile_interval(values: FloatArray, confidence: float) -> tuple[float, float]:
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(values, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def _checked_scores(name: str, scores: npt.ArrayLike) -> FloatArray:
+    array = np.asarray(scores, dtype=np.float64)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"{name} has shape {array.shape}: expected (n,) with n >= 1")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name}[{np.flatnonzero(~np.isfinite(array))[0]}] is not finite")
+    return array
+
+
+def _checked_class_indices(
+    name: str, labels: npt.ArrayLike, n_labels: int, length: int | None
+) -> IndexArray:
+    if n_labels < 1:
+        raise ValueError(f"n_labels = {n_labels}: must be >= 1")
+    array = np.asarray(labels)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"{name} has shape {array.shape}: expected (n,) with n >= 1")
+    if length is not None:
+        _check_same_length(("gold", length), (name, len(array)))
+    return checked_labels(name, array, n_labels, length=len(array))
+
+
+def _check_same_length(first: tuple[str, int], second: tuple[str, int]) -> None:
+    if first[1] != second[1]:
+        raise ValueError(
+            f"{first[0]} has {first[1]} items but {second[0]} has {second[1]}: paired scores "
+            "must cover the same eval items in the same order"
+        )
+
+
+def _check_settings(resamples: int, confidence: float) -> None:
+    if resamples < MIN_RESAMPLES:
+        raise ValueError(f"resamples = {resamples}: must be >= {MIN_RESAMPLES}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence = {confidence}: must be in (0, 1), e.g. 0.95")
