@@ -171,6 +171,26 @@ class LoraConfig(Section):
     use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
 
 
+class CompareConfig(Section):
+    """Which strategies ``adaptlab compare`` runs and how results are measured."""
+
+    strategies: list[str] | None = Field(
+        None, description="Strategies to run, in order; empty: every classification strategy."
+    )
+    bootstrap_resamples: Annotated[int, Ge(100), Le(100_000)] = Field(
+        2000, description="Paired-bootstrap resamples for the confidence intervals."
+    )
+    confidence: Annotated[float, Gt(0), Lt(1)] = Field(
+        0.95, description="Confidence level of the intervals."
+    )
+    latency_batch_sizes: list[Annotated[int, Ge(1)]] = Field(
+        [1, 32], description="Batch sizes at which CPU latency is measured."
+    )
+    latency_budget_s: Annotated[float, Gt(0)] = Field(
+        20.0, description="Seconds spent measuring latency per strategy and batch size."
+    )
+
+
 class ExperimentConfig(Section):
     """A whole adaptlab run: one file, one section per concern."""
 
@@ -180,6 +200,12 @@ class ExperimentConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
+    strategies: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Per-strategy settings, e.g. `setfit: {shots: 10}`; each strategy's keys "
+        "are listed by `adaptlab strategies`.",
+    )
 
 
 class ConfigError(ValueError):
@@ -212,9 +238,34 @@ def parse_config(text: str, source: str, model: type[ModelT]) -> ModelT:
         raise ConfigError(f"{source}:1: the top level must be a mapping of keys to values")
     lines = _key_lines(node) if node is not None else {}
     try:
-        return model.model_validate(raw)
+        config = model.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, model, source, lines)) from None
+    if isinstance(config, ExperimentConfig):
+        _check_strategies(config, source, lines)
+    return config
+
+
+def _check_strategies(config: ExperimentConfig, source: str, lines: dict[Any, int]) -> None:
+    """Each ``strategies.<name>`` block against that strategy's own config model."""
+    from adaptlab.strategies.base import get_strategy
+
+    named = set(config.strategies) | set(config.compare.strategies or [])
+    for name in sorted(named):
+        try:
+            strategy = get_strategy(name)
+        except KeyError as exc:
+            where = _nearest_line(lines, ("strategies", name)) or _nearest_line(
+                lines, ("compare", "strategies")
+            )
+            raise ConfigError(f"{source}:{where or 1}: {exc.args[0]}") from None
+        try:
+            strategy.config_type.model_validate(config.strategies.get(name) or {})
+        except ValidationError as exc:
+            prefix = ("strategies", name)
+            raise ConfigError(
+                _describe(exc, strategy.config_type, source, lines, prefix=prefix)
+            ) from None
 
 
 def _key_lines(node: yaml.Node, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
@@ -229,12 +280,16 @@ def _key_lines(node: yaml.Node, prefix: tuple[str, ...] = ()) -> dict[tuple[str,
 
 
 def _describe(
-    exc: ValidationError, model: type[BaseModel], source: str, lines: dict[Any, int]
+    exc: ValidationError,
+    model: type[BaseModel],
+    source: str,
+    lines: dict[Any, int],
+    prefix: tuple[str, ...] = (),
 ) -> str:
     messages = []
     for error in exc.errors():
         loc = tuple(str(part) for part in error["loc"] if not isinstance(part, int))
-        key_path = tuple(str(part) for part in error["loc"])
+        key_path = prefix + tuple(str(part) for part in error["loc"])
         line = _nearest_line(lines, key_path)
         where = f"{source}:{line}" if line else source
         key = ".".join(key_path) or "(top level)"

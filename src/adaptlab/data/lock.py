@@ -133,11 +133,12 @@ def verify_lock(folder: Path) -> EvalLock:
     return lock
 
 
-def require_same_eval(locks: Mapping[str, EvalLock]) -> str:
-    """The shared eval hash of several runs; raises naming the runs whose eval set differs."""
+def require_same_eval(eval_hashes: Mapping[str, str]) -> str:
+    """The shared eval hash of several runs (name → eval sha256); raises naming the runs whose
+    eval set differs."""
     by_hash: dict[str, list[str]] = {}
-    for name, lock in locks.items():
-        by_hash.setdefault(lock.eval_sha256, []).append(name)
+    for name, digest in eval_hashes.items():
+        by_hash.setdefault(digest, []).append(name)
     if len(by_hash) > 1:
         groups = "; ".join(f"{h[:12]}…: {', '.join(sorted(names))}" for h, names in by_hash.items())
         raise EvalLockError(

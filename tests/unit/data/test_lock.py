@@ -94,7 +94,8 @@ def test_results_on_different_eval_sets_cannot_be_compared(tmp_path: Path) -> No
     (tmp_path / "b").mkdir()
     lock_a = make_lock(tmp_path / "a", "one\n")
     lock_b = make_lock(tmp_path / "b", "two\n")
-    assert require_same_eval({"run1": lock_a, "run2": lock_a}) == lock_a.eval_sha256
+    same = {"run1": lock_a.eval_sha256, "run2": lock_a.eval_sha256}
+    assert require_same_eval(same) == lock_a.eval_sha256
     with pytest.raises(EvalLockError, match="different eval sets") as caught:
-        require_same_eval({"run1": lock_a, "run2": lock_b})
+        require_same_eval({"run1": lock_a.eval_sha256, "run2": lock_b.eval_sha256})
     assert "run1" in str(caught.value) and "run2" in str(caught.value)

@@ -1,0 +1,261 @@
+"""Sentence encoders (BERT-style) as classifiers: load, pool, classify, save, embed.
+
+all-MiniLM-L6-v2 was trained with mean pooling over tokens followed by L2 normalisation, so
+that is what its embeddings are; classifiers put a linear head on the same pooled vector, so
+the frozen-backbone, partially unfrozen and fully fine-tuned variants differ only in which
+parameters train.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from adaptlab.models.bundled import ModelNotAvailable, resolve_model
+from adaptlab.paths import cache_dir
+from adaptlab.train.batching import pad_collate
+
+HEAD_FILE = "head.safetensors"
+CLASSIFIER_FILE = "classifier.json"
+
+
+def load_encoder(name: str, revision: str | None = None) -> tuple[Any, nn.Module]:
+    """Tokenizer and bare encoder (``AutoModel``) for a bundled, local or hub model."""
+    from transformers import AutoModel, AutoTokenizer
+
+    location = resolve_model(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, revision=revision)
+        encoder = AutoModel.from_pretrained(location, revision=revision)
+    except OSError as exc:
+        raise ModelNotAvailable(f"cannot load encoder '{name}': {exc}") from exc
+    return tokenizer, encoder
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Average of the token vectors, ignoring padding."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
+class SentenceClassifier(nn.Module):
+    """Encoder → mean pooling → L2 normalisation → dropout → linear head."""
+
+    def __init__(self, encoder: nn.Module, num_labels: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.encoder = encoder
+        hidden = int(getattr(encoder, "config").hidden_size)  # noqa: B009 (Module typing)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, num_labels)
+        # Normalised embeddings have small coordinates; a scale on the logits lets the head
+        # reach confident predictions without huge weights (cosine-classifier style).
+        self.scale = nn.Parameter(torch.tensor(20.0))
+
+    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask)[0]
+        return nn.functional.normalize(mean_pool(hidden, attention_mask), dim=-1)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.embed(input_ids, attention_mask))
+
+    def classify(self, embeddings: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.head(self.dropout(embeddings)) * self.scale
+        return logits
+
+
+def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[dict[str, list[int]]]:
+    """Token ids and mask per text, truncated to ``max_length`` (``data check`` reports how
+    many texts that truncates)."""
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)
+    return [{"input_ids": ids, "attention_mask": [1] * len(ids)} for ids in encoded["input_ids"]]
+
+
+def pad_values(tokenizer: Any) -> dict[str, int]:
+    """What each list field is padded with (dynamic padding to the batch's longest)."""
+    return {"input_ids": int(tokenizer.pad_token_id or 0), "attention_mask": 0}
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+    """Indices in batches of similar length: inference pads almost nothing."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size].tolist()
+
+
+@torch.inference_mode()
+def run_batched(
+    forward: Any, tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int = 64
+) -> torch.Tensor:
+    """Apply ``forward(input_ids, attention_mask)`` to every text, in the input order."""
+    examples = tokenize(tokenizer, texts, max_length)
+    outputs: list[torch.Tensor | None] = [None] * len(examples)
+    padding = pad_values(tokenizer)
+    for indices in length_sorted_batches([len(e["input_ids"]) for e in examples], batch_size):
+        batch = pad_collate([examples[i] for i in indices], padding)
+        result = forward(batch["input_ids"], batch["attention_mask"])
+        for row, index in enumerate(indices):
+            outputs[index] = result[row]
+    return torch.stack([o for o in outputs if o is not None])
+
+
+@dataclass
+class EncoderClassifier:
+    """A fitted :class:`SentenceClassifier` behind the ``Classifier`` protocol."""
+
+    model: SentenceClassifier
+    tokenizer: Any
+    label_names: Sequence[str]
+    max_length: int
+    batch_size: int = 64
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        self.model.eval()
+        logits = run_batched(self.model, self.tokenizer, texts, self.max_length, self.batch_size)
+        return torch.softmax(logits.float(), dim=-1).numpy()
+
+
+def save_classifier(
+    model: SentenceClassifier, tokenizer: Any, folder: Path, meta: dict[str, Any]
+) -> None:
+    """``model/``: the encoder (safetensors), the head, the tokenizer and a JSON description."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.encoder.save_pretrained(folder, safe_serialization=True)  # type: ignore[operator]
+    tokenizer.save_pretrained(folder)
+    save_head(model, folder)
+    (folder / CLASSIFIER_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def save_head(model: SentenceClassifier, folder: Path) -> None:
+    tensors = {f"head.{k}": v.detach().contiguous() for k, v in model.head.state_dict().items()}
+    tensors["scale"] = model.scale.detach().reshape(1).contiguous()
+    save_file(tensors, str(folder / HEAD_FILE))
+
+
+def load_head(model: SentenceClassifier, folder: Path) -> None:
+    tensors = load_file(str(folder / HEAD_FILE))
+    model.head.load_state_dict(
+        {k.removeprefix("head."): v for k, v in tensors.items() if k.startswith("head.")}
+    )
+    with torch.no_grad():
+        model.scale.copy_(tensors["scale"].reshape(()))
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    meta: dict[str, Any] = json.loads((folder / CLASSIFIER_FILE).read_text())
+    return meta
+
+
+def load_classifier(folder: Path, batch_size: int = 64) -> EncoderClassifier:
+    """Rebuild an :class:`EncoderClassifier` saved by :func:`save_classifier`."""
+    meta = read_meta(folder)
+    tokenizer, encoder = load_encoder(str(folder))
+    model = SentenceClassifier(encoder, len(meta["label_names"]))
+    load_head(model, folder)
+    model.eval()
+    return EncoderClassifier(model, tokenizer, meta["label_names"], meta["max_length"], batch_size)
+
+
+# --------------------------------------------------------------------------- embeddings cache
+
+
+def model_fingerprint(name: str) -> str:
+    """A hash that changes when the model's weights change (file sizes and mtimes, cheap)."""
+    location = Path(resolve_model(name))
+    if not location.is_dir():
+        return hashlib.sha256(name.encode()).hexdigest()
+    digest = hashlib.sha256()
+    for path in sorted(location.glob("*.safetensors")) + sorted(location.glob("*.json")):
+        stat = path.stat()
+        digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
+def texts_fingerprint(texts: Sequence[str]) -> str:
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8", "surrogatepass"))
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+def embed_texts(
+    name: str,
+    texts: Sequence[str],
+    max_length: int,
+    batch_size: int = 128,
+    encoder: tuple[Any, nn.Module] | None = None,
+) -> np.ndarray:
+    """Pooled, normalised embeddings, computed once per (model, texts, max_length) and cached.
+
+    The cache is a safetensors file keyed by a hash of the model files and the texts, shared by
+    every strategy that needs embeddings (frozen, kNN, zero-shot, SetFit's head).
+    """
+    key = hashlib.sha256(
+        f"{model_fingerprint(name)}:{texts_fingerprint(texts)}:{max_length}".encode()
+    ).hexdigest()[:32]
+    path = cache_dir() / "embeddings" / f"{key}.safetensors"
+    if path.exists():
+        return load_file(str(path))["embeddings"].numpy()
+    tokenizer, model = encoder or load_encoder(name)
+    model.eval()
+
+    def pooled(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = model(input_ids=input_ids, attention_mask=attention_mask)[0]
+        return nn.functional.normalize(mean_pool(hidden, attention_mask), dim=-1)
+
+    vectors = run_batched(pooled, tokenizer, texts, max_length, batch_size).float().contiguous()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({"embeddings": vectors}, str(tmp))
+    tmp.replace(path)
+    return vectors.numpy()
+
+
+@dataclass
+class FrozenEncoder:
+    """A pretrained encoder used as is: texts in, pooled normalised embeddings out."""
+
+    tokenizer: Any
+    model: nn.Module
+    max_length: int
+    batch_size: int = 128
+
+    @classmethod
+    def load(cls, name: str, max_length: int) -> FrozenEncoder:
+        tokenizer, model = load_encoder(name)
+        model.eval()
+        return cls(tokenizer, model, max_length)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        def pooled(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask)[0]
+            return nn.functional.normalize(mean_pool(hidden, attention_mask), dim=-1)
+
+        vectors = run_batched(pooled, self.tokenizer, texts, self.max_length, self.batch_size)
+        return vectors.float().numpy()
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return np.asarray(exp / exp.sum(axis=1, keepdims=True))
+
+
+def weights_bytes(name: str) -> int:
+    """Size of a model's weight files (what serving it costs on disk)."""
+    location = Path(resolve_model(name))
+    if not location.is_dir():
+        return 0
+    return sum(p.stat().st_size for p in location.glob("*.safetensors"))

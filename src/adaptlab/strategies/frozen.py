@@ -1,0 +1,150 @@
+"""Transfer learning with a frozen backbone: embeddings computed once, a head trained on them.
+
+The backbone's weights never change, so the training embeddings are cached per (model, data)
+and shared with every other strategy that needs them; only the head is learned. The head is
+scikit-learn's multinomial logistic regression (or a small MLP), which is what a practitioner
+would write by hand, and it fits in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal
+
+import numpy as np
+from annotated_types import Gt
+from pydantic import Field
+from safetensors.numpy import load_file, save_file
+
+from adaptlab.models.encoder import FrozenEncoder, embed_texts, softmax
+from adaptlab.strategies.base import RunContext, StrategyConfig, register
+
+HEAD = "head.safetensors"
+META = "classifier.json"
+
+
+class FrozenConfig(StrategyConfig):
+    head: Literal["logistic", "mlp"] = Field("logistic", description="Head on the embeddings.")
+    regularization_c: Annotated[float, Gt(0)] = Field(
+        10.0, description="Inverse L2 strength of the logistic head (scikit-learn's C)."
+    )
+    max_iter: Annotated[int, Gt(0)] = Field(2000, description="Solver iterations.")
+    hidden_size: Annotated[int, Gt(0)] = Field(512, description="MLP head width.")
+
+
+@dataclass
+class LinearHeadClassifier:
+    """Frozen encoder + a linear (or MLP-turned-linear-readout) head over its embeddings."""
+
+    encoder: FrozenEncoder
+    head: Any  # a fitted scikit-learn classifier with predict_proba, or exported weights
+    label_names: Sequence[str]
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        return np.asarray(self.head(self.encoder.embed(texts)))
+
+
+class FrozenStrategy:
+    name: ClassVar[str] = "frozen"
+    config_type: ClassVar[type[StrategyConfig]] = FrozenConfig
+    trains: ClassVar[bool] = False
+
+    def requires(self, config: StrategyConfig) -> list[str]:
+        return []
+
+    def fit(self, run: RunContext) -> LinearHeadClassifier:
+        config = run.config
+        assert isinstance(config, FrozenConfig)
+        encoder = FrozenEncoder.load(run.base_model, run.max_length)
+        task = run.task
+        embeddings = embed_texts(
+            run.base_model,
+            task.train_texts,
+            run.max_length,
+            encoder=(encoder.tokenizer, encoder.model),
+        )
+        head, tensors = _fit_head(
+            config, embeddings, task.train_labels, task.num_labels, run.train.seed
+        )
+        save_file(tensors, str(run.folder / HEAD))
+        (run.folder / META).write_text(
+            json.dumps({"head": config.head, "label_names": list(task.label_names)}) + "\n"
+        )
+        head_params = sum(int(t.size) for t in tensors.values())
+        run.record(
+            trainable_params=head_params,
+            total_params=encoder.parameter_count() + head_params,
+            needs_base_model=True,
+        )
+        return LinearHeadClassifier(encoder, head, task.label_names)
+
+    def load(self, run: RunContext) -> LinearHeadClassifier:
+        meta = json.loads((run.folder / META).read_text())
+        tensors = load_file(str(run.folder / HEAD))
+        encoder = FrozenEncoder.load(run.base_model, run.max_length)
+        return LinearHeadClassifier(encoder, _head_from(meta["head"], tensors), meta["label_names"])
+
+
+def _fit_head(
+    config: FrozenConfig, x: np.ndarray, y: np.ndarray, num_labels: int, seed: int
+) -> tuple[Any, dict[str, np.ndarray]]:
+    """Fit the head; return it as a callable and its weights as arrays for safetensors."""
+    if config.head == "logistic":
+        from sklearn.linear_model import LogisticRegression
+
+        model = LogisticRegression(
+            C=config.regularization_c, max_iter=config.max_iter, random_state=seed
+        ).fit(x, y)
+        weight, bias = _output_rows(model.coef_, model.intercept_, model.classes_, num_labels)
+        tensors = {"weight": weight, "bias": bias}
+    else:
+        from sklearn.neural_network import MLPClassifier
+
+        mlp = MLPClassifier(
+            hidden_layer_sizes=(config.hidden_size,), max_iter=config.max_iter, random_state=seed
+        ).fit(x, y)
+        weight, bias = _output_rows(mlp.coefs_[1].T, mlp.intercepts_[1], mlp.classes_, num_labels)
+        tensors = {
+            "hidden.weight": mlp.coefs_[0].T.astype(np.float32),
+            "hidden.bias": mlp.intercepts_[0].astype(np.float32),
+            "weight": weight,
+            "bias": bias,
+        }
+    return _head_from(config.head, tensors), tensors
+
+
+def _output_rows(
+    coef: np.ndarray, intercept: np.ndarray, classes: np.ndarray, num_labels: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax rows in label-id order.
+
+    A two-class model in scikit-learn has one logistic output; sigmoid(z) equals the softmax of
+    (0, z), so it becomes the rows (0, w). Labels never seen in training get a bias of -1e4 (a
+    probability of zero) rather than disappearing from the output.
+    """
+    if coef.shape[0] == 1 and len(classes) == 2:
+        coef = np.vstack([np.zeros_like(coef), coef])
+        intercept = np.concatenate([[0.0], np.atleast_1d(intercept)])
+    weight = np.zeros((num_labels, coef.shape[1]), dtype=np.float32)
+    bias = np.full(num_labels, -1e4, dtype=np.float32)
+    weight[classes] = coef
+    bias[classes] = intercept
+    return weight, bias
+
+
+def _head_from(kind: str, tensors: dict[str, np.ndarray]) -> Any:
+    weight, bias = tensors["weight"], tensors["bias"]
+    if kind == "logistic":
+        return lambda embeddings: softmax(embeddings @ weight.T + bias)
+    hidden_weight, hidden_bias = tensors["hidden.weight"], tensors["hidden.bias"]
+
+    def mlp(embeddings: np.ndarray) -> np.ndarray:
+        hidden = np.maximum(embeddings @ hidden_weight.T + hidden_bias, 0.0)  # ReLU, as sklearn
+        return softmax(hidden @ weight.T + bias)
+
+    return mlp
+
+
+register(FrozenStrategy)

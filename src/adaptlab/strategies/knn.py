@@ -1,0 +1,99 @@
+"""Few-shot by retrieval: the k labelled training examples nearest to the input vote.
+
+Retrieval augmentation for classification: nothing is trained; the training set's embeddings
+(cached, shared with ``frozen``) are the model. Votes are weighted by a softmax over cosine
+similarity, so near neighbours count more and the output is a probability.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, ClassVar
+
+import numpy as np
+from annotated_types import Ge, Gt
+from pydantic import Field
+from safetensors.numpy import load_file, save_file
+
+from adaptlab.models.encoder import FrozenEncoder, embed_texts
+from adaptlab.strategies.base import RunContext, StrategyConfig, register
+
+INDEX = "index.safetensors"
+
+
+class KnnConfig(StrategyConfig):
+    k: Annotated[int, Ge(1)] = Field(10, description="Neighbours that vote.")
+    temperature: Annotated[float, Gt(0)] = Field(
+        20.0, description="Scale on cosine similarity in the vote weights."
+    )
+    smoothing: Annotated[float, Ge(0)] = Field(
+        0.01, description="Probability mass spread over all labels, so no label is impossible."
+    )
+
+
+@dataclass
+class NearestNeighbourClassifier:
+    encoder: FrozenEncoder
+    vectors: np.ndarray
+    labels: np.ndarray
+    config: KnnConfig
+    label_names: Sequence[str]
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        similarity = self.encoder.embed(texts) @ self.vectors.T
+        k = min(self.config.k, similarity.shape[1])
+        nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+        scores = np.take_along_axis(similarity, nearest, axis=1) * self.config.temperature
+        weights = np.exp(scores - scores.max(axis=1, keepdims=True))
+        votes = np.zeros((len(texts), len(self.label_names)))
+        np.add.at(votes, (np.arange(len(texts))[:, None], self.labels[nearest]), weights)
+        votes /= votes.sum(axis=1, keepdims=True)
+        uniform = 1.0 / len(self.label_names)
+        return np.asarray((1 - self.config.smoothing) * votes + self.config.smoothing * uniform)
+
+
+class KnnStrategy:
+    name: ClassVar[str] = "knn"
+    config_type: ClassVar[type[StrategyConfig]] = KnnConfig
+    trains: ClassVar[bool] = False
+
+    def requires(self, config: StrategyConfig) -> list[str]:
+        return []
+
+    def fit(self, run: RunContext) -> NearestNeighbourClassifier:
+        config = run.config
+        assert isinstance(config, KnnConfig)
+        encoder = FrozenEncoder.load(run.base_model, run.max_length)
+        task = run.task
+        vectors = embed_texts(
+            run.base_model,
+            task.train_texts,
+            run.max_length,
+            encoder=(encoder.tokenizer, encoder.model),
+        )
+        save_file(
+            {"vectors": vectors, "labels": task.train_labels.astype(np.int64)},
+            str(run.folder / INDEX),
+        )
+        run.record(
+            trainable_params=0,
+            total_params=encoder.parameter_count(),
+            needs_base_model=True,
+            index_vectors=len(vectors),
+        )
+        return NearestNeighbourClassifier(
+            encoder, vectors, task.train_labels, config, task.label_names
+        )
+
+    def load(self, run: RunContext) -> NearestNeighbourClassifier:
+        config = run.config
+        assert isinstance(config, KnnConfig)
+        tensors = load_file(str(run.folder / INDEX))
+        encoder = FrozenEncoder.load(run.base_model, run.max_length)
+        return NearestNeighbourClassifier(
+            encoder, tensors["vectors"], tensors["labels"], config, run.task.label_names
+        )
+
+
+register(KnnStrategy)

@@ -1,0 +1,88 @@
+"""The pieces every fine-tuned sentence classifier shares: examples, the loss, freezing, fitting.
+
+Strategies differ in which parameters train (``freeze``) and, for distillation, in the loss;
+the rest is here once and the training itself is ``train.loop.train``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from adaptlab.models.encoder import pad_values, tokenize
+from adaptlab.strategies.base import RunContext
+from adaptlab.train.batching import pad_collate
+from adaptlab.train.loop import LossFunction, TrainResult, TrainTask, train
+
+
+def classification_examples(
+    tokenizer: Any, texts: Sequence[str], labels: np.ndarray, max_length: int
+) -> list[dict[str, Any]]:
+    """Tokenised examples with their label id (and their index, for cached teacher logits)."""
+    examples: list[dict[str, Any]] = tokenize(tokenizer, texts, max_length)
+    for index, (example, label) in enumerate(zip(examples, labels, strict=True)):
+        example["labels"] = int(label)
+        example["index"] = index
+    return examples
+
+
+def cross_entropy_sum(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy over the batch and the number of examples (the loop averages)."""
+    logits = model(batch["input_ids"], batch["attention_mask"])
+    loss = nn.functional.cross_entropy(logits.float(), batch["labels"], reduction="sum")
+    return loss, int(batch["labels"].numel())
+
+
+def freeze(model: nn.Module, except_: Callable[[str], bool] = lambda name: False) -> None:
+    """Stop gradients for every parameter whose name ``except_`` does not accept."""
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad = except_(name)
+
+
+def parameter_counts(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameters."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
+def fit_classifier(
+    run: RunContext,
+    model: nn.Module,
+    tokenizer: Any,
+    loss: LossFunction = cross_entropy_sum,
+    examples: Sequence[Mapping[str, Any]] | None = None,
+) -> TrainResult:
+    """Train ``model`` on the run's training set with the shared loop; record what it cost."""
+    if examples is None:
+        task = run.task
+        examples = classification_examples(
+            tokenizer, task.train_texts, task.train_labels, run.max_length
+        )
+    padding = pad_values(tokenizer)
+    train_task = TrainTask(
+        model=model,
+        train_data=examples,
+        collate=lambda batch: pad_collate(batch, padding),
+        loss=loss,
+        length=lambda example: len(example["input_ids"]),
+    )
+    torch.manual_seed(run.train.seed)
+    result = train(train_task, run.train, run.folder, resume=run.resume, show_progress=True)
+    # The checkpoint (weights + optimizer state) exists to resume an interrupted run; once the
+    # run is complete the strategy saves its own artefacts and the checkpoint is dead weight.
+    shutil.rmtree(run.folder / "checkpoint", ignore_errors=True)
+    trainable, total = parameter_counts(model)
+    run.record(
+        trainable_params=trainable,
+        total_params=total,
+        train_steps=result.steps,
+        train_wall_s=round(result.wall_time_s, 2),
+        train_examples_per_s=round(result.examples_per_s, 1),
+        skipped_steps=result.skipped_steps,
+    )
+    return result
