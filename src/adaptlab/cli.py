@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +22,8 @@ data_app = typer.Typer(no_args_is_help=True, help="Check, convert and prepare tr
 config_app = typer.Typer(no_args_is_help=True, help="Validate configs; print the reference.")
 app.add_typer(data_app, name="data")
 app.add_typer(config_app, name="config")
-console = Console(stderr=False)
+# Piped or in CI, rich would assume 80 columns and fold the leaderboard beyond reading.
+console = Console(stderr=False, width=None if sys.stdout.isatty() else 160)
 errors = Console(stderr=True, soft_wrap=True)
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="A YAML config.")]
@@ -211,6 +213,112 @@ def config_reference() -> None:
     """Every config key with its default and meaning."""
     for line in reference():
         console.print(line, highlight=False, markup=False)
+
+
+@app.command("compare")
+def compare_command(
+    config: Annotated[
+        Path | None, typer.Argument(help="Experiment YAML (default: the embedded demo).")
+    ] = None,
+    strategy: Annotated[
+        list[str] | None, typer.Option("--strategy", "-s", help="Run only these (repeatable).")
+    ] = None,
+    output_dir: Annotated[str | None, typer.Option(help="Where runs are written.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Redo runs that are up to date.")] = False,
+) -> None:
+    """Run every strategy on the same data and locked eval set; print the leaderboard."""
+    from adaptlab.compare import compare
+    from adaptlab.data.contamination import ContaminationError
+    from adaptlab.runs import RunError
+
+    _quiet_libraries()
+    try:
+        experiment = _experiment(config, None, None, {}, {})
+        if output_dir is not None:
+            experiment = experiment.model_copy(update={"output_dir": output_dir})
+        with _progress() as track:
+            result = compare(experiment, strategy, track, log=_log)
+    except (ConfigError, DataError, ContaminationError, RunError, KeyError) as exc:
+        _fail(str(exc.args[0] if isinstance(exc, KeyError) else exc))
+        return
+    _print_leaderboard(result.comparison)
+    console.print(
+        f"Results: {result.folder / 'leaderboard.md'}, "
+        f"{result.folder / 'comparison.json'}; runs in {result.folder / 'runs'}"
+    )
+    if result.failures:
+        _fail(
+            f"{len(result.failures)} strategies failed: {', '.join(result.failures)} "
+            "(error.txt in their run folders)",
+            code=1,
+        )
+
+
+@app.command("strategies")
+def strategies_command() -> None:
+    """The registered strategies and their settings."""
+    from adaptlab import strategies as _registered  # noqa: F401
+    from adaptlab.strategies.base import REGISTRY
+
+    for name in sorted(REGISTRY):
+        strategy = REGISTRY[name]
+        console.print(f"[bold]{name}[/bold]: {(strategy.__module__ and _first_line(strategy))}")
+        for key, field in strategy.config_type.model_fields.items():
+            default = field.get_default(call_default_factory=True)
+            console.print(
+                f"  strategies.{name}.{key} (default {default!r}): {field.description}",
+                highlight=False,
+                markup=False,
+            )
+
+
+def _first_line(strategy: Any) -> str:
+    import sys
+
+    doc = sys.modules[strategy.__module__].__doc__ or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def _log(message: str) -> None:
+    console.print(message, highlight=False, markup=False)
+
+
+def _quiet_libraries() -> None:
+    """transformers' own progress bars and warnings would drown adaptlab's output."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+
+def _print_leaderboard(comparison: dict[str, Any]) -> None:
+    level = round(comparison["confidence"] * 100)
+    table = Table(title=f"Leaderboard (locked eval set {comparison['eval_sha256'][:12]}…)")
+    headers = (
+        "strategy",
+        "accuracy",
+        f"Δ vs best ({level}% CI)",
+        "macro-F1",
+        "ECE",
+        "conf. wrong",
+        "p50 ms b1",
+        "ms/ex b32",
+        "size MB",
+        "trainable",
+        "fit s",
+        "peak MB",
+    )
+    for header in headers:
+        table.add_column(header, justify="left" if header == "strategy" else "right")
+    from adaptlab.compare import leaderboard_cells
+
+    for row in comparison["rows"]:
+        table.add_row(*leaderboard_cells(row))
+    console.print(table)
+    console.print(
+        f"Best on accuracy: [bold]{comparison['best']}[/bold]. * = the difference to "
+        "the best is significant (paired bootstrap)."
+    )
 
 
 def _print_summary(report: dict[str, Any]) -> None:

@@ -30,7 +30,7 @@ from adaptlab.data.pipeline import (
 )
 from adaptlab.evaluate.bootstrap import paired_bootstrap
 from adaptlab.evaluate.harness import evaluate_classifier, sample_indices
-from adaptlab.models.encoder import model_fingerprint
+from adaptlab.models.encoder import model_fingerprint, weights_bytes
 from adaptlab.runs import RunError, RunFolder, base_manifest, folder_size
 from adaptlab.strategies.base import (
     REGISTRY,
@@ -229,9 +229,15 @@ def _run_config_yaml(
 
 def _cost(context: RunContext, fit_seconds: float, folder: Path) -> dict[str, Any]:
     facts = dict(context.facts)
+    artefacts = folder_size(folder)
+    # What serving needs on disk: the run's own weights, plus the base model's when the run
+    # only stores a head, an index or an adapter on top of it.
+    served = str(facts.get("served_model", context.base_model))
+    base = weights_bytes(served) if facts.get("needs_base_model") else 0
     return {
         "fit_wall_s": round(fit_seconds, 2),
-        "size_on_disk_bytes": folder_size(folder),
+        "artefact_bytes": artefacts,
+        "size_on_disk_bytes": artefacts + base,
         "trainable_params": facts.pop("trainable_params", None),
         "total_params": facts.pop("total_params", None),
         **facts,
@@ -359,7 +365,7 @@ def leaderboard_markdown(comparison: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in comparison["rows"]:
-        lines.append("| " + " | ".join(_cells(row)) + " |")
+        lines.append("| " + " | ".join(leaderboard_cells(row)) + " |")
     lines.append("")
     lines.append(
         f"Best: **{comparison['best']}**. Δ is the paired-bootstrap difference in "
@@ -374,7 +380,7 @@ def leaderboard_markdown(comparison: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cells(row: dict[str, Any]) -> list[str]:
+def leaderboard_cells(row: dict[str, Any]) -> list[str]:
     low, high = row["accuracy_ci"]
     difference = row["vs_best"]
     delta = (

@@ -187,7 +187,7 @@ class CompareConfig(Section):
         [1, 32], description="Batch sizes at which CPU latency is measured."
     )
     latency_budget_s: Annotated[float, Gt(0)] = Field(
-        20.0, description="Seconds spent measuring latency per strategy and batch size."
+        5.0, description="Seconds spent measuring latency per strategy and batch size."
     )
 
 
