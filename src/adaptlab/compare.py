@@ -38,10 +38,9 @@ from adaptlab.strategies.base import (
     RunContext,
     StrategyConfig,
     Track,
-    get_strategy,
     merged_train_config,
     no_progress,
-    strategy_config,
+    resolve_run,
 )
 
 Log = Callable[[str], None]
@@ -133,8 +132,8 @@ def ordered_strategies(names: Sequence[str] | None, experiment: ExperimentConfig
             return
         if name in chain:
             raise ValueError(f"strategy dependency cycle: {' -> '.join((*chain, name))}")
-        config = strategy_config(name, experiment.strategies.get(name))
-        for needed in get_strategy(name).requires(config):
+        strategy, config = resolve_run(name, experiment.strategies.get(name))
+        for needed in strategy.requires(config):
             if needed in requested:
                 visit(needed, (*chain, name))
         ordered.append(name)
@@ -154,8 +153,7 @@ def run_strategy(
     force: bool = False,
 ) -> RunFolder:
     """Fit, evaluate and record one strategy, unless an equivalent finished run exists."""
-    strategy = get_strategy(name)
-    config = strategy_config(name, experiment.strategies.get(name))
+    strategy, config = resolve_run(name, experiment.strategies.get(name))
     train = merged_train_config(experiment.train, experiment.train.model_fields_set, config)
     folder = RunFolder(experiment_dir(experiment) / "runs" / name)
     config_yaml = _run_config_yaml(experiment, name, config, train)

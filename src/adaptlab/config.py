@@ -247,24 +247,29 @@ def parse_config(text: str, source: str, model: type[ModelT]) -> ModelT:
 
 
 def _check_strategies(config: ExperimentConfig, source: str, lines: dict[Any, int]) -> None:
-    """Each ``strategies.<name>`` block against that strategy's own config model."""
-    from adaptlab.strategies.base import get_strategy
+    """Each ``strategies.<run>`` block against its strategy's own config model."""
+    from pydantic import ValidationError as StrategyValidationError
+
+    from adaptlab.strategies.base import resolve_run
 
     named = set(config.strategies) | set(config.compare.strategies or [])
     for name in sorted(named):
         try:
-            strategy = get_strategy(name)
+            resolve_run(name, config.strategies.get(name))
         except KeyError as exc:
-            where = _nearest_line(lines, ("strategies", name)) or _nearest_line(
-                lines, ("compare", "strategies")
+            where = (
+                _nearest_line(lines, ("strategies", name, "strategy"))
+                or _nearest_line(lines, ("strategies", name))
+                or _nearest_line(lines, ("compare", "strategies"))
             )
             raise ConfigError(f"{source}:{where or 1}: {exc.args[0]}") from None
-        try:
-            strategy.config_type.model_validate(config.strategies.get(name) or {})
-        except ValidationError as exc:
-            prefix = ("strategies", name)
+        except StrategyValidationError as exc:
+            from adaptlab.strategies.base import get_strategy
+
+            settings = config.strategies.get(name) or {}
+            kind = get_strategy(str(settings.get("strategy", name))).config_type
             raise ConfigError(
-                _describe(exc, strategy.config_type, source, lines, prefix=prefix)
+                _describe(exc, kind, source, lines, prefix=("strategies", name))
             ) from None
 
 

@@ -106,3 +106,23 @@ def test_reference_lists_every_key_with_its_description() -> None:
         "train.seed",
     ):
         assert any(r.startswith(key + " ") for r in rows), key
+
+
+def test_strategy_settings_are_validated_with_file_line_and_key() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse("strategies:\n  knn:\n    k: 0\n")
+    assert "x.yaml:3: strategies.knn.k = 0 is not allowed" in str(caught.value)
+    with pytest.raises(ConfigError, match=r"x.yaml:3: strategies.knn.kk: unknown key"):
+        parse("strategies:\n  knn:\n    kk: 3\n")
+    with pytest.raises(ConfigError, match="unknown strategy 'magic'; available: "):
+        parse("compare:\n  strategies: [knn, magic]\n")
+
+
+def test_a_strategy_can_run_under_another_name() -> None:
+    from adaptlab.strategies.base import resolve_run
+
+    config = parse(
+        "compare:\n  strategies: [knn_k3]\nstrategies:\n  knn_k3: {strategy: knn, k: 3}\n"
+    )
+    strategy, settings = resolve_run("knn_k3", config.strategies["knn_k3"])
+    assert strategy.name == "knn" and settings.k == 3  # type: ignore[attr-defined]

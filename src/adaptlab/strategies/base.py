@@ -142,10 +142,21 @@ def get_strategy(name: str) -> Strategy:
     return instance
 
 
+def resolve_run(name: str, raw: dict[str, Any] | None) -> tuple[Strategy, StrategyConfig]:
+    """The strategy and validated config behind a run name.
+
+    A run is usually named after its strategy; ``strategies.<run>.strategy: <name>`` runs a
+    strategy under another name, so one experiment can hold e.g. ``setfit_k8`` and
+    ``setfit_k10``, or ``lora`` and ``dora``.
+    """
+    settings = dict(raw or {})
+    strategy = get_strategy(str(settings.pop("strategy", name)))
+    return strategy, strategy.config_type.model_validate(settings)
+
+
 def strategy_config(name: str, raw: dict[str, Any] | None) -> StrategyConfig:
     """Validate ``raw`` (the YAML under ``strategies.<name>``) into the strategy's config."""
-    strategy = get_strategy(name)
-    return strategy.config_type.model_validate(raw or {})
+    return resolve_run(name, raw)[1]
 
 
 def merged_train_config(
