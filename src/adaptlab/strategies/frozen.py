@@ -107,7 +107,9 @@ def _fit_head(
         ).fit(x, y)
         weight, bias = _output_rows(mlp.coefs_[1].T, mlp.intercepts_[1], mlp.classes_, num_labels)
         tensors = {
-            "hidden.weight": mlp.coefs_[0].T.astype(np.float32),
+            # safetensors writes arrays in memory order: a transposed view must be made
+            # contiguous or it reloads as a different matrix.
+            "hidden.weight": np.ascontiguousarray(mlp.coefs_[0].T, dtype=np.float32),
             "hidden.bias": mlp.intercepts_[0].astype(np.float32),
             "weight": weight,
             "bias": bias,

@@ -1,0 +1,229 @@
+"""The shared strategy matrix: every strategy crossed with the generic checks (STYLE.md).
+
+A row names a strategy, the settings it runs with, and which of the optional checks apply;
+adding a strategy is one line in ``ROWS``. Every row gets: fit gives a probability for every
+label and records its cost facts; save → load gives the same probabilities; the run folder
+holds no pickle. ``trains`` rows also get: the shared loop ran once, every trainable parameter
+changed and every frozen one is bit-identical (the loop is spied on, so no strategy needs a
+hook); other rows must not run the loop. ``merges`` rows: the merged adapter gives the
+unmerged logits.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from tests.unit.strategies.conftest import copy_run
+
+import adaptlab.strategies.full
+import adaptlab.strategies.lora
+import adaptlab.strategies.partial
+import adaptlab.strategies.scratch
+import adaptlab.train.classifier
+from adaptlab.models.encoder import EncoderClassifier, run_batched
+from adaptlab.strategies.base import ClassificationTask, Classifier, RunContext, get_strategy
+
+RunFactory = Callable[..., RunContext]
+
+
+@dataclass(frozen=True)
+class Row:
+    strategy: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    trains: bool = False
+    """Runs the shared loop: trainable parameters change, frozen ones do not."""
+    merges: bool = False
+    """``load(run, merge=False)`` keeps a PEFT adapter apart; merged must give its logits."""
+
+    @property
+    def id(self) -> str:
+        options = ",".join(f"{key}={value}" for key, value in self.settings.items())
+        return f"{self.strategy}[{options}]" if options else self.strategy
+
+
+ROWS = [
+    Row("zero_shot"),
+    Row("knn", {"k": 5}),
+    Row("frozen"),
+    Row("frozen", {"head": "mlp", "hidden_size": 16}),
+    Row("full", trains=True),
+    Row("partial", {"unfreeze_layers": 1}, trains=True),
+    Row("lora", trains=True, merges=True),
+    Row("scratch", trains=True),
+]
+
+
+def rows(*, trains: bool | None = None, merges: bool | None = None) -> Any:
+    """``ROWS`` (filtered by the flags given) as pytest parameters named by ``Row.id``."""
+    chosen = [
+        row
+        for row in ROWS
+        if (trains is None or row.trains == trains) and (merges is None or row.merges == merges)
+    ]
+    return pytest.mark.parametrize("row", chosen, ids=[row.id for row in chosen])
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Embeddings cached by one test must not answer for another (or fill ~/.cache)."""
+    monkeypatch.setenv("ADAPTLAB_CACHE", str(tmp_path / "cache"))
+
+
+@dataclass
+class LoopCall:
+    """The model's parameters when the shared loop started and when it returned."""
+
+    before: dict[str, torch.Tensor]
+    after: dict[str, torch.Tensor]
+    trainable: set[str]
+
+
+@pytest.fixture
+def loop_calls(monkeypatch: pytest.MonkeyPatch) -> list[LoopCall]:
+    """Record every call of the shared loop made through ``fit_classifier``."""
+    calls: list[LoopCall] = []
+    real_train = adaptlab.train.classifier.train
+
+    def spy(task: Any, *args: Any, **kwargs: Any) -> Any:
+        named = task.model.named_parameters
+        before = {name: p.detach().clone() for name, p in named()}
+        trainable = {name for name, p in named() if p.requires_grad}
+        result = real_train(task, *args, **kwargs)
+        # Copies: a strategy may change weights in place afterwards (a LoRA merge does).
+        calls.append(LoopCall(before, {n: p.detach().clone() for n, p in named()}, trainable))
+        return result
+
+    monkeypatch.setattr(adaptlab.train.classifier, "train", spy)
+    return calls
+
+
+def fitted(make_run: RunFactory, row: Row) -> tuple[RunContext, Classifier]:
+    run = make_run(row.strategy, row.settings)
+    return run, get_strategy(row.strategy).fit(run)
+
+
+@rows()
+def test_fit_gives_a_probability_for_every_label(
+    row: Row, make_run: RunFactory, tiny_task: ClassificationTask
+) -> None:
+    _, classifier = fitted(make_run, row)
+
+    assert isinstance(classifier, Classifier)
+    assert list(classifier.label_names) == list(tiny_task.label_names)
+    probabilities = classifier.predict_proba(tiny_task.eval_texts)
+    assert probabilities.shape == (len(tiny_task.eval_texts), 3)
+    assert (probabilities >= 0).all()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+@rows()
+def test_fit_records_parameter_counts_and_whether_serving_needs_the_base_model(
+    row: Row, make_run: RunFactory
+) -> None:
+    run, _ = fitted(make_run, row)
+
+    facts = run.facts
+    assert 0 <= facts["trainable_params"] <= facts["total_params"]
+    assert facts["trainable_params"] > 0 or not row.trains
+    assert isinstance(facts["needs_base_model"], bool)
+
+
+@rows()
+def test_save_then_load_gives_identical_probabilities(
+    row: Row, make_run: RunFactory, tiny_task: ClassificationTask, tmp_path: Path
+) -> None:
+    run, classifier = fitted(make_run, row)
+    copy = copy_run(run, tmp_path / "copied")
+    shutil.rmtree(run.folder)  # loading may use the copy alone (and the base model)
+
+    loaded = get_strategy(row.strategy).load(copy)
+
+    np.testing.assert_allclose(
+        loaded.predict_proba(tiny_task.eval_texts),
+        classifier.predict_proba(tiny_task.eval_texts),
+        rtol=0,
+        atol=1e-6,
+    )
+
+
+SAFE_SUFFIXES = {".safetensors", ".json", ".jsonl", ".yaml", ".txt"}
+SENTENCEPIECE_FILES = {"spiece.model", "sentencepiece.bpe.model", "tokenizer.model"}
+
+
+@rows()
+def test_run_folder_holds_no_pickle_and_no_half_written_files(
+    row: Row, make_run: RunFactory
+) -> None:
+    run, _ = fitted(make_run, row)
+
+    files = [path for path in run.folder.rglob("*") if path.is_file()]
+    assert files
+    unsafe = [
+        path.relative_to(run.folder)
+        for path in files
+        if path.suffix not in SAFE_SUFFIXES and path.name not in SENTENCEPIECE_FILES
+    ]
+    assert unsafe == []
+    assert [path.name for path in run.folder.rglob(".*")] == []  # staging folders, temp files
+
+
+@rows(trains=True)
+def test_trainable_parameters_change_and_frozen_ones_stay_bit_identical(
+    row: Row, make_run: RunFactory, loop_calls: list[LoopCall]
+) -> None:
+    fitted(make_run, row)
+
+    assert len(loop_calls) == 1
+    call = loop_calls[0]
+    assert call.trainable
+    unchanged = [n for n in sorted(call.trainable) if torch.equal(call.before[n], call.after[n])]
+    assert unchanged == []
+    frozen = sorted(set(call.before) - call.trainable)
+    assert [n for n in frozen if not torch.equal(call.before[n], call.after[n])] == []
+
+
+@rows(trains=False)
+def test_strategies_that_do_not_train_never_run_the_loop(
+    row: Row, make_run: RunFactory, loop_calls: list[LoopCall]
+) -> None:
+    fitted(make_run, row)
+
+    assert loop_calls == []
+    assert get_strategy(row.strategy).trains is False
+
+
+def logits(classifier: Classifier, texts: list[str]) -> torch.Tensor:
+    assert isinstance(classifier, EncoderClassifier)
+    classifier.model.eval()
+    return run_batched(classifier.model, classifier.tokenizer, texts, classifier.max_length)
+
+
+@rows(merges=True)
+def test_merged_adapter_gives_the_unmerged_logits(
+    row: Row, make_run: RunFactory, tiny_task: ClassificationTask
+) -> None:
+    # A large step size, so that the adapter moves the logits well beyond the tolerance.
+    run = make_run(row.strategy, row.settings, learning_rate=0.05)
+    strategy: Any = get_strategy(row.strategy)
+    strategy.fit(run)
+    unmerged, merged = strategy.load(run, merge=False), strategy.load(run)
+    texts = tiny_task.eval_texts
+
+    torch.testing.assert_close(logits(merged, texts), logits(unmerged, texts), atol=1e-4, rtol=1e-5)
+    assert isinstance(unmerged, EncoderClassifier)
+    with unmerged.model.encoder.disable_adapter():
+        base = logits(unmerged, texts)
+    assert (logits(unmerged, texts) - base).abs().max() > 1e-2
+    assert parameter_count(merged) < parameter_count(unmerged)  # the adapter was folded in
+
+
+def parameter_count(classifier: Classifier) -> int:
+    assert isinstance(classifier, EncoderClassifier)
+    return sum(p.numel() for p in classifier.model.parameters())
