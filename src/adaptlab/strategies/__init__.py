@@ -1,3 +1,14 @@
 """Every strategy registers itself when its module is imported; this list imports them all."""
 
-from adaptlab.strategies import frozen, full, knn, lora, partial, scratch, zero_shot  # noqa: F401
+from adaptlab.strategies import (  # noqa: F401
+    distill,
+    frozen,
+    full,
+    knn,
+    llm_prompt,
+    lora,
+    partial,
+    scratch,
+    setfit,
+    zero_shot,
+)

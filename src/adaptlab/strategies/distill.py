@@ -1,0 +1,271 @@
+"""Knowledge distillation: a half-depth student learns from a fine-tuned teacher run.
+
+The teacher is a finished fine-tuned run of this experiment (``full``, ``lora`` or ``partial``,
+or the best of them by eval accuracy). Its logits on the training texts are computed once and
+cached; the student, a copy of the teacher with every other transformer layer (DistilBERT's
+initialisation) and the teacher's head, trains with the shared loop on
+``alpha × cross-entropy + (1 − alpha) × T² KL(teacher_T ‖ student_T)`` (Hinton et al. 2015).
+Half the layers is about half the encoder's compute per text, which is where CPU inference
+time goes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+import torch
+from annotated_types import Ge, Gt, Le
+from pydantic import Field, model_validator
+
+from adaptlab.models.encoder import (
+    EncoderClassifier,
+    SentenceClassifier,
+    load_classifier,
+    model_fingerprint,
+    save_classifier,
+)
+from adaptlab.runs import EVAL, MANIFEST, RunError, RunFolder
+from adaptlab.strategies.base import ClassificationTask, RunContext, StrategyConfig, register
+from adaptlab.train.classifier import fit_classifier, freeze
+from adaptlab.train.distillation import (
+    cached_teacher_loss,
+    find_layer_list,
+    half_depth_student,
+    layers_to_keep,
+    teacher_logits,
+)
+
+CANDIDATES = ("full", "lora", "partial")
+"""Fine-tuned runs that can teach, in the order that breaks accuracy ties."""
+MODEL_DIR = "model"
+
+
+class DistillConfig(StrategyConfig):
+    teacher: str = Field(
+        "best",
+        min_length=1,
+        description=(
+            "Teacher run: a run name (full, lora, partial) or best, the finished one of those "
+            "with the highest eval accuracy. Choosing by eval accuracy is model selection on "
+            "the locked eval set, done at the comparison level: the student's own eval score is "
+            "then slightly optimistic as an estimate of the whole pipeline."
+        ),
+    )
+    temperature: Annotated[float, Gt(0), Le(20)] = Field(
+        4.0,
+        description=(
+            "Softmax temperature of the soft targets. A fine-tuned teacher is nearly one-hot at "
+            "T=1; T=4 exposes which intents it finds similar (Hinton et al. 2015, §2)."
+        ),
+    )
+    alpha: Annotated[float, Ge(0), Le(1)] = Field(
+        0.1,
+        description=(
+            "Weight of the hard-label cross-entropy; 1 - alpha weighs the teacher's soft "
+            "targets (0 = pure distillation, 1 = plain fine-tuning)."
+        ),
+    )
+    student_layers: Literal["half"] | Annotated[int, Ge(1)] = Field(
+        "half",
+        description=(
+            "Transformer layers of the student: half the teacher's (MiniLM-L6: 3), or a number."
+        ),
+    )
+    keep: Literal["alternate", "first", "last"] | list[Annotated[int, Ge(0)]] = Field(
+        "alternate",
+        description=(
+            "Teacher layers the student starts from: alternate (evenly spaced, first and last "
+            "included, as DistilBERT), first, last, or a list of layer indices (which then "
+            "also sets the number of layers)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _teacher_and_layers_agree(self) -> DistillConfig:
+        if self.teacher == "distill":
+            raise ValueError("teacher = 'distill': a student cannot teach itself")
+        counted = isinstance(self.keep, list) and isinstance(self.student_layers, int)
+        if counted and len(self.keep) != self.student_layers:
+            raise ValueError(
+                f"keep lists {len(self.keep)} layers but student_layers is "
+                f"{self.student_layers}; give one of them"
+            )
+        return self
+
+    def default_train(self) -> dict[str, Any]:
+        # The student starts from the teacher's weights but has lost half its layers: it needs
+        # as many passes as a fine-tune to re-fit, and a smaller model tolerates a higher rate;
+        # the warmup keeps the first, noisiest steps from wrecking the copied layers.
+        return {"learning_rate": 1e-4, "num_epochs": 5.0, "warmup_ratio": 0.1}
+
+
+@dataclass(frozen=True)
+class TeacherRun:
+    """A finished fine-tuned run the student can learn from."""
+
+    name: str
+    folder: Path
+    accuracy: float
+    manifest: dict[str, Any]
+
+    def fingerprint(self) -> str:
+        """Changes when the run is redone (its manifest) or its weights change."""
+        manifest = (self.folder / MANIFEST).read_bytes()
+        weights = model_fingerprint(str(self.folder / MODEL_DIR))
+        return hashlib.sha256(manifest + weights.encode()).hexdigest()
+
+
+def candidate_teachers(config: DistillConfig) -> list[str]:
+    return list(CANDIDATES) if config.teacher == "best" else [config.teacher]
+
+
+def find_teacher(runs_root: Path, teacher: str) -> TeacherRun:
+    """The named finished run, or for ``best`` the candidate with the highest eval accuracy."""
+    names = CANDIDATES if teacher == "best" else (teacher,)
+    finished = [run for name in names if (run := _finished_run(runs_root / name)) is not None]
+    if finished:
+        return max(finished, key=lambda run: run.accuracy)  # the first of equals: CANDIDATES order
+    if teacher == "best":
+        raise RunError(
+            f"distill needs a finished fine-tuned teacher run and none of {', '.join(CANDIDATES)} "
+            f"has finished in {runs_root}: run one first (adaptlab compare -s full -s distill)"
+        )
+    raise RunError(
+        f"distill's teacher run '{teacher}' has not finished in {runs_root} (no eval.json and "
+        f"manifest.json there): run it first (adaptlab compare -s {teacher} -s distill)"
+    )
+
+
+def _finished_run(folder: Path) -> TeacherRun | None:
+    run = RunFolder(folder)
+    if not run.is_complete():
+        return None
+    accuracy = run.read_json(EVAL).get("metrics", {}).get("accuracy")
+    if not isinstance(accuracy, int | float):
+        raise RunError(f"{folder / EVAL}: no metrics.accuracy")
+    return TeacherRun(folder.name, folder, float(accuracy), run.read_json(MANIFEST))
+
+
+def load_teacher(teacher: TeacherRun, task: ClassificationTask) -> EncoderClassifier:
+    """The teacher's classifier from its ``model/``, checked to belong to this task."""
+    same_data = (teacher.manifest.get("train_sha256"), teacher.manifest.get("eval_sha256")) == (
+        task.train_sha256,
+        task.eval_sha256,
+    )
+    if not same_data:
+        raise RunError(
+            f"teacher run {teacher.folder} was trained or evaluated on other data than this "
+            f"experiment (train/eval sha256 differ): redo it (adaptlab compare -s {teacher.name})"
+        )
+    if not (teacher.folder / MODEL_DIR).is_dir():
+        raise RunError(_no_model_message(teacher))
+    classifier = load_classifier(teacher.folder / MODEL_DIR)
+    if list(classifier.label_names) != list(task.label_names):
+        raise RunError(f"teacher run {teacher.folder} has other labels than this experiment")
+    return classifier
+
+
+def _no_model_message(teacher: TeacherRun) -> str:
+    if (teacher.folder / "adapter").is_dir():
+        return (
+            f"teacher run '{teacher.name}' saved a LoRA adapter (adapter/) but no model/; "
+            "distill can only learn from runs with a full model/: set strategies.distill.teacher "
+            "to full or partial"
+        )
+    return f"teacher run {teacher.folder} has no model/ folder to load"
+
+
+def kept_layers(teacher_depth: int, config: DistillConfig) -> list[int]:
+    """The teacher layers the student is made of (a ``keep`` list decides the count itself)."""
+    if isinstance(config.keep, list):
+        count = len(config.keep)
+    elif config.student_layers == "half":
+        count = max(1, teacher_depth // 2)
+    else:
+        count = config.student_layers
+    return layers_to_keep(teacher_depth, count, config.keep)
+
+
+def student_classifier(teacher: SentenceClassifier, kept: list[int]) -> SentenceClassifier:
+    """The teacher's encoder with only the ``kept`` layers, under a copy of its head."""
+    encoder = half_depth_student(teacher.encoder, kept, len(kept))
+    student = SentenceClassifier(encoder, teacher.head.out_features, teacher.dropout.p)
+    student.head.load_state_dict(teacher.head.state_dict())
+    with torch.no_grad():
+        student.scale.copy_(teacher.scale)
+    # BERT's [CLS] pooler gets no gradient under mean pooling: frozen, so that every parameter
+    # said to train does; kept, so that model/ loads as a plain transformers model.
+    freeze(student, except_=lambda name: ".pooler." not in f".{name}")
+    return student
+
+
+def depth(model: SentenceClassifier) -> int:
+    return len(find_layer_list(model.encoder)[1])
+
+
+class DistillStrategy:
+    name: ClassVar[str] = "distill"
+    config_type: ClassVar[type[StrategyConfig]] = DistillConfig
+    trains: ClassVar[bool] = True
+
+    def requires(self, config: StrategyConfig) -> list[str]:
+        assert isinstance(config, DistillConfig)
+        return candidate_teachers(config)
+
+    def fit(self, run: RunContext) -> EncoderClassifier:
+        config = run.config
+        assert isinstance(config, DistillConfig)
+        source = find_teacher(run.runs_root, config.teacher)
+        teacher = load_teacher(source, run.task)
+        logits = teacher_logits(
+            teacher,
+            run.task.train_texts,
+            teacher_key=source.fingerprint(),
+            max_length=run.max_length,
+        )
+        kept = kept_layers(depth(teacher.model), config)
+        student = student_classifier(teacher.model, kept)
+        loss = cached_teacher_loss(torch.from_numpy(logits), config.temperature, config.alpha)
+        fit_classifier(run, student, teacher.tokenizer, loss=loss)
+        student.cpu().eval()  # served and evaluated on the CPU, wherever it trained
+        facts = _facts(source, teacher.model, kept, config)
+        meta = {"label_names": list(run.task.label_names), "max_length": run.max_length, **facts}
+        _save_model(student, teacher.tokenizer, run.folder / MODEL_DIR, meta)
+        run.record(**facts)
+        return EncoderClassifier(student, teacher.tokenizer, run.task.label_names, run.max_length)
+
+    def load(self, run: RunContext) -> EncoderClassifier:
+        return load_classifier(run.folder / MODEL_DIR)
+
+
+def _save_model(
+    model: SentenceClassifier, tokenizer: Any, folder: Path, meta: dict[str, Any]
+) -> None:
+    """``model/`` written under a temporary name and renamed into place: never half-written."""
+    staging = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    save_classifier(model, tokenizer, staging, meta)
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.replace(folder)
+
+
+def _facts(
+    source: TeacherRun, teacher: SentenceClassifier, kept: list[int], config: DistillConfig
+) -> dict[str, Any]:
+    return {
+        "needs_base_model": False,  # model/ holds every weight
+        "teacher": source.name,
+        "teacher_accuracy": source.accuracy,
+        "teacher_layers": depth(teacher),
+        "student_layers": len(kept),
+        "kept_layers": kept,
+        "temperature": config.temperature,
+        "alpha": config.alpha,
+    }
+
+
+register(DistillStrategy)

@@ -1,0 +1,291 @@
+"""The well-prompted base: an instruction-tuned LLM is shown the label list and asked for one.
+
+Nothing is trained. The system message holds an instruction and the label names as words; the
+user message is the text; the answer is a label. Instead of generating an answer and parsing
+it, every label is scored as the assistant's answer (constrained scoring), so the prediction is
+always a valid label and the scores give a probability for every label, which the calibration
+metrics need. Scoring is in :mod:`adaptlab.models.causal_lm`: the system message is encoded
+once, and each text costs one forward pass over its own tokens plus a trie of the answers.
+
+``few_shot_k`` > 0 adds the k training examples nearest to the text (by a sentence encoder) as
+earlier user/assistant turns, so the model sees how similar texts were labelled.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Annotated, ClassVar, Literal
+
+import numpy as np
+import torch
+from annotated_types import Ge, Gt
+from pydantic import Field
+from safetensors.numpy import load_file, save_file
+
+from adaptlab.models.bundled import MINILM, SMOLLM2
+from adaptlab.models.causal_lm import CausalLM, PromptCache, TokenTree
+from adaptlab.models.encoder import FrozenEncoder, embed_texts, softmax
+from adaptlab.paths import write_text_atomic
+from adaptlab.strategies.base import RunContext, StrategyConfig, register
+from adaptlab.strategies.zero_shot import label_text
+
+PROMPT = "prompt.json"
+EXAMPLES = "few_shot_examples.safetensors"
+EXAMPLE_TEXTS = "few_shot_texts.json"
+SENTINEL = "\x00adaptlab-text\x00"  # stands in for the text while the template is split
+TOKEN_SAMPLE = 200  # training texts whose prompts are counted for the cost facts
+
+Example = tuple[str, str]  # a labelled text shown as a few-shot turn: (text, answer)
+
+DEFAULT_INSTRUCTION = (
+    "You are a text classifier. Read the user's message and reply with the one category from "
+    "the list below that fits it best. Reply with the category name only, exactly as written."
+)
+
+
+class LlmPromptConfig(StrategyConfig):
+    model: str = Field(
+        SMOLLM2, description="Instruction-tuned causal LM (bundled name, local folder or hub)."
+    )
+    instruction: str = Field(DEFAULT_INSTRUCTION, description="Shown above the label list.")
+    numbered: bool = Field(False, description="List labels as '1. name' instead of '- name'.")
+    descriptions: dict[str, str] = Field(
+        default_factory=dict,
+        description="Optional words per label id, used instead of its name (list and answer).",
+    )
+    scoring: Literal["mean", "sum"] = Field(
+        "mean",
+        description="Label score: summed answer log-likelihood, or its per-token mean "
+        "(rescaled to the average answer length so the temperature means the same).",
+    )
+    temperature: Annotated[float, Gt(0)] = Field(
+        1.0, description="Label scores are divided by this before the softmax."
+    )
+    max_text_tokens: Annotated[int, Ge(1)] = Field(
+        256, description="Texts (and few-shot examples) are cut to this many tokens."
+    )
+    few_shot_k: Annotated[int, Ge(0)] = Field(
+        0, description="Nearest labelled training examples shown as earlier chat turns."
+    )
+    retriever: str = Field(MINILM, description="Sentence encoder that picks few-shot examples.")
+    eval_limit: Annotated[int, Ge(1)] | None = Field(
+        200, description="Eval examples scored (a fixed seeded sample); null scores them all."
+    )
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """Everything that defines the classifier; saved as ``prompt.json``."""
+
+    model: str
+    system: str
+    label_names: list[str]
+    label_texts: list[str]
+    scoring: str
+    temperature: float
+    max_text_tokens: int
+    few_shot_k: int
+    retriever: str
+
+    @classmethod
+    def from_config(cls, config: LlmPromptConfig, label_names: Sequence[str]) -> PromptSpec:
+        texts = [label_text(name, "{label}", config.descriptions) for name in label_names]
+        duplicated = sorted({t for t in texts if texts.count(t) > 1})
+        if duplicated:
+            raise ValueError(
+                f"llm_prompt: labels read the same as words: {duplicated}; "
+                "tell them apart with `descriptions`"
+            )
+        return cls(
+            config.model,
+            system_message(config.instruction, texts, config.numbered),
+            list(label_names),
+            texts,
+            config.scoring,
+            config.temperature,
+            config.max_text_tokens,
+            config.few_shot_k,
+            config.retriever,
+        )
+
+
+def system_message(instruction: str, label_texts: Sequence[str], numbered: bool) -> str:
+    bullets = [f"{i}." if numbered else "-" for i in range(1, len(label_texts) + 1)]
+    lines = [f"{bullet} {text}" for bullet, text in zip(bullets, label_texts, strict=True)]
+    return f"{instruction.strip()}\n\nCategories:\n" + "\n".join(lines)
+
+
+@dataclass
+class ExampleRetriever:
+    """Labelled training examples and their embeddings; finds the nearest to a text."""
+
+    encoder: FrozenEncoder
+    vectors: np.ndarray
+    texts: list[str]
+    labels: np.ndarray
+
+    def nearest(self, texts: Sequence[str], k: int) -> np.ndarray:
+        """``(len(texts), k)`` example indices, least similar first: the closest example
+        ends up in the turn right before the text."""
+        similarity = self.encoder.embed(texts) @ self.vectors.T
+        k = min(k, similarity.shape[1])
+        top = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+        order = np.argsort(np.take_along_axis(similarity, top, axis=1), axis=1, kind="stable")
+        return np.take_along_axis(top, order, axis=1)
+
+
+class PromptClassifier:
+    """Scores every label as the LLM's answer to the prompt built around a text."""
+
+    def __init__(
+        self, spec: PromptSpec, lm: CausalLM, retriever: ExampleRetriever | None = None
+    ) -> None:
+        if spec.few_shot_k > 0 and retriever is None:
+            raise ValueError("llm_prompt: few_shot_k > 0 needs labelled examples to retrieve")
+        self.spec = spec
+        self.lm = lm
+        self.retriever = retriever
+        self.label_names: Sequence[str] = spec.label_names
+        self.prefix, answers = self._split_template()
+        self.cache = PromptCache(lm, lm.encode(self.prefix))
+        self.tree = TokenTree.build([lm.encode(answer) for answer in answers])
+        lengths = torch.tensor(self.tree.lengths, dtype=torch.float64)
+        self._length_scale = lengths.mean() / lengths
+
+    def _split_template(self) -> tuple[str, list[str]]:
+        """The prompt text before the first user message (cached once), and each label's
+        answer as the template writes it (with its end-of-turn token, so that "card" does not
+        win just by being a prefix of "card arrival")."""
+        system = {"role": "system", "content": self.spec.system}
+        user = {"role": "user", "content": SENTINEL}
+        prompt = self.lm.chat([system, user], add_generation_prompt=True)
+        answers = []
+        for text in self.spec.label_texts:
+            turn = {"role": "assistant", "content": text}
+            full = self.lm.chat([system, user, turn], add_generation_prompt=False)
+            if not full.startswith(prompt):
+                raise ValueError(
+                    f"llm_prompt: the chat template of '{self.spec.model}' rewrites earlier "
+                    "turns when an answer is added; its answers cannot be scored"
+                )
+            answers.append(full[len(prompt) :].rstrip())
+        return prompt.split(SENTINEL)[0], answers
+
+    def messages(self, text: str, examples: Sequence[Example] = ()) -> list[dict[str, str]]:
+        """System message, few-shot turns, then the text as the user's message."""
+        turns = [{"role": "system", "content": self.spec.system}]
+        for example_text, answer in examples:
+            turns.append({"role": "user", "content": self._truncate(example_text)})
+            turns.append({"role": "assistant", "content": answer})
+        turns.append({"role": "user", "content": self._truncate(text)})
+        return turns
+
+    def _truncate(self, text: str) -> str:
+        ids = self.lm.encode(text)
+        if len(ids) <= self.spec.max_text_tokens:
+            return text
+        truncated: str = self.lm.tokenizer.decode(ids[: self.spec.max_text_tokens])
+        return truncated
+
+    def context_ids(self, text: str, examples: Sequence[Example] = ()) -> list[int]:
+        """Token ids of the prompt after the cached prefix."""
+        rendered = self.lm.chat(self.messages(text, examples), add_generation_prompt=True)
+        if not rendered.startswith(self.prefix):
+            raise ValueError(
+                f"llm_prompt: the chat template of '{self.spec.model}' changes the "
+                "system turn with the conversation; the prefix cannot be cached"
+            )
+        return self.lm.encode(rendered[len(self.prefix) :])
+
+    def label_scores(self, texts: Sequence[str]) -> np.ndarray:
+        """``(len(texts), num_labels)`` scores before the temperature and softmax."""
+        shots = self._examples(texts)
+        rows = []
+        for text, examples in zip(texts, shots, strict=True):
+            summed = self.cache.score(self.context_ids(text, examples), self.tree)
+            rows.append(summed * self._length_scale if self.spec.scoring == "mean" else summed)
+        if not rows:
+            return np.zeros((0, len(self.label_names)))
+        return torch.stack(rows).numpy()
+
+    def _examples(self, texts: Sequence[str]) -> list[list[Example]]:
+        """The few-shot turns for each text (none when few-shot is off)."""
+        if self.spec.few_shot_k == 0 or self.retriever is None or not texts:
+            return [[] for _ in texts]
+        retriever = self.retriever
+        return [
+            [(retriever.texts[i], self.spec.label_texts[int(retriever.labels[i])]) for i in row]
+            for row in retriever.nearest(texts, self.spec.few_shot_k)
+        ]
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        return softmax(self.label_scores(texts) / self.spec.temperature)
+
+    def request_tokens(self, texts: Sequence[str]) -> tuple[float, float]:
+        """Mean prompt tokens per request (cached prefix included) and mean tokens a request
+        actually runs through the model here (its own tokens plus the trie's inner nodes)."""
+        shots = self._examples(texts)
+        own = [len(self.context_ids(t, e)) for t, e in zip(texts, shots, strict=True)]
+        mean_own = float(np.mean(own)) if own else 0.0
+        return self.cache.prefix_length + mean_own, mean_own + len(self.tree.inner)
+
+
+class LlmPromptStrategy:
+    name: ClassVar[str] = "llm_prompt"
+    config_type: ClassVar[type[StrategyConfig]] = LlmPromptConfig
+    trains: ClassVar[bool] = False
+
+    def requires(self, config: StrategyConfig) -> list[str]:
+        return []
+
+    def fit(self, run: RunContext) -> PromptClassifier:
+        config = run.config
+        assert isinstance(config, LlmPromptConfig)
+        spec = PromptSpec.from_config(config, run.task.label_names)
+        retriever = save_examples(run, spec) if spec.few_shot_k else None
+        classifier = PromptClassifier(spec, CausalLM.load(spec.model), retriever)
+        write_text_atomic(run.folder / PROMPT, json.dumps(asdict(spec), indent=2) + "\n")
+        prompt_tokens, forward_tokens = classifier.request_tokens(
+            run.task.train_texts[:TOKEN_SAMPLE]
+        )
+        run.record(
+            trainable_params=0,
+            total_params=classifier.lm.parameter_count(),
+            needs_base_model=True,
+            served_model=spec.model,
+            prompt_tokens_per_request=round(prompt_tokens, 1),
+            cached_prompt_tokens=classifier.cache.prefix_length,
+            forward_tokens_per_request=round(forward_tokens, 1),
+            answer_tokens_scored=len(classifier.tree),
+        )
+        return classifier
+
+    def load(self, run: RunContext) -> PromptClassifier:
+        spec = PromptSpec(**json.loads((run.folder / PROMPT).read_text()))
+        retriever = load_examples(run, spec) if spec.few_shot_k else None
+        return PromptClassifier(spec, CausalLM.load(spec.model), retriever)
+
+
+def save_examples(run: RunContext, spec: PromptSpec) -> ExampleRetriever:
+    """Embed the training set for few-shot retrieval and keep it in the run folder."""
+    encoder = FrozenEncoder.load(spec.retriever, run.max_length)
+    texts = list(run.task.train_texts)
+    vectors = embed_texts(
+        spec.retriever, texts, run.max_length, encoder=(encoder.tokenizer, encoder.model)
+    )
+    labels = run.task.train_labels.astype(np.int64)
+    save_file({"vectors": vectors, "labels": labels}, str(run.folder / EXAMPLES))
+    write_text_atomic(run.folder / EXAMPLE_TEXTS, json.dumps(texts) + "\n")
+    return ExampleRetriever(encoder, vectors, texts, labels)
+
+
+def load_examples(run: RunContext, spec: PromptSpec) -> ExampleRetriever:
+    tensors = load_file(str(run.folder / EXAMPLES))
+    texts = json.loads((run.folder / EXAMPLE_TEXTS).read_text())
+    encoder = FrozenEncoder.load(spec.retriever, run.max_length)
+    return ExampleRetriever(encoder, tensors["vectors"], texts, tensors["labels"])
+
+
+register(LlmPromptStrategy)
