@@ -1,0 +1,160 @@
+"""Benchmark: every classification strategy on banking77 (full data), with the hand-written
+anchors run in the same session on the same machine, reported as ratios.
+
+    python bench/banking77.py [--skip-compare] [--anchors probe,trainer,setfit] [--out DIR]
+
+1. ``adaptlab compare configs/banking77.yaml`` with a cold embedding cache (so ``frozen`` pays
+   for its embeddings, as the anchor does).
+2. ``../shared/anchors/linear_probe.py``: sentence-transformers encode + LogisticRegression.
+   Ratio: ``frozen`` fit time (embed train + fit head) / anchor (embed train + fit).
+3. ``../shared/anchors/hf_trainer_full.py``: HF Trainer on the same model, batch 32, dynamic
+   padding, length grouping. Ratio: our ``full`` seconds per optimizer step / theirs.
+4. ``../shared/anchors/setfit_fewshot.py DATA 10``: the SetFit library (needs ``pip install
+   setfit``; not a project dependency). Compared with our ``setfit_k10``.
+
+Prints one JSON object; bench/RESULTS.md records it with the command and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT / ".." / "shared"
+DATA = SHARED / "data" / "banking77"
+
+
+def run_json(command: list[str]) -> dict[str, Any]:
+    """Run an anchor script and parse the last JSON line it prints."""
+    start = time.perf_counter()
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    result: dict[str, Any] = json.loads(lines[-1])
+    result["process_wall_s"] = round(time.perf_counter() - start, 1)
+    return result
+
+
+def run_compare(out: Path) -> dict[str, Any]:
+    from adaptlab.paths import cache_dir
+
+    shutil.rmtree(cache_dir() / "embeddings", ignore_errors=True)  # cold, like the anchor
+    start = time.perf_counter()
+    subprocess.run(
+        ["adaptlab", "compare", str(ROOT / "configs" / "banking77.yaml"), "--output-dir", str(out)],
+        check=True,
+    )
+    wall = time.perf_counter() - start
+    comparison: dict[str, Any] = json.loads((out / "banking77" / "comparison.json").read_text())
+    comparison["compare_wall_s"] = round(wall, 1)
+    return comparison
+
+
+def cost(out: Path, name: str) -> dict[str, Any]:
+    path = out / "banking77" / "runs" / name / "cost.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def row(comparison: dict[str, Any], name: str) -> dict[str, Any]:
+    return next((r for r in comparison.get("rows", []) if r["strategy"] == name), {})
+
+
+def ratios(comparison: dict[str, Any], anchors: dict[str, Any], out: Path) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    probe = anchors.get("probe", {})
+    frozen = cost(out, "frozen")
+    if "acc_full" in probe and frozen:
+        anchor_s = probe["embed_train_s"] + probe["fit_full_s"]
+        result["frozen_time_over_anchor"] = round(frozen["fit_wall_s"] / anchor_s, 3)
+        result["frozen_accuracy"] = row(comparison, "frozen").get("accuracy")
+        result["anchor_probe_accuracy"] = probe["acc_full"]
+    trainer = anchors.get("trainer", {})
+    full = cost(out, "full")
+    if "s_per_step" in trainer and full.get("train_steps"):
+        ours = full["train_wall_s"] / full["train_steps"]
+        result["full_step_s"] = round(ours, 4)
+        result["full_step_over_hf_trainer"] = round(ours / trainer["s_per_step"], 3)
+        result["hf_trainer_accuracy"] = trainer["acc"]
+    setfit = anchors.get("setfit")
+    if setfit:
+        result["setfit_library"] = setfit
+        result["setfit_k10_accuracy"] = row(comparison, "setfit_k10").get("accuracy")
+    teacher = comparison.get("rows") and _distill_ratio(comparison)
+    if teacher:
+        result.update(teacher)
+    return result
+
+
+def _distill_ratio(comparison: dict[str, Any]) -> dict[str, Any]:
+    student = row(comparison, "distill")
+    teachers = [row(comparison, n) for n in ("full", "lora", "partial")]
+    teachers = [t for t in teachers if t]
+    if not student or not teachers:
+        return {}
+    teacher = max(teachers, key=lambda t: t["accuracy"])
+    return {
+        "distill_teacher": teacher["strategy"],
+        "distill_accuracy_kept": round(student["accuracy"] / teacher["accuracy"], 4),
+        "distill_batch1_speedup": round(
+            teacher["latency_batch1_p50_ms"] / student["latency_batch1_p50_ms"], 2
+        ),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench")
+    parser.add_argument("--skip-compare", action="store_true")
+    parser.add_argument("--anchors", default="probe,trainer,setfit")
+    parser.add_argument(
+        "--anchor-python",
+        default=sys.executable,
+        help="Interpreter for the anchors (the SetFit library lives in its own venv).",
+    )
+    args = parser.parse_args()
+    comparison = {} if args.skip_compare else run_compare(args.out)
+    if args.skip_compare and (args.out / "banking77" / "comparison.json").exists():
+        comparison = json.loads((args.out / "banking77" / "comparison.json").read_text())
+    anchors: dict[str, Any] = {}
+    scripts = {
+        "probe": [args.anchor_python, str(SHARED / "anchors" / "linear_probe.py"), str(DATA)],
+        "trainer": [
+            args.anchor_python,
+            str(SHARED / "anchors" / "hf_trainer_full.py"),
+            str(DATA),
+            str(args.out / "hf_trainer"),
+        ],
+        "setfit": [
+            args.anchor_python,
+            str(SHARED / "anchors" / "setfit_fewshot.py"),
+            str(DATA),
+            "10",
+        ],
+    }
+    for name in filter(None, args.anchors.split(",")):
+        try:
+            anchors[name] = run_json(scripts[name])
+        except (subprocess.CalledProcessError, KeyError) as exc:
+            anchors[name] = {"error": str(exc)[:300]}
+    summary = {
+        "bench": "banking77",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+        "anchors": anchors,
+        "ratios": ratios(comparison, anchors, args.out),
+        "leaderboard": comparison.get("rows", []),
+        "compare_wall_s": comparison.get("compare_wall_s"),
+    }
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
