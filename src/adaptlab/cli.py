@@ -53,7 +53,12 @@ def _experiment(
     model_overrides: dict[str, Any],
 ) -> ExperimentConfig:
     """The config file (or defaults) with command-line values laid over it, validated."""
-    base = load_config(config) if config else ExperimentConfig()
+    if config is not None:
+        base: ExperimentConfig = load_config(config)
+    else:
+        from adaptlab.data.demo import demo_experiment
+
+        base = demo_experiment()
     data = base.data.model_dump()
     data.update(
         {

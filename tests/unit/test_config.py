@@ -126,3 +126,10 @@ def test_a_strategy_can_run_under_another_name() -> None:
     )
     strategy, settings = resolve_run("knn_k3", config.strategies["knn_k3"])
     assert strategy.name == "knn" and settings.k == 3  # type: ignore[attr-defined]
+
+
+def test_demo_config_file_equals_the_built_in_demo() -> None:
+    from adaptlab.data.demo import demo_experiment
+
+    path = next(p for p in CONFIGS if p.name == "demo.yaml")
+    assert load_config(path) == demo_experiment()

@@ -7,6 +7,11 @@ sets, which the offline demo must never do.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from adaptlab.config import ExperimentConfig
+
 import csv
 import hashlib
 import importlib.util
@@ -131,3 +136,31 @@ def bbc_news_path() -> Path:
         with atomic_write(sidecar) as handle:
             handle.write(_sha256_line(digest, path))
     return path
+
+
+# The experiment `adaptlab compare` runs with no config: every strategy on the demo data, with
+# epochs trimmed so the whole comparison takes minutes on a 2-core CPU. configs/demo.yaml holds
+# the same settings (a test keeps the two equal).
+DEMO_EXPERIMENT: dict[str, Any] = {
+    "name": "demo",
+    "output_dir": "runs",
+    "data": {"train": None, "val_set_size": 0.2, "seed": 42},
+    "model": {"base_model": "sentence-transformers/all-MiniLM-L6-v2", "sequence_len": 128},
+    "compare": {"latency_budget_s": 3.0},
+    "strategies": {
+        "full": {"train": {"num_epochs": 2}},
+        "partial": {"train": {"num_epochs": 2}},
+        "lora": {"train": {"num_epochs": 3}},
+        "distill": {"train": {"num_epochs": 2}},
+        "scratch": {"train": {"num_epochs": 4}},
+        "setfit": {"shots": 8},
+        "llm_prompt": {"eval_limit": 100},
+    },
+}
+
+
+def demo_experiment() -> ExperimentConfig:
+    """The built-in demo experiment, validated like any config file."""
+    from adaptlab.config import ExperimentConfig
+
+    return ExperimentConfig.model_validate(DEMO_EXPERIMENT)
