@@ -243,6 +243,11 @@ class FrozenEncoder:
         vectors = run_batched(pooled, self.tokenizer, texts, self.max_length, self.batch_size)
         return vectors.float().numpy()
 
+    def embed_cached(self, name: str, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings of a fixed set (the training texts) through the shared cache; ``name``
+        is this encoder's model name, part of the cache key."""
+        return embed_texts(name, texts, self.max_length, encoder=(self.tokenizer, self.model))
+
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 

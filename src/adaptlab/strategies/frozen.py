@@ -18,7 +18,7 @@ from annotated_types import Gt
 from pydantic import Field
 from safetensors.numpy import load_file, save_file
 
-from adaptlab.models.encoder import FrozenEncoder, embed_texts, softmax
+from adaptlab.models.encoder import FrozenEncoder, softmax
 from adaptlab.strategies.base import RunContext, StrategyConfig, register
 
 HEAD = "head.safetensors"
@@ -59,12 +59,7 @@ class FrozenStrategy:
         assert isinstance(config, FrozenConfig)
         encoder = FrozenEncoder.load(run.base_model, run.max_length)
         task = run.task
-        embeddings = embed_texts(
-            run.base_model,
-            task.train_texts,
-            run.max_length,
-            encoder=(encoder.tokenizer, encoder.model),
-        )
+        embeddings = encoder.embed_cached(run.base_model, task.train_texts)
         head, tensors = _fit_head(
             config, embeddings, task.train_labels, task.num_labels, run.train.seed
         )

@@ -16,7 +16,7 @@ from annotated_types import Ge, Gt
 from pydantic import Field
 from safetensors.numpy import load_file, save_file
 
-from adaptlab.models.encoder import FrozenEncoder, embed_texts
+from adaptlab.models.encoder import FrozenEncoder
 from adaptlab.strategies.base import RunContext, StrategyConfig, register
 
 INDEX = "index.safetensors"
@@ -66,12 +66,7 @@ class KnnStrategy:
         assert isinstance(config, KnnConfig)
         encoder = FrozenEncoder.load(run.base_model, run.max_length)
         task = run.task
-        vectors = embed_texts(
-            run.base_model,
-            task.train_texts,
-            run.max_length,
-            encoder=(encoder.tokenizer, encoder.model),
-        )
+        vectors = encoder.embed_cached(run.base_model, task.train_texts)
         save_file(
             {"vectors": vectors, "labels": task.train_labels.astype(np.int64)},
             str(run.folder / INDEX),
