@@ -31,7 +31,7 @@ from adaptlab.data.pipeline import (
 from adaptlab.evaluate.bootstrap import paired_bootstrap
 from adaptlab.evaluate.harness import evaluate_classifier, sample_indices
 from adaptlab.models.encoder import model_fingerprint, weights_bytes
-from adaptlab.runs import RunError, RunFolder, base_manifest, folder_size
+from adaptlab.runs import RunError, RunFolder, base_manifest, dependency_fingerprints, folder_size
 from adaptlab.strategies.base import (
     REGISTRY,
     ClassificationTask,
@@ -166,6 +166,9 @@ def run_strategy(
         config_yaml,
         train.seed,
         prepared.allow_contaminated,
+    )
+    manifest["dependencies"] = dependency_fingerprints(
+        experiment_dir(experiment) / "runs", strategy.requires(config)
     )
     if not force and folder.matches(manifest):
         log(f"[{name}] up to date in {folder.path}; skipped")

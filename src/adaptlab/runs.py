@@ -79,8 +79,22 @@ def manifest_key(manifest: dict[str, Any]) -> dict[str, Any]:
         "base_model_fingerprint",
         "config_sha256",
         "seed",
+        "dependencies",
     )
     return {key: manifest.get(key) for key in keys}
+
+
+def dependency_fingerprints(runs_root: Path, names: list[str]) -> dict[str, str | None]:
+    """For each run this one depends on (a distillation teacher), the time its manifest was
+    written: redoing the teacher makes the student stale."""
+    stamps: dict[str, str | None] = {}
+    for name in names:
+        manifest = runs_root / name / MANIFEST
+        try:
+            stamps[name] = str(json.loads(manifest.read_text(encoding="utf-8"))["created_at"])
+        except (OSError, ValueError, KeyError, TypeError):
+            stamps[name] = None
+    return stamps
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """Knowledge distillation: a half-depth student learns from a fine-tuned teacher run.
 
 The teacher is a finished fine-tuned run of this experiment (``full``, ``lora`` or ``partial``,
-or the best of them by eval accuracy). Its logits on the training texts are computed once and
-cached; the student, a copy of the teacher with every other transformer layer (DistilBERT's
-initialisation) and the teacher's head, trains with the shared loop on
+or the best of them by eval accuracy), loaded from its ``model/`` or, for an adapter, by its own
+strategy's ``load`` (merged into a plain encoder). Its logits on the training texts are computed
+once and cached; the student, a copy of the teacher with every other transformer layer
+(DistilBERT's initialisation) and the teacher's head, trains with the shared loop on
 ``alpha × cross-entropy + (1 − alpha) × T² KL(teacher_T ‖ student_T)`` (Hinton et al. 2015).
 Half the layers is about half the encoder's compute per text, which is where CPU inference
 time goes.
@@ -29,7 +30,13 @@ from adaptlab.models.encoder import (
     save_classifier,
 )
 from adaptlab.runs import EVAL, MANIFEST, RunError, RunFolder
-from adaptlab.strategies.base import ClassificationTask, RunContext, StrategyConfig, register
+from adaptlab.strategies.base import (
+    RunContext,
+    StrategyConfig,
+    get_strategy,
+    register,
+    strategy_config,
+)
 from adaptlab.train.classifier import fit_classifier, freeze
 from adaptlab.train.distillation import (
     cached_teacher_loss,
@@ -114,9 +121,11 @@ class TeacherRun:
 
     def fingerprint(self) -> str:
         """Changes when the run is redone (its manifest) or its weights change."""
-        manifest = (self.folder / MANIFEST).read_bytes()
-        weights = model_fingerprint(str(self.folder / MODEL_DIR))
-        return hashlib.sha256(manifest + weights.encode()).hexdigest()
+        digest = hashlib.sha256((self.folder / MANIFEST).read_bytes())
+        for weights in (self.folder / MODEL_DIR, self.folder / "adapter"):
+            if weights.is_dir():
+                digest.update(model_fingerprint(str(weights)).encode())
+        return digest.hexdigest()
 
 
 def candidate_teachers(config: DistillConfig) -> list[str]:
@@ -150,8 +159,14 @@ def _finished_run(folder: Path) -> TeacherRun | None:
     return TeacherRun(folder.name, folder, float(accuracy), run.read_json(MANIFEST))
 
 
-def load_teacher(teacher: TeacherRun, task: ClassificationTask) -> EncoderClassifier:
-    """The teacher's classifier from its ``model/``, checked to belong to this task."""
+def load_teacher(teacher: TeacherRun, run: RunContext) -> EncoderClassifier:
+    """The teacher's classifier, checked to belong to this task.
+
+    A run with ``model/`` (full, partial) loads from it directly; any other run (a LoRA
+    adapter) is rebuilt by its own strategy's ``load``, which the protocol says needs only the
+    run folder and the base model.
+    """
+    task = run.task
     same_data = (teacher.manifest.get("train_sha256"), teacher.manifest.get("eval_sha256")) == (
         task.train_sha256,
         task.eval_sha256,
@@ -161,22 +176,32 @@ def load_teacher(teacher: TeacherRun, task: ClassificationTask) -> EncoderClassi
             f"teacher run {teacher.folder} was trained or evaluated on other data than this "
             f"experiment (train/eval sha256 differ): redo it (adaptlab compare -s {teacher.name})"
         )
-    if not (teacher.folder / MODEL_DIR).is_dir():
-        raise RunError(_no_model_message(teacher))
-    classifier = load_classifier(teacher.folder / MODEL_DIR)
+    if (teacher.folder / MODEL_DIR).is_dir():
+        classifier = load_classifier(teacher.folder / MODEL_DIR)
+    else:
+        classifier = _load_through_strategy(teacher, run)
     if list(classifier.label_names) != list(task.label_names):
         raise RunError(f"teacher run {teacher.folder} has other labels than this experiment")
     return classifier
 
 
-def _no_model_message(teacher: TeacherRun) -> str:
-    if (teacher.folder / "adapter").is_dir():
-        return (
-            f"teacher run '{teacher.name}' saved a LoRA adapter (adapter/) but no model/; "
-            "distill can only learn from runs with a full model/: set strategies.distill.teacher "
-            "to full or partial"
+def _load_through_strategy(teacher: TeacherRun, run: RunContext) -> EncoderClassifier:
+    from transformers import PreTrainedModel
+
+    name = str(teacher.manifest.get("strategy", teacher.name))
+    config = strategy_config(name, run.experiment.strategies.get(name))
+    context = RunContext(
+        teacher.name, teacher.folder, run.task, run.experiment, config, run.train, run.runs_root
+    )
+    classifier = get_strategy(name).load(context)
+    encoder = getattr(getattr(classifier, "model", None), "encoder", None)
+    if not isinstance(classifier, EncoderClassifier) or not isinstance(encoder, PreTrainedModel):
+        raise RunError(
+            f"teacher run '{teacher.name}' ({name}) does not load as a sentence classifier on a "
+            "plain transformers encoder, which distill copies its layers from: set "
+            "strategies.distill.teacher to full or partial"
         )
-    return f"teacher run {teacher.folder} has no model/ folder to load"
+    return classifier
 
 
 def kept_layers(teacher_depth: int, config: DistillConfig) -> list[int]:
@@ -220,7 +245,7 @@ class DistillStrategy:
         config = run.config
         assert isinstance(config, DistillConfig)
         source = find_teacher(run.runs_root, config.teacher)
-        teacher = load_teacher(source, run.task)
+        teacher = load_teacher(source, run)
         logits = teacher_logits(
             teacher,
             run.task.train_texts,
@@ -235,7 +260,7 @@ class DistillStrategy:
         facts = _facts(source, teacher.model, kept, config)
         meta = {"label_names": list(run.task.label_names), "max_length": run.max_length, **facts}
         _save_model(student, teacher.tokenizer, run.folder / MODEL_DIR, meta)
-        run.record(**facts)
+        run.record(needs_base_model=False, **facts)  # model/ holds every weight
         return EncoderClassifier(student, teacher.tokenizer, run.task.label_names, run.max_length)
 
     def load(self, run: RunContext) -> EncoderClassifier:
@@ -257,7 +282,6 @@ def _facts(
     source: TeacherRun, teacher: SentenceClassifier, kept: list[int], config: DistillConfig
 ) -> dict[str, Any]:
     return {
-        "needs_base_model": False,  # model/ holds every weight
         "teacher": source.name,
         "teacher_accuracy": source.accuracy,
         "teacher_layers": depth(teacher),

@@ -57,7 +57,7 @@ def reverse_kl(student_log_probs: torch.Tensor, teacher_log_probs: torch.Tensor)
 
     Agarwal et al. 2024, "On-Policy Distillation of Language Models: Learning from
     Self-Generated Mistakes", §2: mode-seeking; a student too small to cover every teacher mode
-    concentrates on the ones it can fit (the divergence GKD uses on-policy).
+    concentrates on the ones it can fit.
     """
     return forward_kl(teacher_log_probs, student_log_probs)
 

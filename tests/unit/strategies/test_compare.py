@@ -136,3 +136,26 @@ def test_eval_set_is_locked_once_and_reused(tmp_path: Path, tiny_encoder: Path) 
     compare(config, ["zero_shot"], log=logs.append)
     assert any("Using prepared data" in line for line in logs)
     assert (tmp_path / "runs" / "tiny" / "data" / "eval.lock").read_text() == lock
+
+
+def test_redoing_the_teacher_makes_the_student_stale(tmp_path: Path, tiny_encoder: Path) -> None:
+    config = experiment(tmp_path, tiny_encoder, train={"max_steps": 2})
+    compare(config, ["full", "distill"], log=lambda _: None)
+    logs: list[str] = []
+    compare(config, ["full", "distill"], log=logs.append)
+    assert sum("up to date" in line for line in logs) == 2
+    from adaptlab.compare import classification_task, prepare_experiment_data, run_strategy
+
+    prepared = prepare_experiment_data(config, lambda items, *_: items, lambda _: None)
+    run_strategy(
+        "full",
+        config,
+        prepared,
+        classification_task(prepared),
+        lambda items, *_: items,
+        lambda _: None,
+        force=True,
+    )
+    logs.clear()
+    compare(config, ["distill"], log=logs.append)
+    assert not any("up to date" in line for line in logs)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -14,9 +15,20 @@ from pydantic import ValidationError
 from tests.unit.strategies.conftest import RunFactory, copy_run
 
 from adaptlab.config import ExperimentConfig, TrainConfig
-from adaptlab.models.encoder import SentenceClassifier, load_encoder, save_classifier
+from adaptlab.models.encoder import (
+    SentenceClassifier,
+    load_classifier,
+    load_encoder,
+    save_classifier,
+)
 from adaptlab.runs import RunError, RunFolder, base_manifest
-from adaptlab.strategies.base import ClassificationTask, RunContext, StrategyConfig, get_strategy
+from adaptlab.strategies.base import (
+    REGISTRY,
+    ClassificationTask,
+    RunContext,
+    StrategyConfig,
+    get_strategy,
+)
 from adaptlab.strategies.distill import DistillConfig, DistillStrategy, find_teacher
 from adaptlab.train import distillation
 from adaptlab.train.classifier import fit_classifier
@@ -58,10 +70,7 @@ def make_teacher(teacher_model: Path, tiny_task: ClassificationTask) -> TeacherF
     ) -> Path:
         folder = RunFolder(runs_root / name)
         folder.reset()
-        if weights == "model":
-            shutil.copytree(teacher_model, folder.path / "model")
-        else:
-            (folder.path / weights).mkdir()
+        shutil.copytree(teacher_model, folder.path / weights)
         folder.write_json("eval.json", {"strategy": name, "metrics": {"accuracy": accuracy}})
         values = base_manifest(
             name, tiny_task.train_sha256, tiny_task.eval_sha256, "tiny", "fp", "", 42, False
@@ -189,13 +198,45 @@ def test_missing_teacher_says_what_to_run_first(make_run: RunFactory) -> None:
         fit(named)
 
 
-def test_an_adapter_only_teacher_is_refused_clearly(
-    make_run: RunFactory, make_teacher: TeacherFactory
+class AdapterStrategy:
+    """A registered strategy whose runs keep their weights in ``adapter/``, as LoRA's do."""
+
+    name = "adapted"
+    config_type = StrategyConfig
+    trains = True
+    loads: ClassVar[list[Path]] = []
+
+    def load(self, run: RunContext) -> Any:
+        self.loads.append(run.folder)
+        return load_classifier(run.folder / "adapter")
+
+
+class OpaqueStrategy(AdapterStrategy):
+    name = "opaque"
+
+    def load(self, run: RunContext) -> Any:
+        return SimpleNamespace(label_names=["a"], predict_proba=lambda texts: None)
+
+
+def test_a_teacher_without_model_is_rebuilt_by_its_own_strategy(
+    make_run: RunFactory, make_teacher: TeacherFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run = make_run("distill")
-    make_teacher(run.runs_root, "lora", 0.95, weights="adapter")
-    make_teacher(run.runs_root, "full", 0.9)
-    with pytest.raises(RunError, match=r"'lora' saved a LoRA adapter.*teacher to full or partial"):
+    monkeypatch.setitem(REGISTRY, "adapted", AdapterStrategy)
+    run = make_run("distill", {"teacher": "adapted"})
+    folder = make_teacher(run.runs_root, "adapted", 0.9, weights="adapter")
+    AdapterStrategy.loads.clear()
+    fit(run)
+    assert AdapterStrategy.loads == [folder]
+    assert run.facts["teacher"] == "adapted" and run.facts["student_layers"] == 1
+
+
+def test_a_teacher_that_is_no_encoder_classifier_is_refused_clearly(
+    make_run: RunFactory, make_teacher: TeacherFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(REGISTRY, "opaque", OpaqueStrategy)
+    run = make_run("distill", {"teacher": "opaque"})
+    make_teacher(run.runs_root, "opaque", 0.9, weights="adapter")
+    with pytest.raises(RunError, match=r"'opaque' \(opaque\) does not load as a sentence class"):
         fit(run)
 
 
