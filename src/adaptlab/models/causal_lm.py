@@ -8,15 +8,20 @@ Three things keep it cheap on a CPU:
   into a KV cache (:class:`PromptCache`) and reused; each call restores it afterwards;
 - the candidate answers are merged into a token trie (:class:`TokenTree`), so answers sharing
   their first tokens ("card arrival", "card linking") compute those tokens once;
-- the request's own tokens and the whole trie go through the model in ONE forward pass with a
+- the request's own tokens and the trie go through the model in ONE forward pass with a
   tree attention mask (each trie token sees the prompt and its own ancestors only), the
   shared-prefix trick of tree-based speculative decoding (SpecInfer, Miao et al. 2023, §4).
   Unlike copying the prompt's cache once per answer, memory does not grow with the answers.
+
+Two scores: the summed log-likelihood of each answer (every trie node with children is fed),
+and its probability under decoding constrained to the answers (only nodes up to the last
+branch are fed: below it the answer is forced). The second is a distribution by construction.
 """
 
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from adaptlab.models.bundled import ModelNotAvailable, _unavailable_message, resolve_model
+from adaptlab.models.bundled import ModelNotAvailable, resolve_model, unavailable_message
 
 
 @dataclass
@@ -46,7 +51,7 @@ class CausalLM:
             tokenizer = AutoTokenizer.from_pretrained(location, revision=revision)
             model: nn.Module = AutoModelForCausalLM.from_pretrained(location, revision=revision)
         except OSError as exc:
-            raise ModelNotAvailable(_unavailable_message(name, exc)) from exc
+            raise ModelNotAvailable(unavailable_message(name, exc)) from exc
         model.eval()
         return cls(name, tokenizer, model)
 
@@ -115,17 +120,33 @@ class TokenTree:
 
     @functools.cached_property
     def inner(self) -> list[int]:
-        """Nodes with children, in order. Only these are fed to the model: a leaf's own
+        """Nodes with children, in order: what summed scoring feeds the model. A leaf's own
         output would predict nothing (with an end-of-turn token closing every answer, the
         leaves are a quarter of the trie)."""
         return sorted({parent for parent in self.parents if parent >= 0})
 
     @functools.cached_property
-    def parent_rows(self) -> list[int]:
-        """For each node, the row of the scoring output that predicts it: row 0 is the last
-        context token, row 1 + i the i-th inner node."""
-        row = {node: 1 + i for i, node in enumerate(self.inner)}
-        return [0 if parent < 0 else row[parent] for parent in self.parents]
+    def branching(self) -> list[int]:
+        """Nodes where the answers part, with their ancestors, in order: what constrained
+        scoring feeds the model. Below the last branch an answer's tokens are forced; for
+        banking77's 77 labels under SmolLM2's tokenizer that is 23 nodes instead of 228."""
+        children = [0] * len(self.tokens)
+        for parent in self.parents:
+            if parent >= 0:
+                children[parent] += 1
+        needed: set[int] = set()
+        for node in (n for n, count in enumerate(children) if count > 1):
+            while node >= 0 and node not in needed:
+                needed.add(node)
+                node = self.parents[node]
+        return sorted(needed)
+
+    @functools.cached_property
+    def prefix_free(self) -> bool:
+        """No sequence is another's prefix or duplicate (each ends on its own leaf), as when
+        every answer ends with an end-of-turn token."""
+        ends = [path[-1] for path in self.paths]
+        return len(set(ends)) == len(ends) and not set(ends) & set(self.inner)
 
     @functools.cached_property
     def membership(self) -> torch.Tensor:
@@ -135,18 +156,24 @@ class TokenTree:
             matrix[row, path] = 1.0
         return matrix
 
-    def inner_sees(self) -> torch.Tensor:
-        """``(inner, inner)`` booleans: inner node j attends to k when k is j or an ancestor
-        (ancestors of an inner node are inner too)."""
+    @functools.cached_property
+    def sibling_group(self) -> torch.Tensor:
+        """``(nodes,)``: the same number for nodes that share a parent."""
+        groups = {parent: i for i, parent in enumerate(dict.fromkeys(self.parents))}
+        return torch.tensor([groups[parent] for parent in self.parents])
+
+    def sees(self, fed: Sequence[int]) -> torch.Tensor:
+        """``(fed, fed)`` booleans: fed node j attends to k when k is j or an ancestor (the
+        fed nodes must include their ancestors)."""
         visible = torch.eye(len(self.tokens), dtype=torch.bool)
         for node, parent in enumerate(self.parents):  # parents come first: their rows are done
             if parent >= 0:
                 visible[node] |= visible[parent]
-        return visible[self.inner][:, self.inner]
+        return visible[list(fed)][:, list(fed)]
 
 
 class PromptCache:
-    """The KV cache of a fixed prompt prefix, shared by every call to :meth:`score`."""
+    """The KV cache of a fixed prompt prefix, shared by every call that scores answers."""
 
     def __init__(self, lm: CausalLM, prefix_ids: Sequence[int]) -> None:
         if not prefix_ids:
@@ -158,55 +185,95 @@ class PromptCache:
                 input_ids=torch.tensor([list(prefix_ids)], device=self.device), use_cache=True
             )
         self.cache = output.past_key_values
+        # Each call appends to the shared cache and crops it back: calls must not interleave
+        # (a server may predict from several threads).
+        self._lock = threading.Lock()
 
     @property
     def device(self) -> torch.device:
         return next(self.lm.model.parameters()).device
 
-    @torch.inference_mode()
-    def score(self, context_ids: Sequence[int], tree: TokenTree) -> torch.Tensor:
-        """Summed log-likelihood of each of the tree's sequences after prefix + context.
+    def log_likelihoods(self, context_ids: Sequence[int], tree: TokenTree) -> torch.Tensor:
+        """``(sequences,)`` float64: log P(sequence | prefix + context), summed over its tokens."""
+        return tree.membership @ self.node_log_probs(context_ids, tree, tree.inner)
 
-        One forward pass over the context and the tree's inner nodes; float64, ``(sequences,)``.
+    def constrained_log_probs(self, context_ids: Sequence[int], tree: TokenTree) -> torch.Tensor:
+        """``(sequences,)`` float64: log-probability of each sequence when decoding may only
+        follow the tree, i.e. the model's next-token probabilities renormalised over the
+        tokens allowed at each branch (forced tokens count 1). ``exp`` sums to one."""
+        if not tree.prefix_free:
+            raise ValueError(
+                "constrained scoring needs answers of which none is a prefix of another; "
+                "end each with an end-of-turn token"
+            )
+        scores = self.node_log_probs(context_ids, tree, tree.branching)
+        scores = torch.nan_to_num(scores, nan=0.0)  # unscored nodes are forced: log 1
+        group = tree.sibling_group
+        peak = torch.full((int(group.max()) + 1,), -torch.inf, dtype=scores.dtype)
+        peak = peak.scatter_reduce(0, group, scores, reduce="amax")
+        total = torch.zeros_like(peak).index_add_(0, group, (scores - peak[group]).exp())
+        return tree.membership @ (scores - peak[group] - total.log()[group])
+
+    @torch.inference_mode()
+    def node_log_probs(
+        self, context_ids: Sequence[int], tree: TokenTree, fed: Sequence[int]
+    ) -> torch.Tensor:
+        """``(nodes,)`` float64: log p(node's token | prefix + context + its ancestors) for
+        every node whose parent is in ``fed`` or is the context; NaN for the others.
+
+        One forward pass over the context and the ``fed`` nodes (closed under ancestors).
         """
         if not context_ids:
             raise ValueError("the context must have at least one token to predict the answers")
+        with self._lock:
+            logits = self._forward(context_ids, tree, fed)
+        log_probs = torch.log_softmax(logits.double(), dim=-1).cpu()
+        log_probs = torch.cat([log_probs, torch.full_like(log_probs[:1], torch.nan)])
+        row = {node: 1 + i for i, node in enumerate(fed)}
+        unscored = len(log_probs) - 1  # the NaN row
+        rows = [0 if p < 0 else row.get(p, unscored) for p in tree.parents]
+        return log_probs[rows, tree.tokens]
+
+    def _forward(
+        self, context_ids: Sequence[int], tree: TokenTree, fed: Sequence[int]
+    ) -> torch.Tensor:
+        """``(1 + len(fed), vocab)`` logits at the last context token and the fed nodes."""
         context = len(context_ids)
-        inner_tokens = [tree.tokens[node] for node in tree.inner]
         try:
             output = self.lm.model(
-                input_ids=torch.tensor([[*context_ids, *inner_tokens]], device=self.device),
-                position_ids=self._positions(context, tree),
-                attention_mask=self._mask(context, tree),
+                input_ids=torch.tensor(
+                    [[*context_ids, *(tree.tokens[node] for node in fed)]], device=self.device
+                ),
+                position_ids=self._positions(context, tree, fed),
+                attention_mask=self._mask(context, tree, fed),
                 past_key_values=self.cache,
                 use_cache=True,
-                # Logits only where they predict something: the last context token, inner nodes.
-                logits_to_keep=1 + len(inner_tokens),
+                # Logits only where they predict something: the last context token, fed nodes.
+                logits_to_keep=1 + len(fed),
             )
         finally:
             # The forward pass appended the request to the shared cache: take it back off.
             self.cache.crop(-(self.cache.get_seq_length() - self.prefix_length))
-        log_probs = torch.log_softmax(output.logits[0].double(), dim=-1).cpu()
-        node_scores = log_probs[tree.parent_rows, tree.tokens]
-        return tree.membership @ node_scores
+        logits: torch.Tensor = output.logits[0]
+        return logits
 
-    def _positions(self, context: int, tree: TokenTree) -> torch.Tensor:
+    def _positions(self, context: int, tree: TokenTree, fed: Sequence[int]) -> torch.Tensor:
         # Trie nodes at the same depth share a position: each continues the same context.
         start = self.prefix_length
         positions = list(range(start, start + context))
-        positions += [start + context + tree.depths[node] for node in tree.inner]
+        positions += [start + context + tree.depths[node] for node in fed]
         return torch.tensor([positions], device=self.device)
 
-    def _mask(self, context: int, tree: TokenTree) -> torch.Tensor:
+    def _mask(self, context: int, tree: TokenTree, fed: Sequence[int]) -> torch.Tensor:
         """Additive ``(1, 1, new, prefix + new)`` mask: everything sees the prefix, the context
         is causal, and a tree node sees the whole context and its own ancestors."""
-        new = context + len(tree.inner)
+        new = context + len(fed)
         visible = torch.zeros(new, self.prefix_length + new, dtype=torch.bool)
         visible[:, : self.prefix_length] = True
         visible[:, self.prefix_length : self.prefix_length + context] = torch.ones(
             new, context, dtype=torch.bool
         ).tril()
-        visible[context:, self.prefix_length + context :] = tree.inner_sees()
+        visible[context:, self.prefix_length + context :] = tree.sees(fed)
         dtype = next(self.lm.model.parameters()).dtype
         mask = torch.zeros(visible.shape, dtype=dtype)
         mask.masked_fill_(~visible, torch.finfo(dtype).min)

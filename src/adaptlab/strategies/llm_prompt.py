@@ -2,10 +2,11 @@
 
 Nothing is trained. The system message holds an instruction and the label names as words; the
 user message is the text; the answer is a label. Instead of generating an answer and parsing
-it, every label is scored as the assistant's answer (constrained scoring), so the prediction is
-always a valid label and the scores give a probability for every label, which the calibration
-metrics need. Scoring is in :mod:`adaptlab.models.causal_lm`: the system message is encoded
-once, and each text costs one forward pass over its own tokens plus a trie of the answers.
+it, every label is scored as the assistant's answer (by default: its probability when decoding
+may only produce a label), so the prediction is always a valid label and every label gets a
+probability, which the calibration metrics need. Scoring is in :mod:`adaptlab.models.causal_lm`:
+the system message is encoded once, and each text costs one forward pass over its own tokens
+plus a trie of the answers.
 
 ``few_shot_k`` > 0 adds the k training examples nearest to the text (by a sentence encoder) as
 earlier user/assistant turns, so the model sees how similar texts were labelled.
@@ -55,10 +56,19 @@ class LlmPromptConfig(StrategyConfig):
         default_factory=dict,
         description="Optional words per label id, used instead of its name (list and answer).",
     )
-    scoring: Literal["mean", "sum"] = Field(
-        "mean",
-        description="Label score: summed answer log-likelihood, or its per-token mean "
-        "(rescaled to the average answer length so the temperature means the same).",
+    # "constrained" is the probability of the label when the model may only answer with a
+    # label: its next-token probabilities renormalised over the allowed tokens at each branch
+    # of the label trie. Tokens after the last branch are forced, so they cost nothing and a
+    # long label gains nothing from its predictable tail. "sum" is log P(answer | prompt), the
+    # model's unconstrained probability of the whole answer; "mean" divides by its length,
+    # which lets a long label win once its first tokens fit. On 200 banking77 test texts
+    # SmolLM2 scored 15.5% / 9.0% / 1.0% accuracy (ECE 0.21 / 0.31 / 0.86) with them, and
+    # constrained runs ~3x less compute per text (it feeds the trie only up to its branches).
+    scoring: Literal["constrained", "sum", "mean"] = Field(
+        "constrained",
+        description="Label score: log-probability under decoding constrained to the labels, "
+        "the answer's summed log-likelihood, or its per-token mean (rescaled to the average "
+        "answer length so the temperature means the same).",
     )
     temperature: Annotated[float, Gt(0)] = Field(
         1.0, description="Label scores are divided by this before the softmax."
@@ -71,7 +81,7 @@ class LlmPromptConfig(StrategyConfig):
     )
     retriever: str = Field(MINILM, description="Sentence encoder that picks few-shot examples.")
     eval_limit: Annotated[int, Ge(1)] | None = Field(
-        200, description="Eval examples scored (a fixed seeded sample); null scores them all."
+        300, description="Eval examples scored (a fixed seeded sample); null scores them all."
     )
 
 
@@ -204,11 +214,16 @@ class PromptClassifier:
         shots = self._examples(texts)
         rows = []
         for text, examples in zip(texts, shots, strict=True):
-            summed = self.cache.score(self.context_ids(text, examples), self.tree)
-            rows.append(summed * self._length_scale if self.spec.scoring == "mean" else summed)
+            rows.append(self._score(self.context_ids(text, examples)))
         if not rows:
             return np.zeros((0, len(self.label_names)))
         return torch.stack(rows).numpy()
+
+    def _score(self, context_ids: list[int]) -> torch.Tensor:
+        if self.spec.scoring == "constrained":
+            return self.cache.constrained_log_probs(context_ids, self.tree)
+        summed = self.cache.log_likelihoods(context_ids, self.tree)
+        return summed * self._length_scale if self.spec.scoring == "mean" else summed
 
     def _examples(self, texts: Sequence[str]) -> list[list[Example]]:
         """The few-shot turns for each text (none when few-shot is off)."""
@@ -225,11 +240,12 @@ class PromptClassifier:
 
     def request_tokens(self, texts: Sequence[str]) -> tuple[float, float]:
         """Mean prompt tokens per request (cached prefix included) and mean tokens a request
-        actually runs through the model here (its own tokens plus the trie's inner nodes)."""
+        actually runs through the model here (its own tokens plus the trie nodes fed)."""
         shots = self._examples(texts)
         own = [len(self.context_ids(t, e)) for t, e in zip(texts, shots, strict=True)]
         mean_own = float(np.mean(own)) if own else 0.0
-        return self.cache.prefix_length + mean_own, mean_own + len(self.tree.inner)
+        fed = self.tree.branching if self.spec.scoring == "constrained" else self.tree.inner
+        return self.cache.prefix_length + mean_own, mean_own + len(fed)
 
 
 class LlmPromptStrategy:

@@ -67,6 +67,25 @@ def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> CausalLM:
     return CausalLM.load(str(build_tiny_llm(tmp_path_factory.mktemp("tiny-llama"))))
 
 
+def naive_constrained(
+    lm: CausalLM, prompt: Sequence[int], sequences: Sequence[Sequence[int]]
+) -> torch.Tensor:
+    """Token by token: the model's next-token log-probabilities renormalised over the tokens
+    that continue some sequence, one uncached forward pass per step."""
+    scores = []
+    with torch.inference_mode():
+        for sequence in sequences:
+            total = torch.tensor(0.0, dtype=torch.float64)
+            for step, token in enumerate(sequence):
+                done = list(sequence[:step])
+                allowed = sorted({s[step] for s in sequences if list(s[:step]) == done})
+                logits = lm.model(input_ids=torch.tensor([[*prompt, *done]])).logits[0, -1]
+                log_probs = torch.log_softmax(logits.double(), dim=-1)
+                total += log_probs[token] - torch.logsumexp(log_probs[allowed], dim=0)
+            scores.append(total)
+    return torch.stack(scores)
+
+
 def naive_scores(
     lm: CausalLM, prompt: Sequence[int], sequences: Sequence[Sequence[int]]
 ) -> torch.Tensor:
@@ -87,11 +106,11 @@ def test_tree_merges_shared_leading_tokens() -> None:
     assert tree.parents == [-1, 0, 1, 0, -1]
     assert tree.depths == [0, 1, 2, 1, 0]
     assert tree.paths == [[0, 1, 2], [0, 1], [0, 3], [4]]
-    assert tree.inner == [0, 1]  # only nodes with children are fed to the model
-    assert tree.parent_rows == [0, 1, 2, 1, 0]
+    assert tree.inner == [0, 1]  # nodes with children
+    assert tree.branching == [0]  # where the answers part: after 5 comes 6 or 8
     assert tree.lengths == [3, 2, 2, 1]
-    visible = tree.inner_sees()
-    assert visible.tolist() == [[True, False], [True, True]]
+    assert tree.sibling_group.tolist() == [0, 1, 2, 1, 0]
+    assert tree.sees([0, 1]).tolist() == [[True, False], [True, True]]
 
 
 def test_tree_refuses_empty_answers() -> None:
@@ -101,33 +120,76 @@ def test_tree_refuses_empty_answers() -> None:
         TokenTree.build([])
 
 
-@pytest.mark.parametrize(
-    "sequences",
-    [
-        [[5, 6, 7], [5, 6], [5, 8], [9], [9, 10, 11, 12]],  # prefixes of each other, shared roots
-        [[20], [21], [22]],  # single tokens: nothing but the context is fed
-    ],
-)
-def test_cached_tree_scoring_equals_naive_scoring(
-    tiny_lm: CausalLM, sequences: list[list[int]]
-) -> None:
+SEQUENCES = [
+    [[5, 6, 7], [5, 6], [5, 8], [9], [9, 10, 11, 12]],  # prefixes of each other, shared roots
+    [[20], [21], [22]],  # single tokens: nothing but the context is fed
+    [[30, 31, 32], [30, 31, 33, 34]],  # one shared root; a branch after two forced tokens
+]
+
+
+@pytest.fixture(scope="module")
+def prompt(tiny_lm: CausalLM) -> tuple[list[int], list[int]]:
     prefix = tiny_lm.encode("You are a text classifier. Categories: cards transfers")
-    context = tiny_lm.encode("my card and the pin please")
-    cache = PromptCache(tiny_lm, prefix)
-    scored = cache.score(context, TokenTree.build(sequences))
+    return prefix, tiny_lm.encode("my card and the pin please")
+
+
+@pytest.mark.parametrize("sequences", SEQUENCES)
+def test_cached_tree_log_likelihoods_equal_naive_scoring(
+    tiny_lm: CausalLM, prompt: tuple[list[int], list[int]], sequences: list[list[int]]
+) -> None:
+    prefix, context = prompt
+    scored = PromptCache(tiny_lm, prefix).log_likelihoods(context, TokenTree.build(sequences))
     expected = naive_scores(tiny_lm, prefix + context, sequences)
     torch.testing.assert_close(scored, expected, atol=1e-4, rtol=0)
     assert scored.std() > 1e-2  # the random model does tell the answers apart
+
+
+PREFIX_FREE = [
+    [[5, 6, 7], [5, 6, 2], [5, 8], [9, 2], [9, 10, 11, 12]],  # like answers ending in <|im_end|>
+    [[20], [21], [22]],
+    [[30, 31, 32], [30, 31, 33, 34]],
+]
+
+
+@pytest.mark.parametrize("sequences", PREFIX_FREE)
+def test_constrained_scores_equal_naive_constrained_decoding(
+    tiny_lm: CausalLM, prompt: tuple[list[int], list[int]], sequences: list[list[int]]
+) -> None:
+    prefix, context = prompt
+    scored = PromptCache(tiny_lm, prefix).constrained_log_probs(context, TokenTree.build(sequences))
+    expected = naive_constrained(tiny_lm, prefix + context, sequences)
+    torch.testing.assert_close(scored, expected, atol=1e-4, rtol=0)
+    torch.testing.assert_close(scored.exp().sum(), torch.tensor(1.0, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("sequences", [[[5], [5, 6]], [[5, 6], [5, 6]]])
+def test_constrained_scoring_refuses_answers_that_are_prefixes(
+    tiny_lm: CausalLM, prompt: tuple[list[int], list[int]], sequences: list[list[int]]
+) -> None:
+    tree = TokenTree.build(sequences)
+    assert not tree.prefix_free
+    with pytest.raises(ValueError, match="prefix of another"):
+        PromptCache(tiny_lm, prompt[0]).constrained_log_probs(prompt[1], tree)
+
+
+def test_node_log_probs_leave_nodes_below_unfed_parents_unscored(
+    tiny_lm: CausalLM, prompt: tuple[list[int], list[int]]
+) -> None:
+    prefix, context = prompt
+    tree = TokenTree.build([[30, 31, 32], [30, 31, 33, 34]])
+    scores = PromptCache(tiny_lm, prefix).node_log_probs(context, tree, fed=[0])
+    assert not scores[:2].isnan().any()  # predicted by the context and by node 0
+    assert scores[2:].isnan().all()
 
 
 def test_cache_is_restored_after_each_call(tiny_lm: CausalLM) -> None:
     prefix = tiny_lm.encode("Categories: cards transfers refunds")
     cache = PromptCache(tiny_lm, prefix)
     tree = TokenTree.build([[5, 6], [7]])
-    first = cache.score(tiny_lm.encode("a long message about my card"), tree)
-    cache.score(tiny_lm.encode("another"), tree)
+    first = cache.log_likelihoods(tiny_lm.encode("a long message about my card"), tree)
+    cache.constrained_log_probs(tiny_lm.encode("another"), tree)
     assert cache.cache.get_seq_length() == len(prefix)
-    again = cache.score(tiny_lm.encode("a long message about my card"), tree)
+    again = cache.log_likelihoods(tiny_lm.encode("a long message about my card"), tree)
     torch.testing.assert_close(first, again, atol=0, rtol=0)
 
 
@@ -136,7 +198,7 @@ def test_scoring_needs_a_context_and_a_prefix(tiny_lm: CausalLM) -> None:
         PromptCache(tiny_lm, [])
     cache = PromptCache(tiny_lm, tiny_lm.encode("Categories"))
     with pytest.raises(ValueError, match="at least one token"):
-        cache.score([], TokenTree.build([[5]]))
+        cache.log_likelihoods([], TokenTree.build([[5]]))
 
 
 def test_chat_renders_the_template(tiny_lm: CausalLM) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests.unit.models.test_causal_lm import build_tiny_llm, naive_scores
+from tests.unit.models.test_causal_lm import build_tiny_llm, naive_constrained, naive_scores
 from tests.unit.strategies.conftest import RunFactory, copy_run
 
 from adaptlab.models.bundled import BUNDLED, SMOLLM2, package_dir
@@ -74,26 +74,33 @@ def test_the_cached_prefix_holds_the_labels_and_the_text_follows(
     assert rendered == f"{TEXTS[0]}<|im_end|>\n<|im_start|>assistant\n"
 
 
+@pytest.mark.parametrize("scoring", ["constrained", "sum", "mean"])
 def test_probabilities_are_a_distribution_over_the_labels(
-    make_run: RunFactory, tiny_llm: Path, tiny_task: ClassificationTask
+    make_run: RunFactory, tiny_llm: Path, tiny_task: ClassificationTask, scoring: str
 ) -> None:
-    probabilities = fitted(make_run, tiny_llm).predict_proba(tiny_task.eval_texts)
+    classifier = fitted(make_run, tiny_llm, scoring=scoring)
+    probabilities = classifier.predict_proba(tiny_task.eval_texts)
     assert probabilities.shape == (len(tiny_task.eval_texts), tiny_task.num_labels)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-9)
     assert (probabilities > 0).all()
 
 
-def test_column_i_scores_label_i_as_the_answer(make_run: RunFactory, tiny_llm: Path) -> None:
-    """Each column is the naive log-likelihood of that label's answer after the full prompt
-    (summed: ``scoring=sum``), in the task's label order."""
-    classifier = fitted(make_run, tiny_llm, scoring="sum")
+@pytest.mark.parametrize("scoring", ["constrained", "sum"])
+def test_column_i_scores_label_i_as_the_answer(
+    make_run: RunFactory, tiny_llm: Path, scoring: str
+) -> None:
+    """Each column is the naive score of that label's answer after the full prompt, in the
+    task's label order; labels share their first token, so constrained scoring branches."""
+    words = {"cards": "card problems", "transfers": "card transfers", "refunds": "refunds"}
+    classifier = fitted(make_run, tiny_llm, scoring=scoring, descriptions=words)
     lm = classifier.lm
     scores = classifier.label_scores(TEXTS)
+    naive = naive_constrained if scoring == "constrained" else naive_scores
+    answers = [lm.encode(f"{label}<|im_end|>") for label in classifier.spec.label_texts]
+    assert len({answer[0] for answer in answers}) < len(answers)
     for row, text in enumerate(TEXTS):
         prompt = lm.encode(lm.chat(classifier.messages(text), add_generation_prompt=True))
-        answers = [lm.encode(f"{label}<|im_end|>") for label in classifier.spec.label_texts]
-        expected = naive_scores(lm, prompt, answers).numpy()
-        np.testing.assert_allclose(scores[row], expected, atol=1e-4)
+        np.testing.assert_allclose(scores[row], naive(lm, prompt, answers).numpy(), atol=1e-4)
 
 
 def test_mean_scoring_and_temperature(make_run: RunFactory, tiny_llm: Path) -> None:
@@ -125,11 +132,11 @@ def test_fit_records_the_cost_facts(make_run: RunFactory, tiny_llm: Path) -> Non
 def test_save_then_load_gives_identical_probabilities(
     make_run: RunFactory, tiny_llm: Path, tiny_task: ClassificationTask, tmp_path: Path
 ) -> None:
-    run = make_run("llm_prompt", {"model": str(tiny_llm), "numbered": True, "scoring": "sum"})
+    run = make_run("llm_prompt", {"model": str(tiny_llm), "numbered": True, "scoring": "mean"})
     strategy = get_strategy("llm_prompt")
     before = strategy.fit(run).predict_proba(tiny_task.eval_texts)
     saved = json.loads((run.folder / PROMPT).read_text())
-    assert saved["model"] == str(tiny_llm) and saved["scoring"] == "sum"
+    assert saved["model"] == str(tiny_llm) and saved["scoring"] == "mean"
     after = strategy.load(copy_run(run, tmp_path / "copy")).predict_proba(tiny_task.eval_texts)
     np.testing.assert_array_equal(before, after)
 
