@@ -43,15 +43,14 @@ def run_json(command: list[str]) -> dict[str, Any]:
     return result
 
 
-def run_compare(out: Path) -> dict[str, Any]:
+def run_compare(out: Path, only: list[str]) -> dict[str, Any]:
     from adaptlab.paths import cache_dir
 
     shutil.rmtree(cache_dir() / "embeddings", ignore_errors=True)  # cold, like the anchor
     start = time.perf_counter()
-    subprocess.run(
-        ["adaptlab", "compare", str(ROOT / "configs" / "banking77.yaml"), "--output-dir", str(out)],
-        check=True,
-    )
+    command = ["adaptlab", "compare", str(ROOT / "configs" / "banking77.yaml")]
+    command += ["--output-dir", str(out)] + [f"--strategy={name}" for name in only]
+    subprocess.run(command, check=True)
     wall = time.perf_counter() - start
     comparison: dict[str, Any] = json.loads((out / "banking77" / "comparison.json").read_text())
     comparison["compare_wall_s"] = round(wall, 1)
@@ -113,6 +112,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench")
     parser.add_argument("--skip-compare", action="store_true")
+    parser.add_argument(
+        "--strategies",
+        default="",
+        help="Comma-separated runs to (re)do first; up-to-date runs are reused either way.",
+    )
     parser.add_argument("--anchors", default="probe,trainer,setfit")
     parser.add_argument(
         "--anchor-python",
@@ -120,7 +124,8 @@ def main() -> None:
         help="Interpreter for the anchors (the SetFit library lives in its own venv).",
     )
     args = parser.parse_args()
-    comparison = {} if args.skip_compare else run_compare(args.out)
+    only = [name for name in args.strategies.split(",") if name]
+    comparison = {} if args.skip_compare else run_compare(args.out, only)
     if args.skip_compare and (args.out / "banking77" / "comparison.json").exists():
         comparison = json.loads((args.out / "banking77" / "comparison.json").read_text())
     anchors: dict[str, Any] = {}

@@ -242,7 +242,7 @@ def compare_command(
         if output_dir is not None:
             experiment = experiment.model_copy(update={"output_dir": output_dir})
         with _progress() as track:
-            result = compare(experiment, strategy, track, log=_log)
+            result = compare(experiment, strategy, track, log=_log, force=force)
     except (ConfigError, DataError, ContaminationError, RunError, KeyError) as exc:
         _fail(str(exc.args[0] if isinstance(exc, KeyError) else exc))
         return

@@ -170,6 +170,8 @@ def run_strategy(
     manifest["dependencies"] = dependency_fingerprints(
         experiment_dir(experiment) / "runs", strategy.requires(config)
     )
+    if config.other_models():
+        manifest["other_models"] = {m: model_fingerprint(m) for m in config.other_models()}
     if not force and folder.matches(manifest):
         log(f"[{name}] up to date in {folder.path}; skipped")
         return folder
@@ -232,9 +234,9 @@ def _cost(context: RunContext, fit_seconds: float, folder: Path) -> dict[str, An
     facts = dict(context.facts)
     artefacts = folder_size(folder)
     # What serving needs on disk: the run's own weights, plus the base model's when the run
-    # only stores a head, an index or an adapter on top of it.
-    served = str(facts.get("served_model", context.base_model))
-    base = weights_bytes(served) if facts.get("needs_base_model") else 0
+    # only stores a head, an index or an adapter on top of it, plus any other model it uses.
+    base = weights_bytes(context.base_model) if facts.get("needs_base_model") else 0
+    base += sum(weights_bytes(name) for name in context.config.other_models())
     return {
         "fit_wall_s": round(fit_seconds, 2),
         "artefact_bytes": artefacts,

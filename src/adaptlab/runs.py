@@ -80,6 +80,7 @@ def manifest_key(manifest: dict[str, Any]) -> dict[str, Any]:
         "config_sha256",
         "seed",
         "dependencies",
+        "other_models",
     )
     return {key: manifest.get(key) for key in keys}
 

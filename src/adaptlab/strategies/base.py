@@ -42,6 +42,12 @@ class StrategyConfig(BaseModel):
         """Settings that suit this strategy better than the loop's generic defaults."""
         return {}
 
+    def other_models(self) -> list[str]:
+        """Models the run uses besides the experiment's base model (an LLM to prompt, a
+        retriever): their content fingerprints go into the run's manifest, so replacing one
+        makes the run stale, and serving counts their size."""
+        return []
+
 
 @dataclass(frozen=True)
 class ClassificationTask:

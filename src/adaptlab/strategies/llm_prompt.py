@@ -84,6 +84,9 @@ class LlmPromptConfig(StrategyConfig):
         300, description="Eval examples scored (a fixed seeded sample); null scores them all."
     )
 
+    def other_models(self) -> list[str]:
+        return [self.model] + ([self.retriever] if self.few_shot_k else [])
+
 
 @dataclass(frozen=True)
 class PromptSpec:
@@ -269,8 +272,7 @@ class LlmPromptStrategy:
         run.record(
             trainable_params=0,
             total_params=classifier.lm.parameter_count(),
-            needs_base_model=True,
-            served_model=spec.model,
+            needs_base_model=False,  # the encoder named as the base model is not used
             prompt_tokens_per_request=round(prompt_tokens, 1),
             cached_prompt_tokens=classifier.cache.prefix_length,
             forward_tokens_per_request=round(forward_tokens, 1),

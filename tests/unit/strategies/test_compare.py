@@ -4,6 +4,7 @@ refusing to mix eval sets or to let one broken run sink the comparison."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -159,3 +160,47 @@ def test_redoing_the_teacher_makes_the_student_stale(tmp_path: Path, tiny_encode
     logs.clear()
     compare(config, ["distill"], log=logs.append)
     assert not any("up to date" in line for line in logs)
+
+
+def test_a_prompted_llm_is_part_of_the_runs_identity_and_size(
+    tmp_path: Path, tiny_encoder: Path
+) -> None:
+    from tests.unit.models.test_causal_lm import build_tiny_llm
+
+    from adaptlab.models.encoder import weights_bytes
+
+    llm = build_tiny_llm(tmp_path / "llm")
+    settings = {"model": str(llm), "eval_limit": 6}
+    config = experiment(tmp_path, tiny_encoder, strategies={"llm_prompt": settings})
+    result = compare(config, ["llm_prompt"], log=lambda _: None)
+    run = result.folder / "runs" / "llm_prompt"
+    manifest = json.loads((run / "manifest.json").read_text())
+    cost = json.loads((run / "cost.json").read_text())
+    assert list(manifest["other_models"]) == [str(llm)]
+    assert cost["size_on_disk_bytes"] == cost["artefact_bytes"] + weights_bytes(str(llm))
+
+    # Same name, new weights: the run is stale.
+    weights = next(llm.glob("*.safetensors"))
+    os.utime(weights, ns=(0, weights.stat().st_mtime_ns + 10**9))
+    logs: list[str] = []
+    compare(config, ["llm_prompt"], log=logs.append)
+    assert not any("up to date" in line for line in logs)
+
+
+def test_cli_compare_skips_finished_runs_unless_forced(tmp_path: Path, tiny_encoder: Path) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from adaptlab.cli import app
+
+    config = experiment(tmp_path, tiny_encoder)
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude_defaults=True)))
+    runner = CliRunner()
+    first = runner.invoke(app, ["compare", str(path), "-s", "knn"])
+    again = runner.invoke(app, ["compare", str(path), "-s", "knn"])
+    forced = runner.invoke(app, ["compare", str(path), "-s", "knn", "--force"])
+
+    assert first.exit_code == again.exit_code == forced.exit_code == 0, forced.output
+    assert "up to date" not in first.output and "up to date" in again.output
+    assert "up to date" not in forced.output and "knn" in forced.output

@@ -121,12 +121,18 @@ def test_fit_records_the_cost_facts(make_run: RunFactory, tiny_llm: Path) -> Non
     facts = run.facts
     assert facts["trainable_params"] == 0
     assert facts["total_params"] == classifier.lm.parameter_count() > 0
-    assert facts["needs_base_model"] is True
-    assert facts["served_model"] == str(tiny_llm)
+    assert facts["needs_base_model"] is False  # it serves its own LLM, not the base encoder
     assert facts["cached_prompt_tokens"] == len(classifier.lm.encode(classifier.prefix))
     own = np.mean([len(classifier.context_ids(t)) for t in run.task.train_texts])
     assert facts["prompt_tokens_per_request"] == round(facts["cached_prompt_tokens"] + own, 1)
     assert facts["answer_tokens_scored"] == len(classifier.tree)
+
+
+def test_the_prompted_llm_and_the_retriever_count_as_models_of_the_run() -> None:
+    # Their fingerprints go into the manifest and their weights into the size on disk.
+    assert LlmPromptConfig(model="some/llm").other_models() == ["some/llm"]
+    few_shot = LlmPromptConfig(model="some/llm", few_shot_k=4, retriever="some/encoder")
+    assert few_shot.other_models() == ["some/llm", "some/encoder"]
 
 
 def test_save_then_load_gives_identical_probabilities(
