@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,18 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     """Average of the token vectors, ignoring padding."""
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
+class PooledEncoder(nn.Module):
+    """Encoder → mean pooling → L2 normalisation: the sentence embedding itself."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask)[0]
+        return nn.functional.normalize(mean_pool(hidden, attention_mask), dim=-1)
 
 
 class SentenceClassifier(nn.Module):
@@ -199,25 +211,38 @@ def embed_texts(
     The cache is a safetensors file keyed by a hash of the model files and the texts, shared by
     every strategy that needs embeddings (frozen, kNN, zero-shot, SetFit's head).
     """
+
+    def compute() -> np.ndarray:
+        tokenizer, model = encoder or load_encoder(name)
+        model.eval()
+        pooled = PooledEncoder(model)
+        return run_batched(pooled, tokenizer, texts, max_length, batch_size).float().numpy()
+
+    return cached_embeddings(name, texts, max_length, compute)
+
+
+def cached_embeddings(
+    name: str,
+    texts: Sequence[str],
+    max_length: int,
+    compute: Callable[[], np.ndarray],
+    runtime: str = "torch",
+) -> np.ndarray:
+    """``compute()``'s embeddings of ``texts``, read from the cache when this model (by content),
+    these texts, this ``max_length`` and this runtime were embedded before."""
+    variant = "" if runtime == "torch" else f":{runtime}"  # torch keys predate runtimes
     key = hashlib.sha256(
-        f"{model_fingerprint(name)}:{texts_fingerprint(texts)}:{max_length}".encode()
+        f"{model_fingerprint(name)}:{texts_fingerprint(texts)}:{max_length}{variant}".encode()
     ).hexdigest()[:32]
     path = cache_dir() / "embeddings" / f"{key}.safetensors"
     if path.exists():
-        return load_file(str(path))["embeddings"].numpy()
-    tokenizer, model = encoder or load_encoder(name)
-    model.eval()
-
-    def pooled(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = model(input_ids=input_ids, attention_mask=attention_mask)[0]
-        return nn.functional.normalize(mean_pool(hidden, attention_mask), dim=-1)
-
-    vectors = run_batched(pooled, tokenizer, texts, max_length, batch_size).float().contiguous()
+        return np.asarray(load_file(str(path))["embeddings"].numpy())
+    vectors = np.ascontiguousarray(compute(), dtype=np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    save_file({"embeddings": vectors}, str(tmp))
+    save_file({"embeddings": torch.from_numpy(vectors)}, str(tmp))
     tmp.replace(path)
-    return vectors.numpy()
+    return vectors
 
 
 @dataclass
@@ -236,10 +261,7 @@ class FrozenEncoder:
         return cls(tokenizer, model, max_length)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        def pooled(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask)[0]
-            return nn.functional.normalize(mean_pool(hidden, attention_mask), dim=-1)
-
+        pooled = PooledEncoder(self.model)
         vectors = run_batched(pooled, self.tokenizer, texts, self.max_length, self.batch_size)
         return vectors.float().numpy()
 

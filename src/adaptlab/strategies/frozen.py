@@ -19,13 +19,16 @@ from pydantic import Field
 from safetensors.numpy import load_file, save_file
 
 from adaptlab.models.encoder import FrozenEncoder, softmax
+from adaptlab.models.onnx_encoder import OnnxEncoder, Runtime
 from adaptlab.strategies.base import RunContext, StrategyConfig, register
 
 HEAD = "head.safetensors"
 META = "classifier.json"
 
 
-class FrozenConfig(StrategyConfig):
+class HeadConfig(StrategyConfig):
+    """The head fitted on sentence embeddings (shared with SetFit's second stage)."""
+
     head: Literal["logistic", "mlp"] = Field("logistic", description="Head on the embeddings.")
     regularization_c: Annotated[float, Gt(0)] = Field(
         10.0, description="Inverse L2 strength of the logistic head (scikit-learn's C)."
@@ -34,11 +37,20 @@ class FrozenConfig(StrategyConfig):
     hidden_size: Annotated[int, Gt(0)] = Field(512, description="MLP head width.")
 
 
+class FrozenConfig(HeadConfig):
+    runtime: Runtime = Field(
+        "onnx-int8",
+        description="What runs the frozen encoder: 'torch' (eager fp32), 'onnx' (ONNX Runtime "
+        "fp32, fused) or 'onnx-int8' (ONNX Runtime, int8 weights per channel); the graph is "
+        "exported once per base model and cached. Training and serving use the same one.",
+    )
+
+
 @dataclass
 class LinearHeadClassifier:
     """Frozen encoder + a linear (or MLP-turned-linear-readout) head over its embeddings."""
 
-    encoder: FrozenEncoder
+    encoder: FrozenEncoder | OnnxEncoder
     head: Any  # a fitted scikit-learn classifier with predict_proba, or exported weights
     label_names: Sequence[str]
 
@@ -57,7 +69,7 @@ class FrozenStrategy:
     def fit(self, run: RunContext) -> LinearHeadClassifier:
         config = run.config
         assert isinstance(config, FrozenConfig)
-        encoder = FrozenEncoder.load(run.base_model, run.max_length)
+        encoder = load_embedder(run.base_model, run.max_length, config.runtime)
         task = run.task
         embeddings = encoder.embed_cached(run.base_model, task.train_texts)
         head, tensors = _fit_head(
@@ -65,25 +77,41 @@ class FrozenStrategy:
         )
         save_file(tensors, str(run.folder / HEAD))
         (run.folder / META).write_text(
-            json.dumps({"head": config.head, "label_names": list(task.label_names)}) + "\n"
+            json.dumps(
+                {
+                    "head": config.head,
+                    "runtime": config.runtime,
+                    "label_names": list(task.label_names),
+                }
+            )
+            + "\n"
         )
         head_params = sum(int(t.size) for t in tensors.values())
         run.record(
             trainable_params=head_params,
             total_params=encoder.parameter_count() + head_params,
             needs_base_model=True,
+            runtime=config.runtime,
         )
+        if isinstance(encoder, OnnxEncoder) and encoder.build_s:
+            run.record(onnx_build_s=encoder.build_s)  # once per base model, then cached
         return LinearHeadClassifier(encoder, head, task.label_names)
 
     def load(self, run: RunContext) -> LinearHeadClassifier:
         meta = json.loads((run.folder / META).read_text())
         tensors = load_file(str(run.folder / HEAD))
-        encoder = FrozenEncoder.load(run.base_model, run.max_length)
+        encoder = load_embedder(run.base_model, run.max_length, meta.get("runtime", "torch"))
         return LinearHeadClassifier(encoder, _head_from(meta["head"], tensors), meta["label_names"])
 
 
+def load_embedder(name: str, max_length: int, runtime: Runtime) -> FrozenEncoder | OnnxEncoder:
+    if runtime == "torch":
+        return FrozenEncoder.load(name, max_length)
+    return OnnxEncoder.load(name, max_length, runtime)
+
+
 def _fit_head(
-    config: FrozenConfig, x: np.ndarray, y: np.ndarray, num_labels: int, seed: int
+    config: HeadConfig, x: np.ndarray, y: np.ndarray, num_labels: int, seed: int
 ) -> tuple[Any, dict[str, np.ndarray]]:
     """Fit the head; return it as a callable and its weights as arrays for safetensors."""
     if config.head == "logistic":

@@ -30,22 +30,21 @@ from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import torch
-from annotated_types import Ge, Le
+from annotated_types import Ge, Le, Lt
 from pydantic import Field
 from safetensors.numpy import load_file, save_file
 from torch import nn
 
 from adaptlab.models.encoder import (
     FrozenEncoder,
-    embed_texts,
+    PooledEncoder,
     load_encoder,
-    mean_pool,
     pad_values,
     tokenize,
 )
 from adaptlab.paths import write_text_atomic
 from adaptlab.strategies.base import RunContext, StrategyConfig, register
-from adaptlab.strategies.frozen import FrozenConfig, LinearHeadClassifier, _fit_head, _head_from
+from adaptlab.strategies.frozen import HeadConfig, LinearHeadClassifier, _fit_head, _head_from
 from adaptlab.train.batching import pad_collate
 from adaptlab.train.classifier import freeze, parameter_counts
 from adaptlab.train.loop import Batch, TrainTask, train
@@ -55,7 +54,7 @@ HEAD = "head.safetensors"
 META = "classifier.json"
 
 
-class SetFitConfig(FrozenConfig):
+class SetFitConfig(HeadConfig):
     """SetFit's settings; the head's (``head``, ``regularization_c``, ...) are frozen's."""
 
     shots: Annotated[int, Ge(2)] = Field(
@@ -69,10 +68,21 @@ class SetFitConfig(FrozenConfig):
         "negative partner, so there are 2 x rounds x shots x classes pairs.",
     )
     hard_negatives: Annotated[float, Ge(0), Le(1)] = Field(
-        0.5,
+        0.4,
         description="Fraction of rounds whose negative partner is the anchor's nearest "
         "other-class shot not used yet (by the base encoder's embeddings); the other rounds "
         "draw negatives at random.",
+    )
+    freeze_embeddings: bool = Field(
+        True,
+        description="Keep the token embedding matrix as pretrained: few shots update only the "
+        "rows of the tokens they contain, which moves them away from the unseen tokens' rows.",
+    )
+    pretrained_share: Annotated[float, Ge(0), Lt(1)] = Field(
+        0.25,
+        description="After the contrastive stage every trained weight is moved back this share "
+        "of the way to its pretrained value (WiSE-FT weight averaging); 0 keeps the tuned "
+        "weights.",
     )
 
     def default_train(self) -> dict[str, Any]:
@@ -90,18 +100,6 @@ class Pairs:
 
     def __len__(self) -> int:
         return len(self.targets)
-
-
-class PooledEncoder(nn.Module):
-    """Encoder → mean pooling → L2 normalisation: the sentence embedding SetFit fine-tunes."""
-
-    def __init__(self, encoder: nn.Module) -> None:
-        super().__init__()
-        self.encoder = encoder
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask)[0]
-        return nn.functional.normalize(mean_pool(hidden, attention_mask), dim=-1)
 
 
 # --------------------------------------------------------------------------- shots and pairs
@@ -201,6 +199,17 @@ def pair_length(example: Mapping[str, Any]) -> int:
     return max(len(example["first"]["input_ids"]), len(example["second"]["input_ids"]))
 
 
+def move_towards(model: nn.Module, weights: Mapping[str, torch.Tensor], share: float) -> None:
+    """Move each named parameter ``share`` of the way to ``weights[name]``: WiSE-FT's weight
+    averaging (Wortsman et al. 2022, "Robust fine-tuning of zero-shot models", eq. 1, with
+    alpha = 1 - share), which keeps a tuned model's gains on its training distribution while
+    recovering the pretrained model's robustness elsewhere."""
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name in weights:
+                parameter.lerp_(weights[name].to(parameter.device), share)
+
+
 def cosine_similarity_loss(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
     """SetFit's loss (Tunstall et al. 2022, §3.1): the squared difference between the cosine
     similarity of a pair's embeddings and its target, summed over pairs; the loop averages.
@@ -235,7 +244,7 @@ class SetFitStrategy:
         labels = task.train_labels[shots]
         base = FrozenEncoder.load(run.base_model, run.max_length)
         pairs = _pairs_for(run, config, base, texts, labels)
-        encoder = _fine_tune(run, base, texts, pairs)
+        encoder = _fine_tune(run, config, base, texts, pairs)
         head, tensors = _fit_head(config, encoder.embed(texts), labels, task.num_labels, seed)
         _save(run, encoder, tensors, config.head)
         _record(run, config, encoder, tensors, labels, pairs)
@@ -260,9 +269,7 @@ def _pairs_for(
     """The pairs, with hard negatives mined from the base encoder's (cached) embeddings."""
     similarity = None
     if config.hard_negatives > 0:
-        embeddings = embed_texts(
-            run.base_model, texts, run.max_length, encoder=(base.tokenizer, base.model)
-        )
+        embeddings = base.embed_cached(run.base_model, texts)
         similarity = embeddings @ embeddings.T
     return generate_pairs(
         labels, config.pair_iterations, run.train.seed, similarity, config.hard_negatives
@@ -270,13 +277,18 @@ def _pairs_for(
 
 
 def _fine_tune(
-    run: RunContext, base: FrozenEncoder, texts: Sequence[str], pairs: Pairs
+    run: RunContext, config: SetFitConfig, base: FrozenEncoder, texts: Sequence[str], pairs: Pairs
 ) -> FrozenEncoder:
     """The contrastive stage, through the shared loop; the base encoder is tuned in place."""
     tokenizer, model = base.tokenizer, PooledEncoder(base.model)
     # Mean pooling never reads BERT's [CLS] pooler: it would get no gradient, so it is frozen
     # rather than reported as trained.
     freeze(model, except_=lambda name: ".pooler." not in f".{name}")
+    if config.freeze_embeddings:
+        base.model.get_input_embeddings().weight.requires_grad_(False)  # type: ignore[operator]
+    pretrained = {
+        name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad
+    }
     task = TrainTask(
         model=model,
         train_data=pair_examples(tokenize(tokenizer, texts, run.max_length), pairs),
@@ -288,6 +300,7 @@ def _fine_tune(
     result = train(task, run.train, run.folder, resume=run.resume, show_progress=True)
     # The checkpoint exists to resume an interrupted run; the finished run saves model/.
     shutil.rmtree(run.folder / "checkpoint", ignore_errors=True)
+    move_towards(model, pretrained, config.pretrained_share)
     run.record(
         train_steps=result.steps,
         train_wall_s=round(result.wall_time_s, 2),

@@ -3,7 +3,8 @@
 ``tiny_encoder`` is a 2-layer BERT with hidden size 32, randomly initialised and saved as a
 local model folder with the bundled MiniLM tokenizer, so every strategy loads it through the
 same code path as a real model. ``tiny_task`` is a 3-class toy task whose classes are separable
-by their words.
+by their words. ``tiny_llm`` is a random 2-layer Llama for the prompted strategy, and
+``make_teacher`` puts a finished fine-tuned run (``teacher_model``) where distill looks for one.
 """
 
 from __future__ import annotations
@@ -19,13 +20,17 @@ import torch
 
 from adaptlab.config import ExperimentConfig, TrainConfig
 from adaptlab.models.bundled import MINILM, resolve_model
+from adaptlab.models.encoder import SentenceClassifier, load_encoder, save_classifier
+from adaptlab.runs import RunFolder, base_manifest
 from adaptlab.strategies.base import (
     ClassificationTask,
     RunContext,
+    StrategyConfig,
     get_strategy,
     merged_train_config,
     strategy_config,
 )
+from adaptlab.train.classifier import fit_classifier
 
 TOPICS = {
     "cards": ["card", "pin", "atm", "contactless", "chip", "debit"],
@@ -56,6 +61,14 @@ def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     BertModel(config).save_pretrained(folder, safe_serialization=True)
     AutoTokenizer.from_pretrained(resolve_model(MINILM)).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_llm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer Llama with a ChatML template, saved as a local model folder."""
+    from tests.unit.models.test_causal_lm import build_tiny_llm
+
+    return build_tiny_llm(tmp_path_factory.mktemp("tiny-llama"))
 
 
 def _texts(rng: np.random.Generator, n_per_class: int) -> tuple[list[str], list[int]]:
@@ -117,6 +130,52 @@ def make_run(tmp_path: Path, tiny_encoder: Path, tiny_task: ClassificationTask) 
         folder.mkdir(parents=True, exist_ok=True)
         assert get_strategy(name).config_type is type(config)
         return RunContext(name, folder, tiny_task, experiment, config, merged, tmp_path / "runs")
+
+    return make
+
+
+TeacherFactory = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def teacher_model(
+    tmp_path_factory: pytest.TempPathFactory, tiny_encoder: Path, tiny_task: ClassificationTask
+) -> Path:
+    """A fine-tuned tiny classifier saved as a ``model/`` folder, as the full strategy saves it."""
+    folder = tmp_path_factory.mktemp("teacher")
+    experiment = ExperimentConfig.model_validate(
+        {"model": {"base_model": str(tiny_encoder), "sequence_len": 32}}
+    )
+    train = TrainConfig(max_steps=4, micro_batch_size=8, learning_rate=1e-3, warmup_ratio=0.0)
+    run = RunContext("full", folder, tiny_task, experiment, StrategyConfig(), train, folder)
+    tokenizer, encoder = load_encoder(str(tiny_encoder))
+    model = SentenceClassifier(encoder, tiny_task.num_labels)
+    fit_classifier(run, model, tokenizer)
+    meta = {"label_names": list(tiny_task.label_names), "max_length": 32}
+    save_classifier(model.eval(), tokenizer, folder / "model", meta)
+    return folder / "model"
+
+
+@pytest.fixture
+def make_teacher(teacher_model: Path, tiny_task: ClassificationTask) -> TeacherFactory:
+    """A finished teacher run ``runs_root/name`` with the given eval accuracy.
+
+    ``weights`` names the folder the teacher's weights are copied to; ``manifest`` entries
+    override the manifest's (another ``train_sha256``, a later ``created_at``).
+    """
+
+    def make(
+        runs_root: Path, name: str, accuracy: float, *, weights: str = "model", **manifest: Any
+    ) -> Path:
+        folder = RunFolder(runs_root / name)
+        folder.reset()
+        shutil.copytree(teacher_model, folder.path / weights)
+        folder.write_json("eval.json", {"strategy": name, "metrics": {"accuracy": accuracy}})
+        values = base_manifest(
+            name, tiny_task.train_sha256, tiny_task.eval_sha256, "tiny", "fp", "", 42, False
+        )
+        folder.write_json("manifest.json", {**values, **manifest})
+        return folder.path
 
     return make
 

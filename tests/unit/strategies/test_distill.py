@@ -1,9 +1,8 @@
-"""The distill strategy end to end on the tiny encoder, with teacher runs made here."""
+"""The distill strategy end to end on the tiny encoder, with teacher runs from ``make_teacher``
+(conftest.py)."""
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar
@@ -12,16 +11,10 @@ import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
-from tests.unit.strategies.conftest import RunFactory, copy_run
+from tests.unit.strategies.conftest import RunFactory, TeacherFactory, copy_run
 
-from adaptlab.config import ExperimentConfig, TrainConfig
-from adaptlab.models.encoder import (
-    SentenceClassifier,
-    load_classifier,
-    load_encoder,
-    save_classifier,
-)
-from adaptlab.runs import RunError, RunFolder, base_manifest
+from adaptlab.models.encoder import load_classifier, load_encoder
+from adaptlab.runs import RunError
 from adaptlab.strategies.base import (
     REGISTRY,
     ClassificationTask,
@@ -31,54 +24,12 @@ from adaptlab.strategies.base import (
 )
 from adaptlab.strategies.distill import DistillConfig, DistillStrategy, find_teacher
 from adaptlab.train import distillation
-from adaptlab.train.classifier import fit_classifier
-
-TeacherFactory = Callable[..., Path]
 
 
 @pytest.fixture(autouse=True)
 def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("ADAPTLAB_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache" / "teacher_logits"
-
-
-@pytest.fixture(scope="session")
-def teacher_model(
-    tmp_path_factory: pytest.TempPathFactory, tiny_encoder: Path, tiny_task: ClassificationTask
-) -> Path:
-    """A fine-tuned tiny classifier saved as a ``model/`` folder, as the full strategy saves it."""
-    folder = tmp_path_factory.mktemp("teacher")
-    experiment = ExperimentConfig.model_validate(
-        {"model": {"base_model": str(tiny_encoder), "sequence_len": 32}}
-    )
-    train = TrainConfig(max_steps=4, micro_batch_size=8, learning_rate=1e-3, warmup_ratio=0.0)
-    run = RunContext("full", folder, tiny_task, experiment, StrategyConfig(), train, folder)
-    tokenizer, encoder = load_encoder(str(tiny_encoder))
-    model = SentenceClassifier(encoder, tiny_task.num_labels)
-    fit_classifier(run, model, tokenizer)
-    meta = {"label_names": list(tiny_task.label_names), "max_length": 32}
-    save_classifier(model.eval(), tokenizer, folder / "model", meta)
-    return folder / "model"
-
-
-@pytest.fixture
-def make_teacher(teacher_model: Path, tiny_task: ClassificationTask) -> TeacherFactory:
-    """A finished teacher run ``runs_root/name`` with the given eval accuracy."""
-
-    def make(
-        runs_root: Path, name: str, accuracy: float, *, weights: str = "model", **manifest: Any
-    ) -> Path:
-        folder = RunFolder(runs_root / name)
-        folder.reset()
-        shutil.copytree(teacher_model, folder.path / weights)
-        folder.write_json("eval.json", {"strategy": name, "metrics": {"accuracy": accuracy}})
-        values = base_manifest(
-            name, tiny_task.train_sha256, tiny_task.eval_sha256, "tiny", "fp", "", 42, False
-        )
-        folder.write_json("manifest.json", {**values, **manifest})
-        return folder.path
-
-    return make
 
 
 def fit(run: RunContext) -> Any:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests.unit.models.test_causal_lm import build_tiny_llm, naive_constrained, naive_scores
+from tests.unit.models.test_causal_lm import naive_constrained, naive_scores
 from tests.unit.strategies.conftest import RunFactory, copy_run
 
 from adaptlab.models.bundled import BUNDLED, SMOLLM2, package_dir
@@ -28,11 +28,6 @@ from adaptlab.strategies.llm_prompt import (
 )
 
 TEXTS = ["my card and the pin please", "wire the payee by iban", "refund this receipt"]
-
-
-@pytest.fixture(scope="module")
-def tiny_llm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_llm(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(autouse=True)

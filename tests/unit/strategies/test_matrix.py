@@ -7,11 +7,15 @@ holds no pickle. ``trains`` rows also get: the shared loop ran once, every train
 changed and every frozen one is bit-identical (the loop is spied on, so no strategy needs a
 hook); other rows must not run the loop. ``merges`` rows: the merged adapter gives the
 unmerged logits.
+
+A setting can name a session fixture (``FromFixture``, e.g. the tiny Llama's folder), and a row
+can ask for a finished ``teacher`` run beside its own, as distill needs.
 """
 
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,17 +24,27 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from tests.unit.strategies.conftest import copy_run
+from tests.unit.strategies.conftest import TeacherFactory, copy_run
 
-import adaptlab.strategies.full
-import adaptlab.strategies.lora
-import adaptlab.strategies.partial
-import adaptlab.strategies.scratch
-import adaptlab.train.classifier
+import adaptlab.strategies  # every strategy module, so the loop spy finds their imports
+import adaptlab.train.loop
 from adaptlab.models.encoder import EncoderClassifier, run_batched
 from adaptlab.strategies.base import ClassificationTask, Classifier, RunContext, get_strategy
 
 RunFactory = Callable[..., RunContext]
+
+
+@dataclass(frozen=True)
+class FromFixture:
+    """A setting whose value is the path a (session) fixture builds, as a string."""
+
+    fixture: str
+
+    def __str__(self) -> str:
+        return self.fixture
+
+
+TINY_LLM, TINY_ENCODER = FromFixture("tiny_llm"), FromFixture("tiny_encoder")
 
 
 @dataclass(frozen=True)
@@ -41,6 +55,9 @@ class Row:
     """Runs the shared loop: trainable parameters change, frozen ones do not."""
     merges: bool = False
     """``load(run, merge=False)`` keeps a PEFT adapter apart; merged must give its logits."""
+    teacher: str | None = None
+    """A finished run of this name (``make_teacher``'s tiny fine-tuned classifier) is put in
+    the runs root before fitting."""
 
     @property
     def id(self) -> str:
@@ -53,10 +70,16 @@ ROWS = [
     Row("knn", {"k": 5}),
     Row("frozen"),
     Row("frozen", {"head": "mlp", "hidden_size": 16}),
+    Row("frozen", {"runtime": "torch"}),
+    Row("frozen", {"runtime": "onnx"}),
     Row("full", trains=True),
     Row("partial", {"unfreeze_layers": 1}, trains=True),
     Row("lora", trains=True, merges=True),
     Row("scratch", trains=True),
+    Row("setfit", {"shots": 2, "pair_iterations": 1}, trains=True),
+    Row("distill", teacher="full", trains=True),
+    Row("llm_prompt", {"model": TINY_LLM}),
+    Row("llm_prompt", {"model": TINY_LLM, "few_shot_k": 2, "retriever": TINY_ENCODER}),
 ]
 
 
@@ -87,9 +110,10 @@ class LoopCall:
 
 @pytest.fixture
 def loop_calls(monkeypatch: pytest.MonkeyPatch) -> list[LoopCall]:
-    """Record every call of the shared loop made through ``fit_classifier``."""
+    """Record every call of the shared loop, whichever ``adaptlab`` module it was imported
+    into (``fit_classifier``'s module, setfit's, ...)."""
     calls: list[LoopCall] = []
-    real_train = adaptlab.train.classifier.train
+    real_train = adaptlab.train.loop.train
 
     def spy(task: Any, *args: Any, **kwargs: Any) -> Any:
         named = task.model.named_parameters
@@ -100,20 +124,54 @@ def loop_calls(monkeypatch: pytest.MonkeyPatch) -> list[LoopCall]:
         calls.append(LoopCall(before, {n: p.detach().clone() for n, p in named()}, trainable))
         return result
 
-    monkeypatch.setattr(adaptlab.train.classifier, "train", spy)
+    for name, module in list(sys.modules.items()):
+        if name == "adaptlab" or name.startswith("adaptlab."):
+            for attribute, value in list(vars(module).items()):
+                if value is real_train:
+                    monkeypatch.setattr(module, attribute, spy)
     return calls
 
 
-def fitted(make_run: RunFactory, row: Row) -> tuple[RunContext, Classifier]:
-    run = make_run(row.strategy, row.settings)
+RowRunFactory = Callable[..., RunContext]
+
+
+@pytest.fixture
+def run_for(
+    make_run: RunFactory, make_teacher: TeacherFactory, request: pytest.FixtureRequest
+) -> RowRunFactory:
+    """A run context for ``row`` (``train`` overrides as ``make_run``'s), ready to fit: its
+    ``FromFixture`` settings hold their fixture's path and its teacher run is finished.
+
+    ``make_teacher`` is requested here rather than when a row needs it: its session-scoped
+    teacher model, which the shared loop trains, is then built before any function-scoped
+    fixture, so ``loop_calls`` never records the teacher's training.
+    """
+
+    def prepare(row: Row, **train: Any) -> RunContext:
+        settings = {
+            key: str(request.getfixturevalue(value.fixture))
+            if isinstance(value, FromFixture)
+            else value
+            for key, value in row.settings.items()
+        }
+        run = make_run(row.strategy, settings, **train)
+        if row.teacher is not None:
+            make_teacher(run.runs_root, row.teacher, 0.9)
+        return run
+
+    return prepare
+
+
+def fitted(run_for: RowRunFactory, row: Row) -> tuple[RunContext, Classifier]:
+    run = run_for(row)
     return run, get_strategy(row.strategy).fit(run)
 
 
 @rows()
 def test_fit_gives_a_probability_for_every_label(
-    row: Row, make_run: RunFactory, tiny_task: ClassificationTask
+    row: Row, run_for: RowRunFactory, tiny_task: ClassificationTask
 ) -> None:
-    _, classifier = fitted(make_run, row)
+    _, classifier = fitted(run_for, row)
 
     assert isinstance(classifier, Classifier)
     assert list(classifier.label_names) == list(tiny_task.label_names)
@@ -125,9 +183,9 @@ def test_fit_gives_a_probability_for_every_label(
 
 @rows()
 def test_fit_records_parameter_counts_and_whether_serving_needs_the_base_model(
-    row: Row, make_run: RunFactory
+    row: Row, run_for: RowRunFactory
 ) -> None:
-    run, _ = fitted(make_run, row)
+    run, _ = fitted(run_for, row)
 
     facts = run.facts
     assert 0 <= facts["trainable_params"] <= facts["total_params"]
@@ -137,9 +195,9 @@ def test_fit_records_parameter_counts_and_whether_serving_needs_the_base_model(
 
 @rows()
 def test_save_then_load_gives_identical_probabilities(
-    row: Row, make_run: RunFactory, tiny_task: ClassificationTask, tmp_path: Path
+    row: Row, run_for: RowRunFactory, tiny_task: ClassificationTask, tmp_path: Path
 ) -> None:
-    run, classifier = fitted(make_run, row)
+    run, classifier = fitted(run_for, row)
     copy = copy_run(run, tmp_path / "copied")
     shutil.rmtree(run.folder)  # loading may use the copy alone (and the base model)
 
@@ -159,9 +217,9 @@ SENTENCEPIECE_FILES = {"spiece.model", "sentencepiece.bpe.model", "tokenizer.mod
 
 @rows()
 def test_run_folder_holds_no_pickle_and_no_half_written_files(
-    row: Row, make_run: RunFactory
+    row: Row, run_for: RowRunFactory
 ) -> None:
-    run, _ = fitted(make_run, row)
+    run, _ = fitted(run_for, row)
 
     files = [path for path in run.folder.rglob("*") if path.is_file()]
     assert files
@@ -176,9 +234,9 @@ def test_run_folder_holds_no_pickle_and_no_half_written_files(
 
 @rows(trains=True)
 def test_trainable_parameters_change_and_frozen_ones_stay_bit_identical(
-    row: Row, make_run: RunFactory, loop_calls: list[LoopCall]
+    row: Row, run_for: RowRunFactory, loop_calls: list[LoopCall]
 ) -> None:
-    fitted(make_run, row)
+    fitted(run_for, row)
 
     assert len(loop_calls) == 1
     call = loop_calls[0]
@@ -191,9 +249,9 @@ def test_trainable_parameters_change_and_frozen_ones_stay_bit_identical(
 
 @rows(trains=False)
 def test_strategies_that_do_not_train_never_run_the_loop(
-    row: Row, make_run: RunFactory, loop_calls: list[LoopCall]
+    row: Row, run_for: RowRunFactory, loop_calls: list[LoopCall]
 ) -> None:
-    fitted(make_run, row)
+    fitted(run_for, row)
 
     assert loop_calls == []
     assert get_strategy(row.strategy).trains is False
@@ -207,10 +265,10 @@ def logits(classifier: Classifier, texts: list[str]) -> torch.Tensor:
 
 @rows(merges=True)
 def test_merged_adapter_gives_the_unmerged_logits(
-    row: Row, make_run: RunFactory, tiny_task: ClassificationTask
+    row: Row, run_for: RowRunFactory, tiny_task: ClassificationTask
 ) -> None:
     # A large step size, so that the adapter moves the logits well beyond the tolerance.
-    run = make_run(row.strategy, row.settings, learning_rate=0.05)
+    run = run_for(row, learning_rate=0.05)
     strategy: Any = get_strategy(row.strategy)
     strategy.fit(run)
     unmerged, merged = strategy.load(run, merge=False), strategy.load(run)

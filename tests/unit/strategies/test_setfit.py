@@ -23,6 +23,7 @@ from adaptlab.strategies.setfit import (
     SetFitConfig,
     cosine_similarity_loss,
     generate_pairs,
+    move_towards,
     pair_collate,
     pair_examples,
     sample_shots,
@@ -210,7 +211,7 @@ def test_fit_gives_probabilities_for_every_label(
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_fit_trains_every_encoder_parameter_but_the_unused_pooler(
+def test_fit_trains_every_encoder_parameter_but_token_embeddings_and_pooler(
     fitted_run: tuple[RunContext, object], tiny_encoder: Path
 ) -> None:
     run, _ = fitted_run
@@ -219,7 +220,34 @@ def test_fit_trains_every_encoder_parameter_but_the_unused_pooler(
 
     assert sorted(tuned) == sorted(base)
     unchanged = sorted(name for name in base if torch.equal(base[name], tuned[name]))
-    assert unchanged == ["pooler.dense.bias", "pooler.dense.weight"]
+    assert unchanged == [
+        "embeddings.word_embeddings.weight",  # freeze_embeddings
+        "pooler.dense.bias",  # mean pooling never reads the pooler
+        "pooler.dense.weight",
+    ]
+
+
+def test_unfrozen_token_embeddings_train(make_run: RunFactory, tiny_encoder: Path) -> None:
+    run = make_run("setfit", {"shots": 2, "pair_iterations": 1, "freeze_embeddings": False})
+    get_strategy("setfit").fit(run)
+    base = load_file(str(tiny_encoder / "model.safetensors"))
+    tuned = load_file(str(run.folder / "model" / "model.safetensors"))
+
+    name = "embeddings.word_embeddings.weight"
+    assert not torch.equal(base[name], tuned[name])
+    assert run.facts["trainable_params"] > 30522 * 32
+
+
+def test_move_towards_averages_only_the_named_weights() -> None:
+    model = nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[4.0, 8.0]]))
+        model.bias.fill_(3.0)
+
+    move_towards(model, {"weight": torch.zeros(1, 2)}, share=0.25)
+
+    assert model.weight.tolist() == [[3.0, 6.0]]
+    assert model.bias.item() == 3.0
 
 
 def test_fit_records_shots_pairs_and_parameters(fitted_run: tuple[RunContext, object]) -> None:
@@ -230,8 +258,8 @@ def test_fit_records_shots_pairs_and_parameters(fitted_run: tuple[RunContext, ob
     assert facts["pairs"] == 2 * 2 * 12 and facts["positive_pairs"] == facts["negative_pairs"]
     assert facts["classes_with_fewer_shots"] == {}
     assert facts["train_steps"] == 3
-    pooler = 32 * 32 + 32
-    assert 0 < facts["trainable_params"] == facts["total_params"] - pooler
+    frozen = 30522 * 32 + 32 * 32 + 32  # token embeddings, pooler
+    assert 0 < facts["trainable_params"] == facts["total_params"] - frozen
     assert facts["needs_base_model"] is False
 
 
