@@ -1,0 +1,579 @@
+"""Decision rules: from measured quality and projected cost to one recommendation, with reasons.
+
+Each rule is a small named function ``rule(candidate, evidence) -> Finding``: it says whether it
+fired for that strategy, why, and what firing does (``ranking``: the strategy loses its place
+to another; ``confidence``: trust in it is lower; ``flag``: reported, nothing changes). The
+report cites fired rules by name.
+
+The ranking follows one rule, ``cheaper_within_ci``: a strategy whose accuracy is not
+significantly better (paired-bootstrap CI of the difference includes 0) than a cheaper one's
+loses to the cheaper one. Cheaper means a lower projected total cost (training + re-tuning +
+serving, :mod:`adaptlab.cost.projection`), and on a tie a lower latency. The strategies no
+rule demotes form a frontier along which each dearer one is significantly better than every
+cheaper one; the recommendation is the dearest of them — the most accuracy that a significant
+difference shows to be worth paying for — and the runner-up is the next one down the frontier
+(or, with a frontier of one, the most accurate of the rest).
+
+Inputs are plain dataclasses built from ``comparison.json`` rows and cost facts
+(:func:`candidates_from_comparison`), so every rule is testable without a model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from annotated_types import Ge, Gt, Le
+from pydantic import Field
+
+from adaptlab.config import DataConfig, Section
+from adaptlab.data.report import TASK_SPECIFIC
+
+Role = Literal["base", "prompted", "tuned"]
+Effect = Literal["ranking", "confidence", "flag", "none"]
+Outcome = Literal["better", "worse", "tie"]
+Confidence = Literal["high", "medium", "low"]
+
+ROLES: dict[str, Role] = {"zero_shot": "base", "llm_prompt": "prompted", "knn": "prompted"}
+"""The base model unchanged, and the prompted baselines (an instructed LLM, few-shot nearest
+neighbours); every other strategy trains, and counts as tuned."""
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class Difference:
+    """Accuracy of one strategy minus another's on the same eval items, with its CI."""
+
+    difference: float
+    low: float
+    high: float
+
+    @property
+    def significant(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+    def flipped(self) -> Difference:
+        """The other strategy minus this one."""
+        return Difference(-self.difference, -self.high, -self.low)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any] | None) -> Difference | None:
+        if raw is None:
+            return None
+        return cls(float(raw["difference"]), float(raw["low"]), float(raw["high"]))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One strategy's measured quality and projected cost."""
+
+    name: str
+    accuracy: float
+    accuracy_ci: tuple[float, float]
+    kind: str = ""
+    """The registered strategy it ran (a run may be named otherwise, e.g. ``setfit_k8``)."""
+    role: Role | None = None
+    """base, prompted or tuned; empty: from ``kind`` (see :data:`ROLES`)."""
+    ece: float | None = None
+    confident_wrong_rate: float | None = None
+    n: int | None = None
+    sampled: bool = False
+    latency_ms: float | None = None
+    total_cost: float | None = None
+    """Projected total cost of deployment in dollars (training + re-tuning + serving)."""
+    vs_best: Difference | None = None
+    """This strategy minus the comparison's best (``None`` for the best itself)."""
+    forgetting: float | None = None
+    """Drop of a general-capability score against the base model, in absolute points
+    (positive: worse); ``None`` where it was not measured (classification runs)."""
+
+    @property
+    def strategy(self) -> str:
+        return self.kind or self.name
+
+    @property
+    def kind_role(self) -> Role:
+        return self.role or ROLES.get(self.strategy, "tuned")
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    """The size of the training data, from the data report."""
+
+    train_examples: int
+    classes: int
+    min_per_class: int
+
+
+@dataclass(frozen=True)
+class DataNeed:
+    """Training data a strategy needs to be trusted, and why."""
+
+    examples: int
+    per_class: int
+    why: str
+
+
+_MIN_PER_CLASS = int(DataConfig.model_fields["min_examples_per_class"].default)
+_FINE_TUNE = DataNeed(
+    TASK_SPECIFIC[0],
+    _MIN_PER_CLASS,
+    f"task-specific fine-tuning usually needs {TASK_SPECIFIC[0]:,}–{TASK_SPECIFIC[1]:,} "
+    "examples (the data report's size guidance)",
+)
+DATA_NEEDS: dict[str, DataNeed] = {
+    "zero_shot": DataNeed(0, 0, "it uses only the label names"),
+    "llm_prompt": DataNeed(0, 0, "it uses an instruction and at most a few examples"),
+    "knn": DataNeed(0, 5, "a class with fewer than ~5 examples rarely wins a 10-neighbour vote"),
+    "setfit": DataNeed(0, 8, "SetFit is built for 8 examples per class (Tunstall et al. 2022)"),
+    "frozen": DataNeed(
+        0, _MIN_PER_CLASS, f"a linear head wants ~{_MIN_PER_CLASS} examples per class"
+    ),
+    "partial": _FINE_TUNE,
+    "lora": _FINE_TUNE,
+    "full": _FINE_TUNE,
+    "distill": _FINE_TUNE,
+    "scratch": DataNeed(
+        TASK_SPECIFIC[1],
+        _MIN_PER_CLASS,
+        "a model without pretraining learns the language from your data too: more than the "
+        f"{TASK_SPECIFIC[1]:,} at the top of the fine-tuning range",
+    ),
+}
+
+
+class DecisionConfig(Section):
+    """Thresholds of the decision rules."""
+
+    ece_regression: Annotated[float, Gt(0), Le(1)] = Field(
+        0.05,
+        description="Flag a strategy whose expected calibration error exceeds the base "
+        "model's by at least this much (absolute).",
+    )
+    confident_wrong_regression: Annotated[float, Gt(0), Le(1)] = Field(
+        0.05,
+        description="Flag a strategy whose confidently-wrong rate exceeds the base model's by "
+        "at least this much (absolute share of eval examples).",
+    )
+    forgetting_regression: Annotated[float, Ge(0), Le(1)] = Field(
+        0.02,
+        description="Flag a strategy whose general-capability score drops by at least this "
+        "much against the base model.",
+    )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How one strategy's accuracy compares with another's, and on what evidence."""
+
+    outcome: Outcome
+    difference: float
+    low: float | None
+    high: float | None
+    basis: Literal["paired bootstrap", "unpaired CIs"]
+
+    def describe(self) -> str:
+        points = f"{self.difference * 100:+.1f} points"
+        if self.low is None or self.high is None:
+            return f"{points} ({self.basis}; no paired difference available)"
+        return f"{points} [{self.low * 100:+.1f}, {self.high * 100:+.1f}] ({self.basis})"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Everything the rules look at."""
+
+    candidates: tuple[Candidate, ...]
+    best: str | None = None
+    """The strategy every ``vs_best`` difference is measured against."""
+    paired: Mapping[tuple[str, str], Difference] = field(default_factory=dict)
+    """Extra paired differences, ``(a, b) -> a - b``, beyond those to the best."""
+    data: DataFacts | None = None
+    settings: DecisionConfig = field(default_factory=DecisionConfig)
+
+    def base(self) -> Candidate | None:
+        """The base model unchanged (the most accurate, should there be several)."""
+        return _most_accurate(c for c in self.candidates if c.kind_role == "base")
+
+    def prompted(self) -> Candidate | None:
+        """The strongest prompted baseline."""
+        return _most_accurate(c for c in self.candidates if c.kind_role == "prompted")
+
+    def compare(self, a: Candidate, b: Candidate) -> Verdict:
+        """``a`` against ``b``: paired bootstrap where known, else overlap of the two CIs."""
+        difference = self._paired(a, b)
+        if difference is not None:
+            outcome: Outcome = "tie"
+            if difference.significant:
+                outcome = "better" if difference.difference > 0 else "worse"
+            return Verdict(
+                outcome, difference.difference, difference.low, difference.high, "paired bootstrap"
+            )
+        # Two intervals that overlap may still differ significantly when paired; this fallback
+        # errs towards "tie", so towards the cheaper strategy.
+        overlap = a.accuracy_ci[0] <= b.accuracy_ci[1] and b.accuracy_ci[0] <= a.accuracy_ci[1]
+        gap = a.accuracy - b.accuracy
+        outcome = "tie" if overlap else ("better" if gap > 0 else "worse")
+        return Verdict(outcome, gap, None, None, "unpaired CIs")
+
+    def _paired(self, a: Candidate, b: Candidate) -> Difference | None:
+        if (a.name, b.name) in self.paired:
+            return self.paired[(a.name, b.name)]
+        if (b.name, a.name) in self.paired:
+            return self.paired[(b.name, a.name)].flipped()
+        if b.name == self.best and a.vs_best is not None:
+            return a.vs_best
+        if a.name == self.best and b.vs_best is not None:
+            return b.vs_best.flipped()
+        return None
+
+
+def cost_key(candidate: Candidate) -> tuple[float, float]:
+    """Lower is cheaper: projected total cost, then latency; unknown counts as dearest."""
+    cost = math.inf if candidate.total_cost is None else candidate.total_cost
+    latency = math.inf if candidate.latency_ms is None else candidate.latency_ms
+    return cost, latency
+
+
+def cheaper(a: Candidate, b: Candidate) -> bool:
+    return cost_key(a) < cost_key(b)
+
+
+def _most_accurate(candidates: Iterable[Candidate]) -> Candidate | None:
+    return max(candidates, key=lambda c: c.accuracy, default=None)
+
+
+# --------------------------------------------------------------------------- findings
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What one rule says about one strategy."""
+
+    rule: str
+    subject: str
+    fired: bool
+    effect: Effect
+    message: str
+    other: str | None = None
+    """The strategy the subject was compared with, if any."""
+
+
+Rule = Callable[[Candidate, Evidence], Finding]
+
+
+def _finding(
+    rule: str,
+    subject: Candidate,
+    fired: bool,
+    effect: Effect,
+    message: str,
+    other: str | None = None,
+) -> Finding:
+    return Finding(rule, subject.name, fired, effect if fired else "none", message, other)
+
+
+def tuned_vs_base(candidate: Candidate, evidence: Evidence) -> Finding:
+    """A tuned model must beat the base model it started from, or the training bought nothing."""
+    rule = "tuned_vs_base"
+    base = evidence.base()
+    if candidate.kind_role != "tuned" or base is None:
+        why = "not a tuned model" if base is not None else "no base (zero-shot) run to compare"
+        return _finding(rule, candidate, False, "none", why)
+    verdict = evidence.compare(candidate, base)
+    if verdict.outcome == "better":
+        message = f"{candidate.name} beats the base {base.name}: {verdict.describe()}."
+        return _finding(rule, candidate, False, "none", message, base.name)
+    message = (
+        f"{candidate.name} is not significantly better than the untrained base {base.name}: "
+        f"{verdict.describe()}; the training bought no measurable accuracy."
+    )
+    return _finding(rule, candidate, True, "flag", message, base.name)
+
+
+def tuned_vs_prompted(candidate: Candidate, evidence: Evidence) -> Finding:
+    """A tuned model is measured against the best prompted baseline, not only the bare base."""
+    rule = "tuned_vs_prompted"
+    prompted = evidence.prompted()
+    if candidate.kind_role != "tuned" or prompted is None:
+        why = "not a tuned model" if prompted is not None else "no prompted baseline run"
+        return _finding(rule, candidate, False, "none", why)
+    verdict = evidence.compare(candidate, prompted)
+    if verdict.outcome == "better":
+        message = f"{candidate.name} beats the prompted {prompted.name}: {verdict.describe()}."
+        return _finding(rule, candidate, False, "none", message, prompted.name)
+    message = (
+        f"{candidate.name} is not significantly better than the prompted baseline "
+        f"{prompted.name}: {verdict.describe()}."
+    )
+    return _finding(rule, candidate, True, "flag", message, prompted.name)
+
+
+def process_problem(candidate: Candidate, evidence: Evidence) -> Finding:
+    """Beating the base but losing to the prompted base points at the tuning recipe, not the
+    method: a tuned model should at least match what a good prompt gets from a base model."""
+    rule = "process_problem"
+    base, prompted = evidence.base(), evidence.prompted()
+    if candidate.kind_role != "tuned" or base is None or prompted is None:
+        return _finding(rule, candidate, False, "none", "needs a tuned model, a base and a prompt")
+    over_base = evidence.compare(candidate, base)
+    over_prompted = evidence.compare(candidate, prompted)
+    fired = over_base.outcome == "better" and over_prompted.outcome == "worse"
+    if not fired:
+        message = (
+            f"{candidate.name} does not both beat the base {base.name} and lose to the prompted "
+            f"{prompted.name}."
+        )
+        return _finding(rule, candidate, False, "none", message, prompted.name)
+    message = (
+        f"{candidate.name} beats the base {base.name} ({over_base.describe()}) but loses to the "
+        f"prompted {prompted.name} ({over_prompted.describe()}): likely a process problem "
+        "(learning rate, epochs, label mapping, truncation or too little data), not a limit of "
+        "the method."
+    )
+    return _finding(rule, candidate, True, "flag", message, prompted.name)
+
+
+def cheaper_within_ci(candidate: Candidate, evidence: Evidence) -> Finding:
+    """A strategy not significantly more accurate than a cheaper one loses to the cheaper one."""
+    rule = "cheaper_within_ci"
+    rivals = [
+        (other, evidence.compare(candidate, other))
+        for other in evidence.candidates
+        if other.name != candidate.name and cheaper(other, candidate)
+    ]
+    matched = [(other, v) for other, v in rivals if v.outcome != "better"]
+    if not matched:
+        message = f"{candidate.name} is significantly more accurate than every cheaper strategy."
+        return _finding(rule, candidate, False, "none", message)
+    other, verdict = max(matched, key=lambda pair: pair[0].accuracy)
+    message = (
+        f"{candidate.name} loses to the cheaper {other.name}: accuracy {verdict.describe()}, "
+        f"cost {_money(candidate.total_cost)} against {_money(other.total_cost)}."
+    )
+    return _finding(rule, candidate, True, "ranking", message, other.name)
+
+
+def too_little_data(candidate: Candidate, evidence: Evidence) -> Finding:
+    """Less training data than a strategy needs makes its score less trustworthy."""
+    rule = "too_little_data"
+    need = DATA_NEEDS.get(candidate.strategy)
+    data = evidence.data
+    if data is None or need is None:
+        why = "no data report" if data is None else f"no size guidance for {candidate.strategy}"
+        return _finding(rule, candidate, False, "none", why)
+    short = []
+    if data.train_examples < need.examples:
+        short.append(f"{data.train_examples:,} training examples (needs {need.examples:,})")
+    if data.min_per_class < need.per_class:
+        short.append(f"{data.min_per_class} in the smallest class (needs {need.per_class})")
+    if not short:
+        return _finding(rule, candidate, False, "none", f"enough data for {candidate.strategy}")
+    message = f"{candidate.name} has {' and '.join(short)}: {need.why}."
+    return _finding(rule, candidate, True, "confidence", message)
+
+
+def calibration_regression(candidate: Candidate, evidence: Evidence) -> Finding:
+    """Much worse calibration than the base means confident answers can no longer be trusted."""
+    rule = "calibration_regression"
+    base = evidence.base()
+    if base is None or base.name == candidate.name:
+        return _finding(rule, candidate, False, "none", "no base to compare calibration with")
+    settings = evidence.settings
+    worse = []
+    ece_rise = _rise(candidate.ece, base.ece)
+    if ece_rise is not None and ece_rise >= settings.ece_regression:
+        worse.append(f"ECE {candidate.ece:.3f} against {base.ece:.3f}")
+    wrong_rise = _rise(candidate.confident_wrong_rate, base.confident_wrong_rate)
+    if wrong_rise is not None and wrong_rise >= settings.confident_wrong_regression:
+        worse.append(
+            f"confidently wrong on {candidate.confident_wrong_rate:.1%} of examples against "
+            f"{base.confident_wrong_rate:.1%}"
+        )
+    if not worse:
+        message = f"{candidate.name} is calibrated not much worse than the base {base.name}."
+        return _finding(rule, candidate, False, "none", message, base.name)
+    message = f"{candidate.name} is worse calibrated than the base {base.name}: {'; '.join(worse)}."
+    return _finding(rule, candidate, True, "confidence", message, base.name)
+
+
+def forgetting_regression(candidate: Candidate, evidence: Evidence) -> Finding:
+    """Tuning that erodes the base model's general abilities is flagged where it is measured."""
+    rule = "forgetting_regression"
+    if candidate.forgetting is None:
+        message = f"no forgetting measurement for {candidate.name} (not measured for this task)"
+        return _finding(rule, candidate, False, "none", message)
+    threshold = evidence.settings.forgetting_regression
+    if candidate.forgetting < threshold:
+        message = f"{candidate.name} keeps the base model's general abilities."
+        return _finding(rule, candidate, False, "none", message)
+    message = (
+        f"{candidate.name} lost {candidate.forgetting * 100:.1f} points of general capability "
+        f"against the base model (threshold {threshold * 100:.1f})."
+    )
+    return _finding(rule, candidate, True, "confidence", message)
+
+
+def sampled_eval(candidate: Candidate, evidence: Evidence) -> Finding:
+    """A score on a sample of the eval set has a wider interval than one on all of it."""
+    rule = "sampled_eval"
+    if not candidate.sampled:
+        return _finding(rule, candidate, False, "none", f"{candidate.name} scored on every item")
+    size = f"{candidate.n:,}" if candidate.n is not None else "a sample of"
+    message = f"{candidate.name} was scored on {size} eval examples only (too slow for all)."
+    return _finding(rule, candidate, True, "confidence", message)
+
+
+RULES: tuple[Rule, ...] = (
+    cheaper_within_ci,
+    tuned_vs_base,
+    tuned_vs_prompted,
+    process_problem,
+    too_little_data,
+    calibration_regression,
+    forgetting_regression,
+    sampled_eval,
+)
+
+
+def _rise(value: float | None, reference: float | None) -> float | None:
+    return None if value is None or reference is None else value - reference
+
+
+def _money(value: float | None) -> str:
+    return "unknown" if value is None else f"${value:,.2f}"
+
+
+# --------------------------------------------------------------------------- the decision
+
+
+@dataclass(frozen=True)
+class Decision:
+    recommended: str
+    runner_up: str | None
+    confidence: Confidence
+    ranking: tuple[str, ...]
+    findings: tuple[Finding, ...]
+
+    @property
+    def reasons(self) -> tuple[Finding, ...]:
+        """Fired findings about the recommendation, or about strategies that lost to it."""
+        return tuple(
+            f
+            for f in self.findings
+            if f.fired and (f.subject == self.recommended or f.other == self.recommended)
+        )
+
+    def fired(self, rule: str) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.fired and f.rule == rule)
+
+
+def rank(evidence: Evidence, findings: Sequence[Finding]) -> list[Candidate]:
+    """The frontier (no ``ranking`` rule fired), dearest first, then the rest by accuracy."""
+    demoted = {f.subject for f in findings if f.fired and f.effect == "ranking"}
+    frontier = [c for c in evidence.candidates if c.name not in demoted]
+    rest = [c for c in evidence.candidates if c.name in demoted]
+    frontier.sort(key=cost_key, reverse=True)
+    rest.sort(key=lambda c: c.accuracy, reverse=True)
+    return frontier + rest
+
+
+def confidence(findings: Iterable[Finding], subject: str) -> Confidence:
+    """High, lowered one step by each ``confidence`` finding about ``subject``."""
+    lowered = sum(
+        1 for f in findings if f.fired and f.effect == "confidence" and f.subject == subject
+    )
+    levels: tuple[Confidence, ...] = ("high", "medium", "low")
+    return levels[min(lowered, len(levels) - 1)]
+
+
+def decide(evidence: Evidence, rules: Sequence[Rule] = RULES) -> Decision:
+    """The recommended strategy, a runner-up, the confidence, and every rule's finding."""
+    if not evidence.candidates:
+        raise ValueError("no strategies to decide between")
+    names = [c.name for c in evidence.candidates]
+    if len(set(names)) != len(names):
+        raise ValueError(f"strategy names repeat: {', '.join(names)}")
+    findings = tuple(rule(c, evidence) for c in evidence.candidates for rule in rules)
+    ranking = rank(evidence, findings)
+    recommended = ranking[0].name
+    return Decision(
+        recommended,
+        ranking[1].name if len(ranking) > 1 else None,
+        confidence(findings, recommended),
+        tuple(c.name for c in ranking),
+        findings,
+    )
+
+
+# --------------------------------------------------------------------------- building inputs
+
+
+def candidates_from_comparison(
+    comparison: Mapping[str, Any],
+    total_costs: Mapping[str, float] | None = None,
+    kinds: Mapping[str, str] | None = None,
+) -> list[Candidate]:
+    """One candidate per ``comparison.json`` row, with its projected total cost if given."""
+    total_costs = total_costs or {}
+    kinds = kinds or {}
+    return [_candidate(row, total_costs, kinds) for row in comparison["rows"]]
+
+
+def _candidate(
+    row: Mapping[str, Any], total_costs: Mapping[str, float], kinds: Mapping[str, str]
+) -> Candidate:
+    name = str(row["strategy"])
+    low, high = row["accuracy_ci"]
+    forgetting = row.get("forgetting")
+    return Candidate(
+        name=name,
+        accuracy=float(row["accuracy"]),
+        accuracy_ci=(float(low), float(high)),
+        kind=kinds.get(name, name),
+        ece=_optional(row.get("ece")),
+        confident_wrong_rate=_optional(row.get("confident_wrong_rate")),
+        n=None if row.get("n") is None else int(row["n"]),
+        sampled=bool(row.get("sampled", False)),
+        latency_ms=_optional(row.get("latency_batch1_p50_ms")),
+        total_cost=_optional(total_costs.get(name)),
+        vs_best=Difference.from_dict(row.get("vs_best")),
+        forgetting=_optional(forgetting),
+    )
+
+
+def evidence_from_comparison(
+    comparison: Mapping[str, Any],
+    total_costs: Mapping[str, float] | None = None,
+    kinds: Mapping[str, str] | None = None,
+    data_report: Mapping[str, Any] | None = None,
+    settings: DecisionConfig | None = None,
+) -> Evidence:
+    """The rules' inputs from ``comparison.json``, projected costs and ``data_report.json``."""
+    return Evidence(
+        tuple(candidates_from_comparison(comparison, total_costs, kinds)),
+        best=comparison.get("best"),
+        data=None if data_report is None else data_facts(data_report),
+        settings=settings or DecisionConfig(),
+    )
+
+
+def data_facts(report: Mapping[str, Any]) -> DataFacts | None:
+    """Training-set size from a data report; ``None`` when it has no label counts."""
+    labels = report.get("labels") or {}
+    counts = labels.get("train_counts")
+    if not counts:
+        return None
+    return DataFacts(
+        train_examples=int(sum(counts.values())),
+        classes=len(counts),
+        min_per_class=int(min(counts.values())),
+    )
+
+
+def _optional(value: Any) -> float | None:
+    return None if value is None else float(value)
