@@ -77,7 +77,10 @@ def _experiment(
         **{k: v for k, v in model_overrides.items() if v is not None},
     }
     try:
-        return ExperimentConfig.model_validate({**base.model_dump(), "data": data, "model": model})
+        # exclude_unset: which training settings the config set explicitly decides whether they
+        # override each strategy's own defaults, so unset ones must stay unset.
+        raw = {**base.model_dump(exclude_unset=True), "data": data, "model": model}
+        return ExperimentConfig.model_validate(raw)
     except ValueError as exc:
         raise ConfigError(f"command-line options: {exc}") from None
 

@@ -98,3 +98,19 @@ def test_convert_rejects_unknown_dataset(tmp_path: Path) -> None:
 def test_config_reference_lists_keys() -> None:
     result = runner.invoke(app, ["config", "reference"])
     assert result.exit_code == 0 and "train.gradient_accumulation_steps" in result.output
+
+
+def test_command_line_experiment_keeps_which_train_settings_were_set(tmp_path: Path) -> None:
+    # Strategy defaults (full's learning rate, ...) yield only to settings the config names.
+    from adaptlab.cli import _experiment
+    from adaptlab.strategies.base import merged_train_config, resolve_run
+
+    config = tmp_path / "experiment.yaml"
+    config.write_text("data: {train: train.csv}\ntrain: {seed: 7}\n")
+    experiment = _experiment(config, None, None, {}, {"base_model": None})
+
+    assert experiment.train.model_fields_set == {"seed"}
+    _, full = resolve_run("full", experiment.strategies.get("full"))
+    merged = merged_train_config(experiment.train, experiment.train.model_fields_set, full)
+    assert merged.seed == 7
+    assert merged.learning_rate == full.default_train()["learning_rate"]

@@ -107,16 +107,29 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[l
 def run_batched(
     forward: Any, tokenizer: Any, texts: Sequence[str], max_length: int, batch_size: int = 64
 ) -> torch.Tensor:
-    """Apply ``forward(input_ids, attention_mask)`` to every text, in the input order."""
+    """Apply ``forward(input_ids, attention_mask)`` to every text, in the input order.
+
+    A module gets its batches on its own device (a model trained on a GPU stays there); the
+    results come back to the CPU."""
     examples = tokenize(tokenizer, texts, max_length)
     outputs: list[torch.Tensor | None] = [None] * len(examples)
     padding = pad_values(tokenizer)
+    device = _device_of(forward)
     for indices in length_sorted_batches([len(e["input_ids"]) for e in examples], batch_size):
         batch = pad_collate([examples[i] for i in indices], padding)
-        result = forward(batch["input_ids"], batch["attention_mask"])
+        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        result = forward(ids, mask).cpu()
         for row, index in enumerate(indices):
             outputs[index] = result[row]
     return torch.stack([o for o in outputs if o is not None])
+
+
+def _device_of(forward: Any) -> torch.device:
+    if isinstance(forward, nn.Module):
+        parameter = next(forward.parameters(), None)
+        if parameter is not None:
+            return parameter.device
+    return torch.device("cpu")
 
 
 @dataclass

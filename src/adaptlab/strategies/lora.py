@@ -51,7 +51,7 @@ ADAPTER_DIR = "adapter"
 class LoraConfig(FullConfig):
     """Full fine-tuning's head and loss; the encoder learns through adapters only.
 
-    - ``learning_rate: 5e-4`` — ten times full's: the low-rank factors start at zero (B) and
+    - ``learning_rate: 5e-4`` — five times full's: the low-rank factors start at zero (B) and
       carry the whole update, and LoRA's own GLUE runs used 4e-4 to 5e-4 on RoBERTa-base
       (Hu et al. 2021, Table 9).
     - ``num_epochs: 8`` — a rank-16 update learns more slowly per step than free weights, and
