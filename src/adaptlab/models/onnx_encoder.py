@@ -16,6 +16,7 @@ their content fingerprint), written to a temporary name and renamed, never shipp
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from collections.abc import Sequence
@@ -58,14 +59,22 @@ def build_onnx(name: str, int8: bool, encoder: tuple[Any, torch.nn.Module] | Non
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         tmp = target.with_suffix(".tmp.onnx")
-        quantize_dynamic(
-            source,
-            tmp,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            # Fused contrib ops carry no inferable output type; they are float32.
-            extra_options={"DefaultTensorType": 1},  # onnx.TensorProto.FLOAT
-        )
+        # The quantiser logs advice about pre-processing on the root logger at WARNING;
+        # the fused graph needs none of it.
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)
+        try:
+            quantize_dynamic(
+                source,
+                tmp,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                # Fused contrib ops carry no inferable output type; they are float32.
+                extra_options={"DefaultTensorType": 1},  # onnx.TensorProto.FLOAT
+            )
+        finally:
+            root.setLevel(level)
         tmp.replace(target)
     return target
 
