@@ -27,6 +27,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from adaptlab.models.bundled import load_tokenizer, resolve_model
 from adaptlab.models.encoder import (
     PooledEncoder,
     cached_embeddings,
@@ -120,6 +121,20 @@ def _export(name: str, target: Path, encoder: tuple[Any, torch.nn.Module] | None
         raw.replace(target)
 
 
+def stored_parameter_count(name: str) -> int:
+    """Floating-point values in the model's safetensors files, read from their headers."""
+    from safetensors import safe_open
+
+    total = 0
+    for path in sorted(Path(resolve_model(name)).glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as weights:
+            for key in weights.keys():  # noqa: SIM118 (safe_open is no mapping)
+                piece = weights.get_slice(key)
+                if piece.get_dtype().startswith(("F", "BF")):
+                    total += int(np.prod(piece.get_shape()))
+    return total
+
+
 @dataclass
 class OnnxEncoder:
     """Texts in, pooled normalised embeddings out, through an ONNX Runtime session; the same
@@ -137,17 +152,17 @@ class OnnxEncoder:
     def load(cls, name: str, max_length: int, runtime: Runtime) -> OnnxEncoder:
         import onnxruntime as ort
 
-        tokenizer, model = load_encoder(name)
-        parameters = sum(p.numel() for p in model.parameters())
+        tokenizer = load_tokenizer(name)
         start = time.perf_counter()
         int8 = runtime == "onnx-int8"
         built = onnx_path(name, int8).exists()
-        path = build_onnx(name, int8, (tokenizer, model))
+        path = build_onnx(name, int8)  # loads the PyTorch model only to export it
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.log_severity_level = 3
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         build_s = 0.0 if built else time.perf_counter() - start
+        parameters = stored_parameter_count(name)
         return cls(tokenizer, session, max_length, runtime, parameters, round(build_s, 2))
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
