@@ -126,6 +126,46 @@ def paired_bootstrap_f1(
     return _summarised("macro_f1", names, observed, resampled, confidence)
 
 
+def paired_bootstrap_micro_f1(
+    counts_a: npt.ArrayLike,
+    counts_b: npt.ArrayLike,
+    *,
+    metric: str = "micro_f1",
+    names: tuple[str, str] = ("a", "b"),
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> PairedDifference:
+    """Paired bootstrap of micro-F1(a) - micro-F1(b) from per-example match counts.
+
+    ``counts_x[i]`` holds example i's (true positives, false positives, false negatives), e.g.
+    the slot pairs of one answer. Micro-F1 pools the counts of the (re)sampled examples,
+    F1 = 2 TP / (2 TP + FP + FN), 0 when that denominator is 0; it is not a mean of
+    per-example scores, so the mean bootstrap cannot give it.
+    """
+    a = _checked_counts("counts_a", counts_a)
+    b = _checked_counts("counts_b", counts_b)
+    _check_same_length(("counts_a", len(a)), ("counts_b", len(b)))
+    _check_settings(resamples, confidence)
+
+    def differences(rows: IndexArray) -> FloatArray:
+        return _micro_f1_rows(a[rows].sum(axis=1)) - _micro_f1_rows(b[rows].sum(axis=1))
+
+    observed = float(differences(np.arange(len(a))[np.newaxis, :])[0])
+    resampled = _resampled(len(a), resamples, seed, differences)
+    return _summarised(metric, names, observed, resampled, confidence)
+
+
+def _micro_f1_rows(totals: IndexArray) -> FloatArray:
+    """Micro-F1 of each row of ``(rows, 3)`` pooled (TP, FP, FN) counts."""
+    hits = 2.0 * totals[:, 0]
+    denominator = hits + totals[:, 1] + totals[:, 2]
+    result: FloatArray = np.divide(
+        hits, denominator, out=np.zeros(len(totals)), where=denominator > 0
+    )
+    return result
+
+
 def bootstrap_interval(
     scores: npt.ArrayLike,
     *,
@@ -248,6 +288,18 @@ def _checked_scores(name: str, scores: npt.ArrayLike) -> FloatArray:
     if not np.all(np.isfinite(array)):
         raise ValueError(f"{name}[{np.flatnonzero(~np.isfinite(array))[0]}] is not finite")
     return array
+
+
+def _checked_counts(name: str, counts: npt.ArrayLike) -> IndexArray:
+    array = np.asarray(counts)
+    if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] != 3:
+        raise ValueError(
+            f"{name} has shape {array.shape}: expected (n, 3) with n >= 1 "
+            "(true positives, false positives, false negatives per example)"
+        )
+    if not np.issubdtype(array.dtype, np.integer) or (array < 0).any():
+        raise ValueError(f"{name} must hold non-negative integer counts")
+    return array.astype(np.int64)
 
 
 def _checked_class_indices(

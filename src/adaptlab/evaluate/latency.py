@@ -12,8 +12,12 @@ import itertools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 import numpy as np
+
+Request = TypeVar("Request")
+"""What ``predict`` takes a batch of: texts for a classifier, token-id prompts for a generator."""
 
 MIN_MEASURED_CALLS = 5
 """The time budget never cuts measurement below this many calls: fewer make p95 meaningless."""
@@ -37,8 +41,8 @@ class Latency:
 
 
 def measure_latency(
-    predict: Callable[[Sequence[str]], object],
-    texts: Sequence[str],
+    predict: Callable[[Sequence[Request]], object],
+    texts: Sequence[Request],
     *,
     batch_size: int,
     max_batches: int = 50,
@@ -72,8 +76,8 @@ def measure_latency(
 
 
 def _timed_calls(
-    predict: Callable[[Sequence[str]], object],
-    batches: Iterator[list[str]],
+    predict: Callable[[Sequence[Request]], object],
+    batches: Iterator[list[Request]],
     max_batches: int,
     time_budget_s: float,
     clock: Callable[[], float],
@@ -92,7 +96,7 @@ def _timed_calls(
             return seconds
 
 
-def _batches(texts: Sequence[str], batch_size: int) -> Iterator[list[str]]:
+def _batches(texts: Sequence[Request], batch_size: int) -> Iterator[list[Request]]:
     """Endless consecutive batches of ``batch_size`` texts, wrapping around the end."""
     positions = itertools.cycle(range(len(texts)))
     while True:
@@ -100,7 +104,7 @@ def _batches(texts: Sequence[str], batch_size: int) -> Iterator[list[str]]:
 
 
 def _check_settings(
-    texts: Sequence[str], batch_size: int, max_batches: int, warmup: int, time_budget_s: float
+    texts: Sequence[object], batch_size: int, max_batches: int, warmup: int, time_budget_s: float
 ) -> None:
     if len(texts) == 0:
         raise ValueError("texts is empty: latency needs at least one text to predict")
