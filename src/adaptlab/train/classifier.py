@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from adaptlab.models.encoder import pad_values, tokenize
-from adaptlab.strategies.base import RunContext
 from adaptlab.train.batching import pad_collate
 from adaptlab.train.loop import LossFunction, TrainResult, TrainTask, train
+
+if TYPE_CHECKING:  # importing strategies.base at run time would import every strategy
+    from adaptlab.strategies.base import RunContext
 
 
 def classification_examples(
