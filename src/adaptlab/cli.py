@@ -300,31 +300,17 @@ def _quiet_libraries() -> None:
 
 
 def _print_leaderboard(comparison: dict[str, Any]) -> None:
-    level = round(comparison["confidence"] * 100)
-    table = Table(title=f"Leaderboard (locked eval set {comparison['eval_sha256'][:12]}…)")
-    headers = (
-        "strategy",
-        "accuracy",
-        f"Δ vs best ({level}% CI)",
-        "macro-F1",
-        "ECE",
-        "conf. wrong",
-        "p50 ms b1",
-        "ms/ex b32",
-        "size MB",
-        "trainable",
-        "fit s",
-        "peak MB",
-    )
-    for header in headers:
-        table.add_column(header, justify="left" if header == "strategy" else "right")
-    from adaptlab.compare import leaderboard_cells
+    from adaptlab.compare import METRIC_WORDS, leaderboard_cells, leaderboard_headers
 
+    table = Table(title=f"Leaderboard (locked eval set {comparison['eval_sha256'][:12]}…)")
+    for header in leaderboard_headers(comparison, compact=True):
+        table.add_column(header, justify="left" if header == "strategy" else "right")
     for row in comparison["rows"]:
         table.add_row(*leaderboard_cells(row))
     console.print(table)
+    metric = METRIC_WORDS[comparison.get("metric", "accuracy")]
     console.print(
-        f"Best on accuracy: [bold]{comparison['best']}[/bold]. * = the difference to "
+        f"Best on {metric}: [bold]{comparison['best']}[/bold]. * = the difference to "
         "the best is significant (paired bootstrap)."
     )
 

@@ -3,6 +3,11 @@
 Data is prepared (or reused) once, each strategy runs into its own run directory (skipped when
 a finished run with the same data, eval set, model and config is already there), and the
 comparison is built from the run directories alone.
+
+The prepared data's format decides the task kind: classification data makes a classification
+task (ranked on accuracy), chat data a generative one (answers scored as JSON slot frames,
+ranked on slot F1). Only strategies that handle that kind run: by default all of them, and
+naming another is an error before anything runs.
 """
 
 from __future__ import annotations
@@ -19,8 +24,17 @@ import numpy as np
 
 from adaptlab.config import CompareConfig, ExperimentConfig, TrainConfig, to_yaml
 from adaptlab.cost.memory import peak_cuda_bytes, peak_rss_bytes, reset_peak
+from adaptlab.data.convert import SLOT_ORDER, restaurant8k_slots
+from adaptlab.data.formats import LoadedData
 from adaptlab.data.issues import DataError
-from adaptlab.data.lock import TRAIN_NAME, EvalLockError, read_lock, require_same_eval, sha256_file
+from adaptlab.data.lock import (
+    EVAL_NAME,
+    TRAIN_NAME,
+    EvalLockError,
+    read_lock,
+    require_same_eval,
+    sha256_file,
+)
 from adaptlab.data.pipeline import (
     PreparedData,
     check_data,
@@ -28,19 +42,33 @@ from adaptlab.data.pipeline import (
     prepare_data,
     write_report,
 )
-from adaptlab.evaluate.bootstrap import paired_bootstrap
-from adaptlab.evaluate.harness import evaluate_classifier, sample_indices
+from adaptlab.evaluate.bootstrap import paired_bootstrap, paired_bootstrap_micro_f1
+from adaptlab.evaluate.harness import evaluate_classifier, evaluate_generator, sample_indices
+from adaptlab.evaluate.slots import normalise_value
 from adaptlab.models.encoder import model_fingerprint, weights_bytes
-from adaptlab.runs import RunError, RunFolder, base_manifest, dependency_fingerprints, folder_size
+from adaptlab.runs import (
+    GENERATIONS,
+    RunError,
+    RunFolder,
+    base_manifest,
+    dependency_fingerprints,
+    folder_size,
+)
 from adaptlab.strategies.base import (
-    REGISTRY,
     ClassificationTask,
+    Classifier,
+    GenerativeTask,
+    Generator,
     RunContext,
     StrategyConfig,
+    Task,
+    TaskKind,
     Track,
     merged_train_config,
     no_progress,
+    require_supported,
     resolve_run,
+    strategies_for,
 )
 
 Log = Callable[[str], None]
@@ -117,14 +145,66 @@ def classification_task(prepared: PreparedData) -> ClassificationTask:
     )
 
 
+def generative_task(prepared: PreparedData) -> GenerativeTask:
+    """Chat records and gold slot frames from a prepared chat folder."""
+    lock = prepared.lock
+    if lock.format != "chat":
+        raise DataError(f"{prepared.folder}: a generative task needs chat data, got {lock.format}")
+    train_frames = _frames(prepared.train, prepared.folder / TRAIN_NAME)
+    eval_frames = _frames(prepared.eval, prepared.folder / EVAL_NAME)
+    named = {slot for frame in train_frames + eval_frames for slot in frame}
+    known = [slot for slot in SLOT_ORDER if slot in named]
+    return GenerativeTask(
+        tuple(known + sorted(named - set(known))),
+        [list(r.data["messages"]) for r in prepared.train.records],
+        [list(r.data["messages"]) for r in prepared.eval.records],
+        eval_frames,
+        sha256_file(prepared.folder / TRAIN_NAME),
+        lock.eval_sha256,
+    )
+
+
+def _frames(data: LoadedData, path: Path) -> list[dict[str, str]]:
+    """Each record's last assistant message read as a slot frame, or an error naming it."""
+    frames = []
+    for record in data.records:
+        try:
+            frame = restaurant8k_slots(record.data)
+            if not all(normalise_value(value) for value in frame.values()):
+                raise DataError("a slot's value is empty")
+        except DataError as exc:
+            raise DataError(
+                f"{path}:{record.line}: a generative task scores answers as JSON slot frames "
+                f"(slot -> text); this record's answer is not one: {exc}"
+            ) from None
+        frames.append(frame)
+    return frames
+
+
+def experiment_task(prepared: PreparedData) -> Task:
+    """The task the prepared data makes: classification records a classification task, chat
+    records a generative one."""
+    if prepared.lock.format == "chat":
+        return generative_task(prepared)
+    if prepared.lock.format == "classification":
+        return classification_task(prepared)
+    raise DataError(
+        f"{prepared.folder}: `compare` takes classification or chat data, got "
+        f"{prepared.lock.format}; convert it to chat records (messages)"
+    )
+
+
 # --------------------------------------------------------------------------- running
 
 
-def ordered_strategies(names: Sequence[str] | None, experiment: ExperimentConfig) -> list[str]:
-    """Requested strategies with their prerequisites first (a teacher before its student)."""
-    from adaptlab import strategies as _registered  # noqa: F401
-
-    requested = list(names or experiment.compare.strategies or REGISTRY)
+def ordered_strategies(
+    names: Sequence[str] | None,
+    experiment: ExperimentConfig,
+    task_kind: TaskKind = "classification",
+) -> list[str]:
+    """Requested strategies with their prerequisites first (a teacher before its student);
+    none requested: every strategy that handles ``task_kind``."""
+    requested = list(names or experiment.compare.strategies or strategies_for(task_kind))
     ordered: list[str] = []
 
     def visit(name: str, chain: tuple[str, ...]) -> None:
@@ -147,13 +227,14 @@ def run_strategy(
     name: str,
     experiment: ExperimentConfig,
     prepared: PreparedData,
-    task: ClassificationTask,
+    task: Task,
     track: Track,
     log: Log,
     force: bool = False,
 ) -> RunFolder:
     """Fit, evaluate and record one strategy, unless an equivalent finished run exists."""
     strategy, config = resolve_run(name, experiment.strategies.get(name))
+    require_supported(name, strategy, task.kind)
     train = merged_train_config(experiment.train, experiment.train.model_fields_set, config)
     folder = RunFolder(experiment_dir(experiment) / "runs" / name)
     config_yaml = _run_config_yaml(experiment, name, config, train)
@@ -181,7 +262,7 @@ def run_strategy(
     else:
         folder.reset()
         (folder.path / "config.yaml").write_text(config_yaml)
-    context = RunContext(
+    context: RunContext[Any] = RunContext(
         name,
         folder.path,
         task,
@@ -195,23 +276,43 @@ def run_strategy(
     log(f"[{name}] fitting")
     per_stage = reset_peak()
     start = time.perf_counter()
-    classifier = strategy.fit(context)
+    model = strategy.fit(context)
     fit_seconds = time.perf_counter() - start
     context.record(
         peak_rss_bytes=peak_rss_bytes(),
         peak_rss_scope="fit" if per_stage else "process",
         peak_cuda_bytes=peak_cuda_bytes(),
     )
-    log(f"[{name}] evaluating on {len(task.eval_texts):,} locked eval examples")
-    indices = sample_indices(len(task.eval_texts), getattr(config, "eval_limit", None), seed=0)
-    payload, probabilities, indices = evaluate_classifier(
-        classifier, task, experiment.compare, indices
-    )
-    folder.write_predictions(probabilities, task.eval_labels[indices], indices)
+    indices = sample_indices(task.eval_size, getattr(config, "eval_limit", None), seed=0)
+    log(f"[{name}] evaluating on {len(indices):,} of {task.eval_size:,} locked eval examples")
+    payload = _evaluate(name, model, task, experiment.compare, indices, folder)
     folder.write_json("eval.json", {"strategy": name, **payload})
     folder.write_json("cost.json", _cost(context, fit_seconds, folder.path))
     folder.write_json("manifest.json", manifest)  # last: its presence marks the run finished
     return folder
+
+
+def _evaluate(
+    name: str,
+    model: Classifier | Generator,
+    task: Task,
+    settings: CompareConfig,
+    indices: np.ndarray,
+    folder: RunFolder,
+) -> dict[str, Any]:
+    """Score the fitted model on the eval items ``indices``; write its per-example results."""
+    if isinstance(task, GenerativeTask):
+        if not isinstance(model, Generator):
+            raise TypeError(f"strategy '{name}' returned {type(model).__name__}, not a Generator")
+        payload, answers = evaluate_generator(model, task, settings, indices)
+        folder.write_prediction_arrays(answers.arrays())
+        folder.write_jsonl(GENERATIONS, answers.rows())
+        return payload
+    if not isinstance(model, Classifier):
+        raise TypeError(f"strategy '{name}' returned {type(model).__name__}, not a Classifier")
+    payload, probabilities, indices = evaluate_classifier(model, task, settings, indices)
+    folder.write_predictions(probabilities, task.eval_labels[indices], indices)
+    return {"task": task.kind, **payload}
 
 
 def _run_config_yaml(
@@ -230,7 +331,7 @@ def _run_config_yaml(
     return str(yaml.safe_dump(resolved, sort_keys=False))
 
 
-def _cost(context: RunContext, fit_seconds: float, folder: Path) -> dict[str, Any]:
+def _cost(context: RunContext[Any], fit_seconds: float, folder: Path) -> dict[str, Any]:
     facts = dict(context.facts)
     artefacts = folder_size(folder)
     # What serving needs on disk: the run's own weights, plus the base model's when the run
@@ -249,6 +350,11 @@ def _cost(context: RunContext, fit_seconds: float, folder: Path) -> dict[str, An
 
 # --------------------------------------------------------------------------- comparing
 
+PRIMARY_METRIC: dict[str, str] = {"classification": "accuracy", "generative": "slot_f1"}
+"""What runs of each task kind are ranked on (and the paired bootstrap compares)."""
+
+METRIC_WORDS = {"accuracy": "accuracy", "slot_f1": "slot F1 (micro)"}
+
 
 @dataclass(frozen=True)
 class RunResult:
@@ -257,9 +363,22 @@ class RunResult:
     eval: dict[str, Any]
     cost: dict[str, Any]
     manifest: dict[str, Any]
-    probabilities: np.ndarray
-    gold: np.ndarray
-    indices: np.ndarray
+    predictions: dict[str, np.ndarray]
+    """Per-example arrays on the eval items ``indices``: a classifier's ``probabilities`` and
+    ``gold`` labels, a generator's slot ``counts``, ``exact`` and ``json_valid``."""
+
+    @property
+    def kind(self) -> str:
+        # Runs finished before generative tasks existed have no "task": classification.
+        return str(self.eval.get("task", "classification"))
+
+    @property
+    def indices(self) -> np.ndarray:
+        return self.predictions["indices"]
+
+    @property
+    def score(self) -> float:
+        return float(self.eval["metrics"][PRIMARY_METRIC[self.kind]])
 
 
 def read_run(folder: Path) -> RunResult:
@@ -267,16 +386,14 @@ def read_run(folder: Path) -> RunResult:
     manifest = run.read_json("manifest.json")
     evaluation = run.read_json("eval.json")
     cost = run.read_json("cost.json")
-    probabilities, gold, indices = run.read_predictions()
+    predictions = run.read_prediction_arrays()
     return RunResult(
         str(manifest.get("strategy", folder.name)),
         folder,
         evaluation,
         cost,
         manifest,
-        probabilities,
-        gold,
-        indices,
+        predictions,
     )
 
 
@@ -293,10 +410,18 @@ def build_comparison(
     if not results:
         raise RunError("no finished runs to compare: " + "; ".join(problems))
     require_same_eval({r.name: str(r.manifest["eval_sha256"]) for r in results})
-    best = max(results, key=lambda r: (not r.eval["sampled"], r.eval["metrics"]["accuracy"]))
+    kinds = {r.kind for r in results}
+    if len(kinds) > 1:
+        named = ", ".join(f"{r.name} ({r.kind})" for r in results)
+        raise RunError(f"runs of different task kinds cannot be compared: {named}")
+    kind = kinds.pop()
+    best = max(results, key=lambda r: (not r.eval["sampled"], r.score))
     rows = [_row(result, best, settings) for result in results]
-    rows.sort(key=lambda row: -row["accuracy"])
+    metric = PRIMARY_METRIC[kind]
+    rows.sort(key=lambda row: -row[metric])
     comparison = {
+        "task": kind,
+        "metric": metric,
         "best": best.name,
         "eval_sha256": best.manifest["eval_sha256"],
         "confidence": settings.confidence,
@@ -307,22 +432,15 @@ def build_comparison(
 
 
 def _row(result: RunResult, best: RunResult, settings: CompareConfig) -> dict[str, Any]:
-    metrics = result.eval["metrics"]
-    difference = _difference_to(result, best, settings)
-    latency = result.eval.get("latency", {})
+    generative = result.kind == "generative"
+    measured = _generative_fields(result) if generative else _accuracy_fields(result)
     return {
         "strategy": result.name,
+        "task": result.kind,
         "n": result.eval["n"],
         "sampled": result.eval["sampled"],
-        "accuracy": metrics["accuracy"],
-        "accuracy_ci": result.eval["accuracy_ci"],
-        "macro_f1": metrics["macro_f1"],
-        "ece": metrics["ece"],
-        "confident_wrong_rate": metrics["confident_wrong_rate"],
-        "vs_best": difference,
-        "latency_batch1_p50_ms": latency.get("batch_1", {}).get("p50_ms"),
-        "latency_batch1_p95_ms": latency.get("batch_1", {}).get("p95_ms"),
-        "latency_batch32_per_example_ms": latency.get("batch_32", {}).get("per_example_ms"),
+        **measured,
+        "vs_best": _difference_to(result, best, settings),
         "size_on_disk_bytes": result.cost.get("size_on_disk_bytes"),
         "trainable_params": result.cost.get("trainable_params"),
         "total_params": result.cost.get("total_params"),
@@ -331,25 +449,66 @@ def _row(result: RunResult, best: RunResult, settings: CompareConfig) -> dict[st
     }
 
 
+def _accuracy_fields(result: RunResult) -> dict[str, Any]:
+    metrics = result.eval["metrics"]
+    latency = result.eval.get("latency", {})
+    return {
+        "accuracy": metrics["accuracy"],
+        "accuracy_ci": result.eval["accuracy_ci"],
+        "macro_f1": metrics["macro_f1"],
+        "ece": metrics["ece"],
+        "confident_wrong_rate": metrics["confident_wrong_rate"],
+        "latency_batch1_p50_ms": latency.get("batch_1", {}).get("p50_ms"),
+        "latency_batch1_p95_ms": latency.get("batch_1", {}).get("p95_ms"),
+        "latency_batch32_per_example_ms": latency.get("batch_32", {}).get("per_example_ms"),
+    }
+
+
+def _generative_fields(result: RunResult) -> dict[str, Any]:
+    metrics = result.eval["metrics"]
+    cost = result.eval.get("cost", {})
+    latency = cost.get("latency", {})
+    return {
+        "slot_f1": metrics["slot_f1"],
+        "slot_f1_ci": result.eval["slot_f1_ci"],
+        "slot_precision": metrics["slot_precision"],
+        "slot_recall": metrics["slot_recall"],
+        "json_valid_rate": metrics["json_valid_rate"],
+        "exact_match": metrics["exact_match"],
+        "latency_batch1_p50_ms": latency.get("p50_ms"),
+        "latency_batch1_p95_ms": latency.get("p95_ms"),
+        "output_tokens_per_s": cost.get("output_tokens_per_s"),
+        "prompt_tokens_per_request": result.eval.get("tokens", {}).get("prompt", {}).get("mean"),
+        "prompt_build_p50_ms": cost.get("prompt_build_latency", {}).get("p50_ms"),
+    }
+
+
 def _difference_to(
     result: RunResult, best: RunResult, settings: CompareConfig
 ) -> dict[str, Any] | None:
-    """Paired bootstrap of accuracy against the best run, on the eval items both scored."""
+    """Paired bootstrap of the primary metric against the best run, on the eval items both
+    scored: accuracy from per-item correctness, slot F1 from per-item slot counts (pooled)."""
     if result.name == best.name:
         return None
     shared, in_result, in_best = np.intersect1d(result.indices, best.indices, return_indices=True)
     if len(shared) == 0:
         return None
-    correct_result = result.probabilities[in_result].argmax(1) == result.gold[in_result]
-    correct_best = best.probabilities[in_best].argmax(1) == best.gold[in_best]
-    difference = paired_bootstrap(
-        correct_result.astype(np.float64),
-        correct_best.astype(np.float64),
-        metric="accuracy",
-        names=(result.name, best.name),
-        resamples=settings.bootstrap_resamples,
-        confidence=settings.confidence,
-    )
+    options: dict[str, Any] = {
+        "names": (result.name, best.name),
+        "resamples": settings.bootstrap_resamples,
+        "confidence": settings.confidence,
+    }
+    if result.kind == "generative":
+        difference = paired_bootstrap_micro_f1(
+            result.predictions["counts"][in_result],
+            best.predictions["counts"][in_best],
+            metric="slot_f1",
+            **options,
+        )
+    else:
+        difference = paired_bootstrap(
+            _correct(result, in_result), _correct(best, in_best), metric="accuracy", **options
+        )
     return {
         "difference": difference.difference,
         "low": difference.low,
@@ -359,20 +518,65 @@ def _difference_to(
     }
 
 
-def leaderboard_markdown(comparison: dict[str, Any]) -> str:
+def _correct(result: RunResult, rows: np.ndarray) -> np.ndarray:
+    probabilities, gold = result.predictions["probabilities"], result.predictions["gold"]
+    correct: np.ndarray = (probabilities[rows].argmax(1) == gold[rows]).astype(np.float64)
+    return correct
+
+
+# (markdown header, compact header for the terminal) of each leaderboard column, per task kind
+COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "classification": (
+        ("strategy", "strategy"),
+        ("accuracy", "accuracy"),
+        ("Δ vs best ({level}% CI)", "Δ vs best ({level}% CI)"),
+        ("macro-F1", "macro-F1"),
+        ("ECE", "ECE"),
+        ("confidently wrong", "conf. wrong"),
+        ("p50 ms (batch 1)", "p50 ms b1"),
+        ("ms/example (batch 32)", "ms/ex b32"),
+        ("size MB", "size MB"),
+        ("trainable params", "trainable"),
+        ("fit s", "fit s"),
+        ("peak MB", "peak MB"),
+    ),
+    "generative": (
+        ("strategy", "strategy"),
+        ("slot F1", "slot F1"),
+        ("Δ vs best ({level}% CI)", "Δ vs best ({level}% CI)"),
+        ("JSON valid", "JSON valid"),
+        ("exact match", "exact"),
+        ("p50 ms (batch 1)", "p50 ms b1"),
+        ("output tokens/s", "out tok/s"),
+        ("prompt tokens/request", "prompt tok"),
+        ("size MB", "size MB"),
+        ("trainable params", "trainable"),
+        ("fit s", "fit s"),
+        ("peak MB", "peak MB"),
+    ),
+}
+
+
+def leaderboard_headers(comparison: dict[str, Any], compact: bool = False) -> list[str]:
+    """Column titles for the comparison's task kind (``compact``: for a terminal)."""
     level = round(comparison["confidence"] * 100)
+    columns = COLUMNS[comparison.get("task", "classification")]
+    return [pair[compact].format(level=level) for pair in columns]
+
+
+def leaderboard_markdown(comparison: dict[str, Any]) -> str:
+    headers = leaderboard_headers(comparison)
     lines = [
-        "| strategy | accuracy | Δ vs best "
-        + f"({level}% CI) | macro-F1 | ECE | confidently wrong | "
-        "p50 ms (batch 1) | ms/example (batch 32) | size MB | trainable params | fit s | peak MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| " + " | ".join(headers) + " |",
+        "|---|" + "---:|" * (len(headers) - 1),
     ]
     for row in comparison["rows"]:
         lines.append("| " + " | ".join(leaderboard_cells(row)) + " |")
     lines.append("")
+    metric = METRIC_WORDS[comparison.get("metric", "accuracy")]
     lines.append(
         f"Best: **{comparison['best']}**. Δ is the paired-bootstrap difference in "
-        "accuracy to the best run on the same eval items; * marks a significant one."
+        f"{metric} to the best run on the same eval items; * marks a significant one."
     )
     for row in comparison["rows"]:
         if row["sampled"]:
@@ -384,34 +588,49 @@ def leaderboard_markdown(comparison: dict[str, Any]) -> str:
 
 
 def leaderboard_cells(row: dict[str, Any]) -> list[str]:
-    low, high = row["accuracy_ci"]
-    difference = row["vs_best"]
-    delta = (
-        "—"
-        if difference is None
-        else (
-            f"{difference['difference'] * 100:+.1f} [{difference['low'] * 100:+.1f}, "
-            f"{difference['high'] * 100:+.1f}]{'*' if difference['significant'] else ''}"
-        )
+    name = row["strategy"] + (" (sample)" if row["sampled"] else "")
+    if row.get("task") == "generative":
+        low, high = row["slot_f1_ci"]
+        measured = [
+            f"{row['slot_f1'] * 100:.2f} [{low * 100:.1f}, {high * 100:.1f}]",
+            _delta(row["vs_best"]),
+            f"{row['json_valid_rate'] * 100:.1f}%",
+            f"{row['exact_match'] * 100:.1f}%",
+            _number(row["latency_batch1_p50_ms"], "{:.1f}"),
+            _number(row["output_tokens_per_s"], "{:.1f}"),
+            _number(row["prompt_tokens_per_request"], "{:.0f}"),
+        ]
+    else:
+        low, high = row["accuracy_ci"]
+        measured = [
+            f"{row['accuracy'] * 100:.2f}% [{low * 100:.1f}, {high * 100:.1f}]",
+            _delta(row["vs_best"]),
+            f"{row['macro_f1'] * 100:.2f}",
+            f"{row['ece']:.3f}",
+            f"{row['confident_wrong_rate'] * 100:.1f}%",
+            _number(row["latency_batch1_p50_ms"], "{:.1f}"),
+            _number(row["latency_batch32_per_example_ms"], "{:.2f}"),
+        ]
+    return [name, *measured, *_cost_cells(row)]
+
+
+def _delta(difference: dict[str, Any] | None) -> str:
+    """A paired difference in points (×100), its CI, and * when significant."""
+    if difference is None:
+        return "—"
+    return (
+        f"{difference['difference'] * 100:+.1f} [{difference['low'] * 100:+.1f}, "
+        f"{difference['high'] * 100:+.1f}]{'*' if difference['significant'] else ''}"
     )
+
+
+def _cost_cells(row: dict[str, Any]) -> list[str]:
+    size, peak = row["size_on_disk_bytes"], row["peak_memory_bytes"]
     return [
-        row["strategy"] + (" (sample)" if row["sampled"] else ""),
-        f"{row['accuracy'] * 100:.2f}% [{low * 100:.1f}, {high * 100:.1f}]",
-        delta,
-        f"{row['macro_f1'] * 100:.2f}",
-        f"{row['ece']:.3f}",
-        f"{row['confident_wrong_rate'] * 100:.1f}%",
-        _number(row["latency_batch1_p50_ms"], "{:.1f}"),
-        _number(row["latency_batch32_per_example_ms"], "{:.2f}"),
-        _number(
-            None if row["size_on_disk_bytes"] is None else row["size_on_disk_bytes"] / 2**20,
-            "{:.1f}",
-        ),
+        _number(None if size is None else size / 2**20, "{:.1f}"),
         _number(row["trainable_params"], "{:,}"),
         _number(row["fit_wall_s"], "{:.1f}"),
-        _number(
-            None if row["peak_memory_bytes"] is None else row["peak_memory_bytes"] / 2**20, "{:.0f}"
-        ),
+        _number(None if peak is None else peak / 2**20, "{:.0f}"),
     ]
 
 
@@ -435,10 +654,13 @@ def compare(
 ) -> Comparison:
     """Prepare data, run every requested strategy, and write the comparison."""
     prepared = prepare_experiment_data(experiment, track, log)
-    task = classification_task(prepared)
+    task = experiment_task(prepared)
+    ordered = ordered_strategies(names, experiment, task.kind)
+    for name in ordered:  # a strategy for another kind of task is a mistake: refuse it at once
+        require_supported(name, resolve_run(name, experiment.strategies.get(name))[0], task.kind)
     failures: dict[str, str] = {}
     folders = []
-    for name in ordered_strategies(names, experiment):
+    for name in ordered:
         try:
             folders.append(run_strategy(name, experiment, prepared, task, track, log, force).path)
         except Exception as exc:  # one failing strategy must not sink the comparison

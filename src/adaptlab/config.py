@@ -175,7 +175,9 @@ class CompareConfig(Section):
     """Which strategies ``adaptlab compare`` runs and how results are measured."""
 
     strategies: list[str] | None = Field(
-        None, description="Strategies to run, in order; empty: every classification strategy."
+        None,
+        description="Strategies to run, in order; empty: every strategy for the data's task kind "
+        "(classification data: classification strategies; chat data: generative ones).",
     )
     bootstrap_resamples: Annotated[int, Ge(100), Le(100_000)] = Field(
         2000, description="Paired-bootstrap resamples for the confidence intervals."

@@ -1,8 +1,9 @@
 """The run directory: the contract between stages.
 
 ``runs/<experiment>/<strategy>/`` holds ``config.yaml``, ``metrics.jsonl`` (training only),
-``eval.json``, ``cost.json``, ``predictions.safetensors`` (per-example probabilities on the
-locked eval set, for paired comparisons), the weights (``model/``, ``adapter/`` or
+``eval.json``, ``cost.json``, ``predictions.safetensors`` (per-example scores on the locked
+eval set, for paired comparisons: a classifier's probabilities, a generator's slot counts),
+``generations.jsonl`` (a generator's answers), the weights (``model/``, ``adapter/`` or
 ``head.safetensors``) and ``manifest.json`` (what the result depends on). Later stages read only
 this folder. ``manifest.json`` is written last: a run without it is unfinished.
 """
@@ -32,6 +33,7 @@ EVAL = "eval.json"
 COST = "cost.json"
 CONFIG = "config.yaml"
 PREDICTIONS = "predictions.safetensors"
+GENERATIONS = "generations.jsonl"
 LIBRARIES = ("torch", "transformers", "peft", "accelerate", "scikit-learn", "numpy", "safetensors")
 
 
@@ -145,26 +147,44 @@ class RunFolder:
             raise RunError(f"{path}: expected a JSON object")
         return value
 
+    def write_jsonl(self, name: str, rows: list[dict[str, Any]]) -> None:
+        text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        write_text_atomic(self.path / name, text)
+
     def write_predictions(
         self, probabilities: np.ndarray, gold: np.ndarray, indices: np.ndarray
     ) -> None:
         """Per-example probabilities, gold labels and their positions in the locked eval set."""
-        tensors: dict[str, np.ndarray] = {
-            "probabilities": probabilities.astype(np.float32),
-            "gold": gold.astype(np.int64),
-            "indices": indices.astype(np.int64),
-        }
-        tmp = self.path / f".{PREDICTIONS}.tmp"
-        save_file(tensors, str(tmp))
-        tmp.replace(self.path / PREDICTIONS)
+        self.write_prediction_arrays(
+            {
+                "probabilities": probabilities.astype(np.float32),
+                "gold": gold.astype(np.int64),
+                "indices": indices.astype(np.int64),
+            }
+        )
 
     def read_predictions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        arrays = self.read_prediction_arrays()
+        try:
+            return arrays["probabilities"], arrays["gold"], arrays["indices"]
+        except KeyError as exc:
+            raise RunError(f"{self.path / PREDICTIONS}: no {exc} predictions") from None
+
+    def write_prediction_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Per-example arrays on the locked eval set, ``indices`` (their positions) among them."""
+        tmp = self.path / f".{PREDICTIONS}.tmp"
+        save_file(arrays, str(tmp))
+        tmp.replace(self.path / PREDICTIONS)
+
+    def read_prediction_arrays(self) -> dict[str, np.ndarray]:
         path = self.path / PREDICTIONS
         try:
-            tensors = load_file(str(path))
-            return tensors["probabilities"], tensors["gold"], tensors["indices"]
-        except (OSError, KeyError, ValueError) as exc:
+            arrays = load_file(str(path))
+        except (OSError, ValueError) as exc:
             raise RunError(f"{path}: unreadable predictions: {exc}") from None
+        if "indices" not in arrays:
+            raise RunError(f"{path}: no eval indices")
+        return arrays
 
 
 def base_manifest(

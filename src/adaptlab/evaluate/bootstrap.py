@@ -180,6 +180,23 @@ def bootstrap_interval(
     return _percentile_interval(means, confidence)
 
 
+def micro_f1_interval(
+    counts: npt.ArrayLike,
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of one system's micro-F1 from per-example (TP, FP, FN) counts:
+    each resample pools the counts of its examples, as :func:`paired_bootstrap_micro_f1`."""
+    values = _checked_counts("counts", counts)
+    _check_settings(resamples, confidence)
+    scores = _resampled(
+        len(values), resamples, seed, lambda rows: _micro_f1_rows(values[rows].sum(axis=1))
+    )
+    return _percentile_interval(scores, confidence)
+
+
 def two_sided_p_value(observed: float, differences: FloatArray) -> float:
     """Two-sided bootstrap p-value of ``observed`` given the resampled ``differences``.
 

@@ -2,12 +2,14 @@
 
 from adaptlab.strategies import (  # noqa: F401
     distill,
+    few_shot,
     frozen,
     full,
     knn,
     llm_prompt,
     lora,
     partial,
+    prompt,
     scratch,
     setfit,
     zero_shot,

@@ -5,6 +5,13 @@ loss, and what it saves. Everything else (data, batching, the training loop, eva
 run directory) is shared. Adding one is one file in this package that ends in
 ``register(XStrategy)``, one import line in ``strategies/__init__.py`` and one row in the shared
 test matrix (``tests/unit/strategies/test_matrix.py``).
+
+Two kinds of task reach a strategy, decided by the prepared data's format: ``classification``
+(texts and labels; the strategy returns a :class:`Classifier`) and ``generative`` (chat records
+whose answers are JSON slot frames; the strategy returns a :class:`Generator`). A strategy
+names the kinds it handles in ``tasks``; one that says nothing handles classification, the
+only kind there was before generative tasks, and ``compare`` refuses to run a strategy on a
+kind it does not name (:func:`require_supported`).
 """
 
 from __future__ import annotations
@@ -12,12 +19,21 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypeVar
 
-from adaptlab.config import ExperimentConfig, TrainConfig
+from adaptlab.config import ConfigError, ExperimentConfig, TrainConfig
+
+if TYPE_CHECKING:
+    from adaptlab.evaluate.generation import DecodingConfig
+    from adaptlab.models.causal_lm import CausalLM
+
+TaskKind = Literal["classification", "generative"]
+Messages = list[dict[str, Any]]
+"""A chat conversation: ``{"role", "content", ...}`` messages, as in chat JSONL records."""
 
 Track = Callable[[Iterable[Any], str, int], Iterable[Any]]
 
@@ -53,6 +69,7 @@ class StrategyConfig(BaseModel):
 class ClassificationTask:
     """Texts and integer labels of the prepared train and locked eval sets."""
 
+    kind: ClassVar[TaskKind] = "classification"
     label_names: tuple[str, ...]
     train_texts: list[str]
     train_labels: np.ndarray
@@ -64,6 +81,43 @@ class ClassificationTask:
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
+
+    @property
+    def eval_size(self) -> int:
+        return len(self.eval_texts)
+
+
+@dataclass(frozen=True)
+class GenerativeTask:
+    """Chat records of the prepared train and locked eval sets, and the gold slot frames.
+
+    A record is its whole conversation, the reference answer (the last assistant message)
+    included; what a model is asked is :attr:`eval_requests`. Each answer is a JSON object of
+    slot -> value (restaurant8k), so ``eval_frames[i]`` is eval record i's answer parsed.
+    """
+
+    kind: ClassVar[TaskKind] = "generative"
+    slots: tuple[str, ...]
+    """Every slot the train and eval answers name, in the data's canonical order."""
+    train_records: list[Messages]
+    eval_records: list[Messages]
+    eval_frames: list[dict[str, str]]
+    train_sha256: str
+    eval_sha256: str
+
+    @property
+    def eval_size(self) -> int:
+        return len(self.eval_records)
+
+    @property
+    def eval_requests(self) -> list[Messages]:
+        """Each eval record's messages before its reference answer."""
+        from adaptlab.evaluate.generation import request_messages  # torch: load on use
+
+        return [request_messages({"messages": record}) for record in self.eval_records]
+
+
+Task = ClassificationTask | GenerativeTask
 
 
 @runtime_checkable
@@ -77,13 +131,37 @@ class Classifier(Protocol):
         ...
 
 
+@runtime_checkable
+class Generator(Protocol):
+    """A fitted model that answers chat requests: the LM that decodes (greedy, with these
+    settings) and the conversation it is given for each request."""
+
+    @property
+    def lm(self) -> CausalLM: ...
+
+    @property
+    def decoding(self) -> DecodingConfig: ...
+
+    def conversations(self, requests: Sequence[Messages]) -> list[Messages]:
+        """What the model continues for each request (an eval record's messages before its
+        answer), with whatever the strategy adds: an instruction, examples."""
+        ...
+
+
+TaskT = TypeVar("TaskT", bound=Task, default=ClassificationTask)
+
+
 @dataclass
-class RunContext:
-    """Everything a strategy may use while fitting, and the folder it writes to."""
+class RunContext(Generic[TaskT]):
+    """Everything a strategy may use while fitting, and the folder it writes to.
+
+    ``RunContext`` alone is a classification run; a generative strategy takes
+    ``RunContext[GenerativeTask]``.
+    """
 
     name: str
     folder: Path
-    task: ClassificationTask
+    task: TaskT
     experiment: ExperimentConfig
     config: StrategyConfig
     train: TrainConfig
@@ -106,7 +184,13 @@ class RunContext:
 
 
 class Strategy(Protocol):
-    """What every strategy implements."""
+    """What every strategy implements.
+
+    A strategy may also set ``tasks: ClassVar[tuple[TaskKind, ...]]``, the task kinds it
+    handles (default ``("classification",)``, see :func:`supported_tasks`); ``fit`` and
+    ``load`` then get a run of one of those kinds and return a :class:`Classifier` for a
+    classification task, a :class:`Generator` for a generative one.
+    """
 
     name: ClassVar[str]
     config_type: ClassVar[type[StrategyConfig]]
@@ -116,13 +200,50 @@ class Strategy(Protocol):
         """Names of runs that must exist before this one (a distillation teacher)."""
         ...
 
-    def fit(self, run: RunContext) -> Classifier:
+    def fit(self, run: RunContext[Any]) -> Classifier | Generator:
         """Fit on ``run.task`` and write the artefacts into ``run.folder``."""
         ...
 
-    def load(self, run: RunContext) -> Classifier:
-        """Rebuild the fitted classifier from ``run.folder`` alone."""
+    def load(self, run: RunContext[Any]) -> Classifier | Generator:
+        """Rebuild the fitted model from ``run.folder`` alone."""
         ...
+
+
+DEFAULT_TASKS: tuple[TaskKind, ...] = ("classification",)
+
+
+def supported_tasks(strategy: Strategy | type[Any]) -> tuple[TaskKind, ...]:
+    """The task kinds a strategy handles: its ``tasks``, or classification when it has none
+    (every strategy written before generative tasks existed)."""
+    tasks: tuple[TaskKind, ...] = getattr(strategy, "tasks", DEFAULT_TASKS)
+    return tasks
+
+
+class UnsupportedTaskError(ConfigError):
+    """A strategy asked to run on a task kind it does not handle; the message names both."""
+
+
+def require_supported(name: str, strategy: Strategy | type[Any], task_kind: TaskKind) -> None:
+    """Raise :class:`UnsupportedTaskError` unless ``strategy`` (run ``name``) handles
+    ``task_kind``."""
+    supported = supported_tasks(strategy)
+    if task_kind not in supported:
+        strategy_name = getattr(strategy, "name", name)
+        run = f"'{name}'" if strategy_name == name else f"'{name}' (strategy '{strategy_name}')"
+        raise UnsupportedTaskError(
+            f"strategy {run} handles {' and '.join(supported)} tasks, but this experiment's "
+            f"data makes a {task_kind} task"
+            + (" (chat records)" if task_kind == "generative" else " (texts with labels)")
+            + f"; choose strategies for {task_kind} tasks: "
+            + ", ".join(strategies_for(task_kind))
+        )
+
+
+def strategies_for(task_kind: TaskKind) -> list[str]:
+    """Registered strategies that handle ``task_kind``, sorted by name."""
+    from adaptlab import strategies  # noqa: F401  (importing the package registers them all)
+
+    return sorted(name for name, s in REGISTRY.items() if task_kind in supported_tasks(s))
 
 
 StrategyT = TypeVar("StrategyT")

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from annotated_types import Ge, Gt
 from pydantic import Field
-from safetensors.numpy import load_file, save_file
 
 from adaptlab.models.bundled import MINILM, SMOLLM2
 from adaptlab.models.causal_lm import CausalLM, PromptCache, TokenTree
-from adaptlab.models.encoder import FrozenEncoder, embed_texts, softmax
+from adaptlab.models.encoder import softmax
+from adaptlab.models.retrieval import ExampleIndex
 from adaptlab.paths import write_text_atomic
 from adaptlab.strategies.base import RunContext, StrategyConfig, register
 from adaptlab.strategies.zero_shot import label_text
@@ -131,22 +131,12 @@ def system_message(instruction: str, label_texts: Sequence[str], numbered: bool)
 
 
 @dataclass
-class ExampleRetriever:
-    """Labelled training examples and their embeddings; finds the nearest to a text."""
+class ExampleRetriever(ExampleIndex):
+    """Labelled training examples and their embeddings; ``nearest`` finds the closest to a
+    text (least similar first)."""
 
-    encoder: FrozenEncoder
-    vectors: np.ndarray
     texts: list[str]
     labels: np.ndarray
-
-    def nearest(self, texts: Sequence[str], k: int) -> np.ndarray:
-        """``(len(texts), k)`` example indices, least similar first: the closest example
-        ends up in the turn right before the text."""
-        similarity = self.encoder.embed(texts) @ self.vectors.T
-        k = min(k, similarity.shape[1])
-        top = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
-        order = np.argsort(np.take_along_axis(similarity, top, axis=1), axis=1, kind="stable")
-        return np.take_along_axis(top, order, axis=1)
 
 
 class PromptClassifier:
@@ -288,22 +278,18 @@ class LlmPromptStrategy:
 
 def save_examples(run: RunContext, spec: PromptSpec) -> ExampleRetriever:
     """Embed the training set for few-shot retrieval and keep it in the run folder."""
-    encoder = FrozenEncoder.load(spec.retriever, run.max_length)
     texts = list(run.task.train_texts)
-    vectors = embed_texts(
-        spec.retriever, texts, run.max_length, encoder=(encoder.tokenizer, encoder.model)
-    )
+    index = ExampleIndex.build(spec.retriever, texts, run.max_length)
     labels = run.task.train_labels.astype(np.int64)
-    save_file({"vectors": vectors, "labels": labels}, str(run.folder / EXAMPLES))
+    index.save(run.folder / EXAMPLES, labels=labels)
     write_text_atomic(run.folder / EXAMPLE_TEXTS, json.dumps(texts) + "\n")
-    return ExampleRetriever(encoder, vectors, texts, labels)
+    return ExampleRetriever(index.encoder, index.vectors, texts, labels)
 
 
 def load_examples(run: RunContext, spec: PromptSpec) -> ExampleRetriever:
-    tensors = load_file(str(run.folder / EXAMPLES))
+    index, tensors = ExampleIndex.load(run.folder / EXAMPLES, spec.retriever, run.max_length)
     texts = json.loads((run.folder / EXAMPLE_TEXTS).read_text())
-    encoder = FrozenEncoder.load(spec.retriever, run.max_length)
-    return ExampleRetriever(encoder, tensors["vectors"], texts, tensors["labels"])
+    return ExampleRetriever(index.encoder, index.vectors, texts, tensors["labels"])
 
 
 register(LlmPromptStrategy)

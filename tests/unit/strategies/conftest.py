@@ -3,12 +3,15 @@
 ``tiny_encoder`` is a 2-layer BERT with hidden size 32, randomly initialised and saved as a
 local model folder with the bundled MiniLM tokenizer, so every strategy loads it through the
 same code path as a real model. ``tiny_task`` is a 3-class toy task whose classes are separable
-by their words. ``tiny_llm`` is a random 2-layer Llama for the prompted strategy, and
-``make_teacher`` puts a finished fine-tuned run (``teacher_model``) where distill looks for one.
+by their words. ``tiny_llm`` is a random 2-layer Llama for the prompted strategies,
+``tiny_chat_task`` a generative task of restaurant8k-shaped chat records (:func:`chat_records`),
+and ``make_teacher`` puts a finished fine-tuned run (``teacher_model``) where distill looks for
+one.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -19,16 +22,20 @@ import pytest
 import torch
 
 from adaptlab.config import ExperimentConfig, TrainConfig
+from adaptlab.data.convert import DEFAULT_SLOT_SYSTEM_PROMPT, SLOT_ORDER
 from adaptlab.models.bundled import MINILM, resolve_model
 from adaptlab.models.encoder import SentenceClassifier, load_encoder, save_classifier
 from adaptlab.runs import RunFolder, base_manifest
 from adaptlab.strategies.base import (
     ClassificationTask,
+    GenerativeTask,
     RunContext,
     StrategyConfig,
     get_strategy,
     merged_train_config,
+    resolve_run,
     strategy_config,
+    supported_tasks,
 )
 from adaptlab.train.classifier import fit_classifier
 
@@ -97,21 +104,90 @@ def tiny_task() -> ClassificationTask:
     )
 
 
-RunFactory = Callable[..., RunContext]
+# Restaurant8k-shaped utterances: (text, slots), every value spelled as in the text.
+UTTERANCES: list[tuple[str, dict[str, str]]] = [
+    ("a table for 2 at 7pm please", {"people": "2", "time": "7pm"}),
+    ("can we book for four people tomorrow", {"people": "four", "date": "tomorrow"}),
+    ("my name is Anna Berg", {"first_name": "Anna", "last_name": "Berg"}),
+    ("is the terrace open in winter?", {}),
+    ("reserve friday at noon for 6", {"people": "6", "date": "friday", "time": "noon"}),
+    ("the booking is under Tom Reyes", {"first_name": "Tom", "last_name": "Reyes"}),
+    ("do you have vegan dishes", {}),
+    ("three of us on saturday evening at 8:30", {"people": "three", "time": "8:30"}),
+    ("put it under Lee please", {"last_name": "Lee"}),
+    ("next monday, 5 guests", {"people": "5", "date": "next monday"}),
+    ("what time do you close", {}),
+    ("we would like lunch at 1pm", {"time": "1pm"}),
+    ("Maria here, booking for 12 on the 14th", {"people": "12", "date": "the 14th"}),
+    ("can I bring my dog along", {}),
+    ("dinner for two on sunday at half past six", {"people": "two", "date": "sunday"}),
+    ("I'm Omar Haddad and we are 3", {"people": "3", "first_name": "Omar"}),
+    ("is there parking nearby", {}),
+    ("book me in for tonight at 9", {"date": "tonight", "time": "9"}),
+    ("a quiet table for 4, surname Novak", {"people": "4", "last_name": "Novak"}),
+    ("does the menu change weekly", {}),
+    ("eight people on wednesday", {"people": "eight", "date": "wednesday"}),
+    ("please hold a table at 7:45 for Ruth", {"time": "7:45", "first_name": "Ruth"}),
+    ("are children welcome at dinner", {}),
+    ("two adults, thursday lunch at 12:30", {"people": "two", "time": "12:30"}),
+]
+
+
+def chat_record(text: str, slots: dict[str, str]) -> dict[str, Any]:
+    """One record as ``adaptlab data convert restaurant8k`` writes it."""
+    frame = {slot: slots[slot] for slot in SLOT_ORDER if slot in slots}
+    return {
+        "messages": [
+            {"role": "system", "content": DEFAULT_SLOT_SYSTEM_PROMPT},
+            {"role": "user", "content": text},
+            {"role": "assistant", "content": json.dumps(frame)},
+        ]
+    }
+
+
+def chat_records() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """16 training and 8 eval records."""
+    records = [chat_record(text, slots) for text, slots in UTTERANCES]
+    return records[:16], records[16:]
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_task() -> GenerativeTask:
+    train, evaluation = chat_records()
+    return GenerativeTask(
+        SLOT_ORDER,
+        [record["messages"] for record in train],
+        [record["messages"] for record in evaluation],
+        [json.loads(record["messages"][-1]["content"]) for record in evaluation],
+        "chat-train-sha",
+        "chat-eval-sha",
+    )
+
+
+RunFactory = Callable[..., RunContext[Any]]
 
 
 @pytest.fixture
-def make_run(tmp_path: Path, tiny_encoder: Path, tiny_task: ClassificationTask) -> RunFactory:
-    """A RunContext for strategy ``name`` on the tiny encoder and task.
+def make_run(
+    tmp_path: Path,
+    tiny_encoder: Path,
+    tiny_task: ClassificationTask,
+    request: pytest.FixtureRequest,
+) -> RunFactory:
+    """A RunContext for strategy ``name`` on the tiny encoder and task, or, for a strategy of
+    generative tasks, on the tiny Llama and chat task.
 
     ``train`` overrides training settings (default: 2 optimizer steps of 8 examples, dropout
     aside, so tests are quick); ``settings`` is the strategy's own config.
     """
 
-    def make(name: str, settings: dict[str, Any] | None = None, **train: Any) -> RunContext:
+    def make(name: str, settings: dict[str, Any] | None = None, **train: Any) -> RunContext[Any]:
+        generative = "generative" in supported_tasks(resolve_run(name, settings)[0])
+        task = request.getfixturevalue("tiny_chat_task") if generative else tiny_task
+        base_model = request.getfixturevalue("tiny_llm") if generative else tiny_encoder
         experiment = ExperimentConfig.model_validate(
             {
-                "model": {"base_model": str(tiny_encoder), "sequence_len": 32},
+                "model": {"base_model": str(base_model), "sequence_len": 32},
                 "strategies": {name: settings or {}},
             }
         )
@@ -129,7 +205,7 @@ def make_run(tmp_path: Path, tiny_encoder: Path, tiny_task: ClassificationTask) 
         folder = tmp_path / "runs" / name
         folder.mkdir(parents=True, exist_ok=True)
         assert get_strategy(name).config_type is type(config)
-        return RunContext(name, folder, tiny_task, experiment, config, merged, tmp_path / "runs")
+        return RunContext(name, folder, task, experiment, config, merged, tmp_path / "runs")
 
     return make
 
@@ -180,7 +256,7 @@ def make_teacher(teacher_model: Path, tiny_task: ClassificationTask) -> TeacherF
     return make
 
 
-def copy_run(run: RunContext, destination: Path) -> RunContext:
+def copy_run(run: RunContext[Any], destination: Path) -> RunContext[Any]:
     """The same run context pointing at a copy of its folder (for save → load tests)."""
     shutil.copytree(run.folder, destination)
     return RunContext(

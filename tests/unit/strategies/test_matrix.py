@@ -1,11 +1,14 @@
 """The shared strategy matrix: every strategy crossed with the generic checks (STYLE.md).
 
 A row names a strategy, the settings it runs with, and which of the optional checks apply;
-adding a strategy is one line in ``ROWS``. Every row gets: fit gives a probability for every
-label and records its cost facts; save → load gives the same probabilities; the run folder
-holds no pickle. ``trains`` rows also get: the shared loop ran once, every trainable parameter
-changed and every frozen one is bit-identical (the loop is spied on, so no strategy needs a
-hook); other rows must not run the loop. ``merges`` rows: the merged adapter gives the
+adding a strategy is one line in ``ROWS``. A strategy for classification tasks runs on the
+tiny encoder and 3-class task, one for generative tasks on the tiny Llama and chat task (see
+``make_run``). Every row gets: fit gives valid outputs (a probability for every label; an
+answer for every request) and records its cost facts; save → load gives the same outputs
+(probabilities; prompts and generated tokens); the run folder holds no pickle. ``trains`` rows
+also get: the shared loop ran once, every trainable parameter changed and every frozen one is
+bit-identical (the loop is spied on, so no strategy needs a hook); other rows must not run the
+loop. ``merges`` rows: the merged adapter gives the
 unmerged logits.
 
 A setting can name a session fixture (``FromFixture``, e.g. the tiny Llama's folder), and a row
@@ -28,10 +31,20 @@ from tests.unit.strategies.conftest import TeacherFactory, copy_run
 
 import adaptlab.strategies  # every strategy module, so the loop spy finds their imports
 import adaptlab.train.loop
+from adaptlab.evaluate.generation import generate_chat
 from adaptlab.models.encoder import EncoderClassifier, run_batched
-from adaptlab.strategies.base import ClassificationTask, Classifier, RunContext, get_strategy
+from adaptlab.strategies.base import (
+    ClassificationTask,
+    Classifier,
+    GenerativeTask,
+    Generator,
+    RunContext,
+    Task,
+    get_strategy,
+    supported_tasks,
+)
 
-RunFactory = Callable[..., RunContext]
+RunFactory = Callable[..., RunContext[Any]]
 
 
 @dataclass(frozen=True)
@@ -60,6 +73,11 @@ class Row:
     the runs root before fitting."""
 
     @property
+    def task(self) -> str:
+        """The task kind the row runs on: the first its strategy handles."""
+        return supported_tasks(get_strategy(self.strategy))[0]
+
+    @property
     def id(self) -> str:
         options = ",".join(f"{key}={value}" for key, value in self.settings.items())
         return f"{self.strategy}[{options}]" if options else self.strategy
@@ -80,15 +98,19 @@ ROWS = [
     Row("distill", teacher="full", trains=True),
     Row("llm_prompt", {"model": TINY_LLM}),
     Row("llm_prompt", {"model": TINY_LLM, "few_shot_k": 2, "retriever": TINY_ENCODER}),
+    Row("prompt", {"decoding": {"max_new_tokens": 4}}),
+    Row("few_shot", {"k": 2, "retriever": TINY_ENCODER, "decoding": {"max_new_tokens": 4}}),
 ]
 
 
-def rows(*, trains: bool | None = None, merges: bool | None = None) -> Any:
+def rows(*, trains: bool | None = None, merges: bool | None = None, task: str | None = None) -> Any:
     """``ROWS`` (filtered by the flags given) as pytest parameters named by ``Row.id``."""
     chosen = [
         row
         for row in ROWS
-        if (trains is None or row.trains == trains) and (merges is None or row.merges == merges)
+        if (trains is None or row.trains == trains)
+        and (merges is None or row.merges == merges)
+        and (task is None or row.task == task)
     ]
     return pytest.mark.parametrize("row", chosen, ids=[row.id for row in chosen])
 
@@ -132,7 +154,7 @@ def loop_calls(monkeypatch: pytest.MonkeyPatch) -> list[LoopCall]:
     return calls
 
 
-RowRunFactory = Callable[..., RunContext]
+RowRunFactory = Callable[..., RunContext[Any]]
 
 
 @pytest.fixture
@@ -147,7 +169,7 @@ def run_for(
     fixture, so ``loop_calls`` never records the teacher's training.
     """
 
-    def prepare(row: Row, **train: Any) -> RunContext:
+    def prepare(row: Row, **train: Any) -> RunContext[Any]:
         settings = {
             key: str(request.getfixturevalue(value.fixture))
             if isinstance(value, FromFixture)
@@ -162,23 +184,49 @@ def run_for(
     return prepare
 
 
-def fitted(run_for: RowRunFactory, row: Row) -> tuple[RunContext, Classifier]:
+def fitted(run_for: RowRunFactory, row: Row) -> tuple[RunContext[Any], Any]:
     run = run_for(row)
     return run, get_strategy(row.strategy).fit(run)
 
 
-@rows()
-def test_fit_gives_a_probability_for_every_label(
-    row: Row, run_for: RowRunFactory, tiny_task: ClassificationTask
-) -> None:
-    _, classifier = fitted(run_for, row)
+def outputs(model: Classifier | Generator, task: Task) -> Any:
+    """A classifier's probabilities on the eval texts; a generator's prompts for the eval
+    requests and the tokens it generates for them."""
+    if isinstance(task, GenerativeTask):
+        assert isinstance(model, Generator)
+        conversations = model.conversations(task.eval_requests)
+        answers = generate_chat(model.lm, conversations, model.decoding)
+        return conversations, [answer.token_ids for answer in answers]
+    return model.predict_proba(task.eval_texts)
+
+
+@rows(task="classification")
+def test_fit_gives_a_probability_for_every_label(row: Row, run_for: RowRunFactory) -> None:
+    run, classifier = fitted(run_for, row)
+    task = run.task
 
     assert isinstance(classifier, Classifier)
-    assert list(classifier.label_names) == list(tiny_task.label_names)
-    probabilities = classifier.predict_proba(tiny_task.eval_texts)
-    assert probabilities.shape == (len(tiny_task.eval_texts), 3)
+    assert list(classifier.label_names) == list(task.label_names)
+    probabilities = outputs(classifier, task)
+    assert probabilities.shape == (len(task.eval_texts), 3)
     assert (probabilities >= 0).all()
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+@rows(task="generative")
+def test_fit_gives_an_answer_for_every_request(row: Row, run_for: RowRunFactory) -> None:
+    run, generator = fitted(run_for, row)
+    task = run.task
+
+    assert isinstance(generator, Generator) and not isinstance(generator, Classifier)
+    conversations, answers = outputs(generator, task)
+    assert len(conversations) == len(answers) == len(task.eval_requests)
+    for conversation, request, tokens in zip(
+        conversations, task.eval_requests, answers, strict=True
+    ):
+        assert conversation[0]["role"] == "system"
+        assert conversation[-1] == request[-1]  # the request's own turn comes last
+        assert 1 <= len(tokens) <= generator.decoding.max_new_tokens
 
 
 @rows()
@@ -194,21 +242,20 @@ def test_fit_records_parameter_counts_and_whether_serving_needs_the_base_model(
 
 
 @rows()
-def test_save_then_load_gives_identical_probabilities(
-    row: Row, run_for: RowRunFactory, tiny_task: ClassificationTask, tmp_path: Path
+def test_save_then_load_gives_identical_outputs(
+    row: Row, run_for: RowRunFactory, tmp_path: Path
 ) -> None:
-    run, classifier = fitted(run_for, row)
+    run, model = fitted(run_for, row)
+    before = outputs(model, run.task)
     copy = copy_run(run, tmp_path / "copied")
     shutil.rmtree(run.folder)  # loading may use the copy alone (and the base model)
 
-    loaded = get_strategy(row.strategy).load(copy)
+    after = outputs(get_strategy(row.strategy).load(copy), copy.task)
 
-    np.testing.assert_allclose(
-        loaded.predict_proba(tiny_task.eval_texts),
-        classifier.predict_proba(tiny_task.eval_texts),
-        rtol=0,
-        atol=1e-6,
-    )
+    if isinstance(before, np.ndarray):
+        np.testing.assert_allclose(after, before, rtol=0, atol=1e-6)
+    else:
+        assert after == before
 
 
 SAFE_SUFFIXES = {".safetensors", ".json", ".jsonl", ".yaml", ".txt"}
