@@ -1,7 +1,8 @@
 """Benchmark: every classification strategy on banking77 (full data), with the hand-written
 anchors run in the same session on the same machine, reported as ratios.
 
-    python bench/banking77.py [--skip-compare] [--anchors probe,trainer,setfit] [--out DIR]
+    python bench/banking77.py [--skip-compare] [--strategies a,b] [--anchors probe,trainer,setfit]
+                              [--anchors-from EARLIER.json] [--anchor-python PY] [--out DIR]
 
 1. ``adaptlab compare configs/banking77.yaml`` with cold embedding and ONNX caches (so
    ``frozen`` pays for its embeddings, as the anchor does).
@@ -128,6 +129,12 @@ def main() -> None:
     )
     parser.add_argument("--anchors", default="probe,trainer,setfit")
     parser.add_argument(
+        "--anchors-from",
+        type=Path,
+        help="A previous run's printed JSON: its anchors are reused (marked as such) for those "
+        "not run now, so slow anchors can be measured once in a quiet window.",
+    )
+    parser.add_argument(
         "--anchor-python",
         default=sys.executable,
         help="Interpreter for the anchors (the SetFit library lives in its own venv).",
@@ -158,6 +165,10 @@ def main() -> None:
             anchors[name] = run_json(scripts[name])
         except (subprocess.CalledProcessError, KeyError) as exc:
             anchors[name] = {"error": str(exc)[:300]}
+    if args.anchors_from:
+        earlier = json.loads(args.anchors_from.read_text())["anchors"]
+        for name, result in earlier.items():
+            anchors.setdefault(name, {**result, "from": str(args.anchors_from)})
     summary = {
         "bench": "banking77",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
