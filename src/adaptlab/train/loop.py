@@ -225,7 +225,12 @@ def build_optimizer(
         {"params": decay, "weight_decay": config.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(0.9, 0.999), eps=1e-8)
+    # fused: one kernel for every parameter. PyTorch's default on a CPU is a Python loop over
+    # the tensors, which cost a 6-layer MiniLM ~0.1 s per step (a fifth of the step) in a
+    # profile; HF Trainer's default is the fused kernel too (adamw_torch_fused).
+    return torch.optim.AdamW(
+        groups, lr=config.learning_rate, betas=(0.9, 0.999), eps=1e-8, fused=True
+    )
 
 
 def train(
