@@ -164,10 +164,15 @@ def load_optimizer_tensors(
         if name not in parameters:
             raise KeyError(f"checkpoint has optimizer state for unknown parameter {name!r}")
         states.setdefault(name, {})[key] = value
+    # Moments live beside their parameter. AdamW keeps its scalar step count on the CPU, except
+    # the fused (and capturable) kernels, which read it on the parameter's device.
+    defaults = optimizer.defaults
+    steps_beside = bool(defaults.get("fused") or defaults.get("capturable"))
     for name, state in states.items():
         parameter = parameters[name]
-        # Moments live beside their parameter; AdamW keeps its scalar step count on the CPU.
         optimizer.state[parameter] = {
-            key: value.to(parameter.device) if value.shape == parameter.shape else value
+            key: value.to(parameter.device)
+            if value.shape == parameter.shape or steps_beside
+            else value
             for key, value in state.items()
         }
