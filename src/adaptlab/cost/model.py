@@ -59,6 +59,8 @@ STRATEGY_METHODS: dict[str, TrainingMethod] = {
     "knn": "features",
     "zero_shot": "none",  # embeds the label names only
     "llm_prompt": "none",
+    "prompt": "none",
+    "few_shot": "none",  # embeds the training requests once, for retrieval
 }
 """How each built-in strategy trains, for :func:`training_flops`."""
 
