@@ -228,8 +228,7 @@ def embed_texts(
     def compute() -> np.ndarray:
         tokenizer, model = encoder or load_encoder(name)
         model.eval()
-        pooled = PooledEncoder(model)
-        return run_batched(pooled, tokenizer, texts, max_length, batch_size).float().numpy()
+        return FrozenEncoder(tokenizer, model, max_length, batch_size).embed(texts)
 
     return cached_embeddings(name, texts, max_length, compute)
 
