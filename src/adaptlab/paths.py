@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -48,3 +49,18 @@ def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through :func:`atomic_write`."""
     with atomic_write(path) as handle:
         handle.write(text)
+
+
+def write_folder(folder: Path, write: Callable[[Path], Any]) -> None:
+    """Run ``write`` into a new temporary folder beside ``folder``, then rename it into place:
+    a crash leaves the previous folder or none, never a half-written one."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        write(staging)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -15,15 +15,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
-import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adaptlab.paths import cache_dir
+from adaptlab.paths import cache_dir, write_folder
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -145,7 +141,7 @@ def smollm2_tokenizer_folder() -> Path:
         return converted
     target = cache_dir() / "tokenizers" / f"smollm2-135m-instruct-{digest[:16]}"
     if not (target / "tokenizer.json").exists():
-        _stage(target, lambda staging: _gguf_tokenizer(gguf_path).save_pretrained(staging))
+        write_folder(target, lambda staging: _gguf_tokenizer(gguf_path).save_pretrained(staging))
     return target
 
 
@@ -153,20 +149,6 @@ def _gguf_tokenizer(gguf_path: Path) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
-
-
-def _stage(target: Path, write: Callable[[Path], Any]) -> None:
-    """Run ``write`` into a temporary folder beside ``target``, then rename it into place."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        write(staging)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def convert_gguf(gguf_path: Path, target: Path) -> None:
@@ -187,4 +169,4 @@ def convert_gguf(gguf_path: Path, target: Path) -> None:
         rebuilt.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
 
-    _stage(target, write)
+    write_folder(target, write)

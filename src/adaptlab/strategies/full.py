@@ -11,9 +11,6 @@ random, so the first steps do not push a random head's noise into the encoder. T
 from __future__ import annotations
 
 import re
-import shutil
-from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
@@ -30,6 +27,7 @@ from adaptlab.models.encoder import (
     load_encoder,
     save_classifier,
 )
+from adaptlab.paths import write_folder
 from adaptlab.strategies.base import RunContext, StrategyConfig, register
 from adaptlab.train.classifier import fit_classifier, freeze
 from adaptlab.train.loop import Batch, LossFunction
@@ -171,19 +169,6 @@ def label_smoothed_cross_entropy(smoothing: float) -> LossFunction:
         return total, int(batch["labels"].numel())
 
     return loss
-
-
-def write_folder(folder: Path, write: Callable[[Path], None]) -> None:
-    """Write ``folder`` complete under a temporary name and rename it into place, so a crash
-    leaves the previous folder or none, never a half-written one."""
-    staging = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        write(staging)
-        shutil.rmtree(folder, ignore_errors=True)
-        staging.rename(folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def classifier_meta(run: RunContext) -> dict[str, Any]:

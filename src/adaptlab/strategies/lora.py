@@ -34,6 +34,7 @@ from adaptlab.models.encoder import (
     read_meta,
     save_head,
 )
+from adaptlab.paths import write_folder
 from adaptlab.strategies.base import RunContext, StrategyConfig, register
 from adaptlab.strategies.full import (
     FullConfig,
@@ -41,7 +42,6 @@ from adaptlab.strategies.full import (
     is_pooler,
     label_smoothed_cross_entropy,
     pretrained_classifier,
-    write_folder,
 )
 from adaptlab.train.classifier import fit_classifier
 
