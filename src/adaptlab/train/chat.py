@@ -436,37 +436,46 @@ def pad_token_id(tokenizer: Any) -> int:
 def chat_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """Next-token cross-entropy summed over the labelled tokens, and their count
     (``TrainTask.loss``: the loop divides by the count of the whole optimizer step)."""
-    logits = _logits(model, batch)[:, :-1]
-    targets = batch["labels"][:, 1:]
-    loss = F.cross_entropy(
-        logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-    )
-    return loss, (targets != IGNORE_INDEX).sum()
+    logits, targets, _ = _trained_logits(model, batch)
+    loss = F.cross_entropy(logits.float(), targets, reduction="sum")
+    return loss, torch.tensor(targets.numel())
 
 
 def sequence_losses(
     model: torch.nn.Module, batch: Batch
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per example of the batch (packed or not): its ``index``, summed loss and token count."""
-    logits = _logits(model, batch)[:, :-1]
-    targets = batch["labels"][:, 1:].flatten()
-    token_losses = F.cross_entropy(
-        logits.flatten(0, 1).float(), targets, ignore_index=IGNORE_INDEX, reduction="none"
-    )
-    trained = targets != IGNORE_INDEX
-    owners = batch["sequence_index"][:, 1:].flatten()[trained]
+    logits, targets, trained = _trained_logits(model, batch)
+    token_losses = F.cross_entropy(logits.float(), targets, reduction="none")
+    owners = batch["sequence_index"][:, 1:][trained[:, :-1]]
     indices, slots = torch.unique(owners, return_inverse=True)
     sums = torch.zeros(len(indices), device=token_losses.device)
-    sums = sums.index_add(0, slots, token_losses[trained])
+    sums = sums.index_add(0, slots, token_losses)
     return indices, sums, torch.bincount(slots, minlength=len(indices))
 
 
 FORWARD_KEYS = ("input_ids", "attention_mask", "position_ids")
 
 
-def _logits(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+def _trained_logits(
+    model: torch.nn.Module, batch: Batch
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The logits of the positions whose next token is trained, ``(n, vocab)``, their target
+    ids ``(n,)`` and the ``(batch, length)`` mask of those positions.
+
+    Only those positions go through the output layer (``logits_to_keep`` with a boolean mask,
+    transformers >= 5): in a chat example most tokens are prompt, and a 49k-word vocabulary
+    makes the output layer and the softmax over every position a large share of a small
+    model's step. A model that ignores the argument returns every position's logits, which
+    are then selected here.
+    """
+    labels = batch["labels"]
+    trained = torch.zeros_like(labels, dtype=torch.bool)
+    trained[:, :-1] = labels[:, 1:] != IGNORE_INDEX
     inputs = {key: batch[key] for key in FORWARD_KEYS if key in batch}
     # use_cache=False: a KV cache is useless in training, and its presence turns off the
     # packed-sequence detection that isolation="position_ids" relies on (module docstring).
-    logits: torch.Tensor = model(**inputs, use_cache=False).logits
-    return logits
+    logits: torch.Tensor = model(**inputs, use_cache=False, logits_to_keep=trained).logits
+    if logits.dim() == 3:  # the model computed every position
+        logits = logits[trained]
+    return logits, labels[:, 1:][trained[:, :-1]], trained

@@ -407,6 +407,33 @@ def test_the_loss_is_the_answer_log_likelihood_and_nothing_else(
     assert float(total) == pytest.approx(expected_sum, abs=1e-4)
 
 
+class EveryPositionModel(torch.nn.Module):
+    """A causal LM that ignores ``logits_to_keep`` (as models before transformers 5 do)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, logits_to_keep: Any = None, **inputs: Any) -> Any:
+        return self.model(**inputs)
+
+
+def test_a_model_computing_every_position_gives_the_same_loss(
+    tiny_folder: Path, tokenizer: Any, examples: list[dict[str, Any]]
+) -> None:
+    model = tiny_model(tiny_folder)
+    batch = ChatCollator(pad_token_id(tokenizer))(pack_examples(examples, 96)[:3])
+    with torch.no_grad():
+        kept, kept_count = chat_loss(model, batch)
+        every, every_count = chat_loss(EveryPositionModel(model), batch)
+        kept_rows = sequence_losses(model, batch)
+        every_rows = sequence_losses(EveryPositionModel(model), batch)
+    assert int(kept_count) == int(every_count) > 0
+    torch.testing.assert_close(kept, every)
+    for kept_part, every_part in zip(kept_rows, every_rows, strict=True):
+        torch.testing.assert_close(kept_part, every_part)
+
+
 def replace_tokens(row: dict[str, Any], owner: int, vocabulary: int) -> dict[str, Any]:
     """The row with every token of sequence ``owner`` replaced by another."""
     changed = dict(row, input_ids=list(row["input_ids"]))
