@@ -10,7 +10,11 @@ from adaptlab.strategies import (  # noqa: F401
     lora,
     partial,
     prompt,
+    qlora,
     scratch,
     setfit,
+    sft_full,
+    sft_lora,
+    sft_scratch,
     zero_shot,
 )

@@ -187,7 +187,8 @@ def make_run(
         base_model = request.getfixturevalue("tiny_llm") if generative else tiny_encoder
         experiment = ExperimentConfig.model_validate(
             {
-                "model": {"base_model": str(base_model), "sequence_len": 32},
+                # A chat record takes ~250 tokens of the tiny Llama's 400-word vocabulary.
+                "model": {"base_model": str(base_model), "sequence_len": 512 if generative else 32},
                 "strategies": {name: settings or {}},
             }
         )

@@ -43,6 +43,7 @@ from adaptlab.strategies.base import (
     get_strategy,
     supported_tasks,
 )
+from adaptlab.train.chat import encode_prompt
 
 RunFactory = Callable[..., RunContext[Any]]
 
@@ -71,6 +72,8 @@ class Row:
     teacher: str | None = None
     """A finished run of this name (``make_teacher``'s tiny fine-tuned classifier) is put in
     the runs root before fitting."""
+    cuda: bool = False
+    """Needs CUDA (and bitsandbytes): marked ``gpu``, so only ``pytest -m gpu`` runs it."""
 
     @property
     def task(self) -> str:
@@ -100,19 +103,30 @@ ROWS = [
     Row("llm_prompt", {"model": TINY_LLM, "few_shot_k": 2, "retriever": TINY_ENCODER}),
     Row("prompt", {"decoding": {"max_new_tokens": 4}}),
     Row("few_shot", {"k": 2, "retriever": TINY_ENCODER, "decoding": {"max_new_tokens": 4}}),
+    Row("sft_full", {"decoding": {"max_new_tokens": 4}}, trains=True),
+    Row("sft_full", {"packing": False, "decoding": {"max_new_tokens": 4}}, trains=True),
+    Row("sft_lora", {"decoding": {"max_new_tokens": 4}}, trains=True, merges=True),
+    Row(
+        "sft_lora",
+        {"lora": {"use_dora": True}, "decoding": {"max_new_tokens": 4}},
+        trains=True,
+        merges=True,
+    ),
+    Row("qlora", {"decoding": {"max_new_tokens": 4}}, trains=True, merges=True, cuda=True),
+    Row("sft_scratch", {"decoding": {"max_new_tokens": 4}}, trains=True),
 ]
 
 
 def rows(*, trains: bool | None = None, merges: bool | None = None, task: str | None = None) -> Any:
     """``ROWS`` (filtered by the flags given) as pytest parameters named by ``Row.id``."""
     chosen = [
-        row
+        pytest.param(row, id=row.id, marks=[pytest.mark.gpu] if row.cuda else [])
         for row in ROWS
         if (trains is None or row.trains == trains)
         and (merges is None or row.merges == merges)
         and (task is None or row.task == task)
     ]
-    return pytest.mark.parametrize("row", chosen, ids=[row.id for row in chosen])
+    return pytest.mark.parametrize("row", chosen)
 
 
 @pytest.fixture(autouse=True)
@@ -258,7 +272,7 @@ def test_save_then_load_gives_identical_outputs(
         assert after == before
 
 
-SAFE_SUFFIXES = {".safetensors", ".json", ".jsonl", ".yaml", ".txt"}
+SAFE_SUFFIXES = {".safetensors", ".json", ".jsonl", ".yaml", ".txt", ".jinja"}  # jinja: chat template
 SENTENCEPIECE_FILES = {"spiece.model", "sentencepiece.bpe.model", "tokenizer.model"}
 
 
@@ -310,7 +324,7 @@ def logits(classifier: Classifier, texts: list[str]) -> torch.Tensor:
     return run_batched(classifier.model, classifier.tokenizer, texts, classifier.max_length)
 
 
-@rows(merges=True)
+@rows(merges=True, task="classification")
 def test_merged_adapter_gives_the_unmerged_logits(
     row: Row, run_for: RowRunFactory, tiny_task: ClassificationTask
 ) -> None:
@@ -332,3 +346,33 @@ def test_merged_adapter_gives_the_unmerged_logits(
 def parameter_count(classifier: Classifier) -> int:
     assert isinstance(classifier, EncoderClassifier)
     return sum(p.numel() for p in classifier.model.parameters())
+
+
+def lm_logits(generator: Any, task: GenerativeTask) -> torch.Tensor:
+    """The LM's next-token logits at every position of the first eval request's prompt."""
+    prompt = encode_prompt(generator.lm.tokenizer, generator.conversations(task.eval_requests)[0])
+    model = generator.lm.model
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        return model(torch.tensor([prompt], device=device)).logits.float().cpu()
+
+
+@rows(merges=True, task="generative")
+def test_merged_adapter_gives_the_unmerged_generative_logits(
+    row: Row, run_for: RowRunFactory
+) -> None:
+    run = run_for(row, learning_rate=0.05)
+    strategy: Any = get_strategy(row.strategy)
+    strategy.fit(run)
+    unmerged, merged = strategy.load(run, merge=False), strategy.load(run)
+    task = run.task
+
+    torch.testing.assert_close(
+        lm_logits(merged, task), lm_logits(unmerged, task), atol=1e-4, rtol=1e-5
+    )
+    with unmerged.lm.model.disable_adapter():
+        base = lm_logits(unmerged, task)
+    assert (lm_logits(unmerged, task) - base).abs().max() > 1e-2
+    assert sum(p.numel() for p in merged.lm.model.parameters()) < sum(
+        p.numel() for p in unmerged.lm.model.parameters()
+    )

@@ -1,0 +1,137 @@
+"""Supervised fine-tuning of a chat model through LoRA (or DoRA) adapters, with PEFT.
+
+Every base weight stays as it is; PEFT adds a low-rank update ``B·A`` (scaled by
+``lora_alpha / lora_r``) beside each targeted linear layer — every linear layer of the
+decoder blocks by default (``all-linear``; the output layer is left out), which QLoRA found
+necessary to match full fine-tuning (Dettmers et al. 2023, §4) — or, with ``use_dora``, a
+trained magnitude per output feature times a low-rank-updated direction (Liu et al. 2024).
+The adapter settings come from the experiment's ``lora:`` section with this run's changes
+under ``strategies.<run>.lora``.
+
+The run saves ``adapter/`` (PEFT's safetensors and config, and ``generator.json``); serving it
+needs the base model too. Loading merges the update into the base weights, so generation
+runs at the speed of the plain model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import peft
+import torch
+from pydantic import Field, field_validator
+from torch import nn
+
+from adaptlab.config import LoraConfig as LoraSettings
+from adaptlab.evaluate.generation import DecodingConfig
+from adaptlab.models.causal_lm import CausalLM
+from adaptlab.paths import write_folder
+from adaptlab.strategies.base import GenerativeTask, RunContext, StrategyConfig, TaskKind, register
+from adaptlab.strategies.sft_full import SftConfig, trainable_copy, tuned_generator
+from adaptlab.train.sft import TunedGenerator, read_generator_meta, save_generator_meta
+
+ADAPTER_DIR = "adapter"
+
+
+class SftLoraConfig(SftConfig):
+    """Fine-tuning's data and schedule; the model learns through adapters only.
+
+    - ``learning_rate: 1e-3`` — ten times ``sft_full``'s: the B factors start at zero and the
+      low-rank update carries the whole change (LoRA's own runs use rates an order of
+      magnitude above full fine-tuning's, Hu et al. 2021, Table 9).
+    """
+
+    lora: dict[str, Any] = Field(
+        default_factory=dict,
+        description="This run's changes to the experiment's lora section, e.g. "
+        "{use_dora: true} for a DoRA run beside a LoRA one.",
+    )
+
+    @field_validator("lora")
+    @classmethod
+    def _valid_lora_settings(cls, value: dict[str, Any]) -> dict[str, Any]:
+        LoraSettings.model_validate(value)  # unknown keys and values out of range fail here
+        return value
+
+    def adapter_settings(self, section: LoraSettings) -> LoraSettings:
+        """The experiment's ``lora:`` section with this run's changes."""
+        return LoraSettings.model_validate({**section.model_dump(), **self.lora})
+
+    def default_train(self) -> dict[str, Any]:
+        return {**super().default_train(), "learning_rate": 1e-3}
+
+
+def causal_lm_peft_config(settings: LoraSettings) -> peft.LoraConfig:
+    targets = settings.lora_target_modules
+    return peft.LoraConfig(
+        task_type="CAUSAL_LM",
+        r=settings.lora_r,
+        # PEFT annotates an int but only ever divides it by r; a float alpha works as is.
+        lora_alpha=settings.lora_alpha,  # type: ignore[arg-type]
+        lora_dropout=settings.lora_dropout,
+        target_modules=targets if isinstance(targets, str) else list(targets),
+        use_dora=settings.use_dora,
+        bias="none",
+    )
+
+
+def with_adapter(run: RunContext[GenerativeTask], model: nn.Module) -> peft.PeftModel:
+    """``model`` with fresh adapters (every base weight frozen), seeded so that the A factors
+    start the same on a resume."""
+    config = run.config
+    assert isinstance(config, SftLoraConfig)
+    torch.manual_seed(run.train.seed)
+    settings = config.adapter_settings(run.experiment.lora)
+    return peft.get_peft_model(model, causal_lm_peft_config(settings))
+
+
+def save_adapter(model: peft.PeftModel, folder: Path, **meta: Any) -> None:
+    """``adapter/``: PEFT's adapter files and ``generator.json``, written whole or not at all."""
+
+    def write(staging: Path) -> None:
+        model.save_pretrained(str(staging), safe_serialization=True)
+        # The run's model card describes the run; PEFT's template README would be a second one.
+        (staging / "README.md").unlink(missing_ok=True)
+        save_generator_meta(staging, **meta)
+
+    write_folder(folder, write)
+
+
+def adapted_generator(folder: Path, lm: CausalLM, merge: bool) -> TunedGenerator:
+    """``lm`` with the adapter saved in ``folder``, merged into its weights or kept apart."""
+    meta = read_generator_meta(folder)
+    adapted: Any = peft.PeftModel.from_pretrained(lm.model, str(folder))
+    model = adapted.merge_and_unload() if merge else adapted
+    model.eval()
+    decoding = DecodingConfig(**meta["decoding"])
+    return TunedGenerator(CausalLM(lm.name, lm.tokenizer, model), decoding)
+
+
+class SftLoraStrategy:
+    name: ClassVar[str] = "sft_lora"
+    config_type: ClassVar[type[StrategyConfig]] = SftLoraConfig
+    trains: ClassVar[bool] = True
+    tasks: ClassVar[tuple[TaskKind, ...]] = ("generative",)
+
+    def requires(self, config: StrategyConfig) -> list[str]:
+        return []
+
+    def fit(self, run: RunContext[GenerativeTask]) -> TunedGenerator:
+        config = run.config
+        assert isinstance(config, SftLoraConfig)
+        lm = trainable_copy(run.base_model)
+        adapted = with_adapter(run, lm.model)
+        tuned_generator(run, CausalLM(lm.name, lm.tokenizer, adapted), config)
+        decoding = config.decoding.model_dump(mode="json")
+        save_adapter(adapted, run.folder / ADAPTER_DIR, decoding=decoding, base_model=lm.name)
+        run.record(needs_base_model=True)  # the adapter is a difference from the base weights
+        merged = adapted.merge_and_unload().eval()
+        return TunedGenerator(CausalLM(lm.name, lm.tokenizer, merged), config.decoding)
+
+    def load(self, run: RunContext[GenerativeTask], merge: bool = True) -> TunedGenerator:
+        """Base model + adapter; ``merge=False`` keeps the adapter apart."""
+        return adapted_generator(run.folder / ADAPTER_DIR, CausalLM.load(run.base_model), merge)
+
+
+register(SftLoraStrategy)

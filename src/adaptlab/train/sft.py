@@ -1,0 +1,139 @@
+"""Supervised fine-tuning of a chat model: what every SFT strategy shares.
+
+A strategy decides where the weights start and which of them train (all, a LoRA adapter, an
+adapter over a 4-bit base, random weights); the rest is here once. The training examples are
+the task's chat records exactly as they are asked at evaluation (the data's own system turn,
+the user's message) with the reference answer as the assistant turn, rendered by the model's
+chat template with the loss on the assistant's tokens only (:mod:`adaptlab.train.chat`).
+Packing puts several short conversations into one row, so a batch of restaurant8k's
+~80-token records carries no padding. The training itself is ``train.loop.train``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from adaptlab.evaluate.generation import DecodingConfig
+from adaptlab.models.causal_lm import CausalLM
+from adaptlab.train.chat import (
+    ChatCollator,
+    Example,
+    chat_loss,
+    encode_chats,
+    example_length,
+    pack_examples,
+    pad_token_id,
+)
+from adaptlab.train.classifier import parameter_counts
+from adaptlab.train.loop import LossFunction, TrainResult, TrainTask, train
+
+if TYPE_CHECKING:  # strategies.base imports every strategy at run time
+    from adaptlab.strategies.base import GenerativeTask, Messages, RunContext
+
+GENERATOR_FILE = "generator.json"
+
+
+@dataclass
+class TunedGenerator:
+    """A fine-tuned chat model answers each request as it comes: the conversation it was
+    trained on is the request itself, with nothing added."""
+
+    lm: CausalLM
+    decoding: DecodingConfig
+
+    def conversations(self, requests: Sequence[Messages]) -> list[Messages]:
+        return [[dict(message) for message in request] for request in requests]
+
+
+def training_records(task: GenerativeTask) -> list[dict[str, Any]]:
+    """The task's training conversations as chat records (``{"messages": [...]}``)."""
+    return [{"messages": record} for record in task.train_records]
+
+
+def sft_examples(
+    tokenizer: Any,
+    records: Sequence[Mapping[str, Any]],
+    sequence_len: int,
+    *,
+    packing: bool,
+    extra: Sequence[Example] = (),
+) -> tuple[list[Example], dict[str, Any]]:
+    """Encoded (and, with ``packing``, packed) examples of ``records`` plus ``extra`` ready-made
+    examples (replayed general text), and what encoding reported (truncated and dropped
+    records): the facts a run records so that nothing is cut silently."""
+    data = encode_chats(tokenizer, records, sequence_len)
+    if not data.examples:
+        raise ValueError(
+            f"no training example is left of the {len(records)} chat records: "
+            f"{data.report.summary()}. Raise model.sequence_len or shorten the conversations."
+        )
+    examples = [*data.examples, *extra]
+    report = {
+        "records": data.report.records,
+        "examples": len(data.examples),
+        "replayed_examples": len(extra),
+        "truncated_records": len(data.report.truncated),
+        "dropped_records": len(data.report.dropped),
+        "tokens": data.report.tokens,
+        "trained_tokens": data.report.trained_tokens,
+    }
+    if packing:
+        examples = pack_examples(examples, sequence_len)
+        report["packed_rows"] = len(examples)
+    return examples, report
+
+
+def fit_causal_lm(
+    run: RunContext[GenerativeTask],
+    model: nn.Module,
+    tokenizer: Any,
+    examples: Sequence[Example],
+    loss: LossFunction = chat_loss,
+) -> TrainResult:
+    """Train ``model`` (its trainable parameters) on ``examples`` with the shared loop and
+    record what it cost, as ``fit_classifier`` does for classifiers."""
+    train_task = TrainTask(
+        model=model,
+        train_data=examples,
+        collate=ChatCollator(pad_token_id(tokenizer)),
+        loss=loss,
+        length=example_length,
+    )
+    torch.manual_seed(run.train.seed)
+    model.train()
+    result = train(train_task, run.train, run.folder, resume=run.resume, show_progress=True)
+    model.eval()
+    # The checkpoint exists to resume an interrupted run; the strategy saves its own weights.
+    shutil.rmtree(run.folder / "checkpoint", ignore_errors=True)
+    trainable, total = parameter_counts(model)
+    run.record(
+        trainable_params=trainable,
+        total_params=total,
+        train_steps=result.steps,
+        train_wall_s=round(result.wall_time_s, 2),
+        train_examples_per_s=round(result.examples_per_s, 1),
+        skipped_steps=result.skipped_steps,
+    )
+    return result
+
+
+def save_generator_meta(folder: Path, **meta: Any) -> None:
+    """``generator.json``: what loading needs besides the weights (decoding, base model)."""
+    (folder / GENERATOR_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def read_generator_meta(folder: Path) -> dict[str, Any]:
+    path = folder / GENERATOR_FILE
+    try:
+        meta: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read the generator's settings ({exc})") from exc
+    return meta
