@@ -2,6 +2,8 @@
 
 from adaptlab.strategies import (  # noqa: F401
     distill,
+    distill_logit,
+    distill_seq,
     few_shot,
     frozen,
     full,

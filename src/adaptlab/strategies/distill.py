@@ -33,6 +33,7 @@ from adaptlab.runs import EVAL, MANIFEST, RunError, RunFolder
 from adaptlab.strategies.base import (
     RunContext,
     StrategyConfig,
+    Task,
     get_strategy,
     register,
     strategy_config,
@@ -112,11 +113,11 @@ class DistillConfig(StrategyConfig):
 
 @dataclass(frozen=True)
 class TeacherRun:
-    """A finished fine-tuned run the student can learn from."""
+    """A finished fine-tuned run a student can learn from, and its eval score."""
 
     name: str
     folder: Path
-    accuracy: float
+    score: float
     manifest: dict[str, Any]
 
     def fingerprint(self) -> str:
@@ -132,31 +133,53 @@ def candidate_teachers(config: DistillConfig) -> list[str]:
     return list(CANDIDATES) if config.teacher == "best" else [config.teacher]
 
 
-def find_teacher(runs_root: Path, teacher: str) -> TeacherRun:
-    """The named finished run, or for ``best`` the candidate with the highest eval accuracy."""
-    names = CANDIDATES if teacher == "best" else (teacher,)
-    finished = [run for name in names if (run := _finished_run(runs_root / name)) is not None]
+def find_teacher(
+    runs_root: Path,
+    teacher: str,
+    *,
+    candidates: tuple[str, ...] = CANDIDATES,
+    metric: str = "accuracy",
+    student: str = "distill",
+) -> TeacherRun:
+    """The named finished run, or for ``best`` the candidate with the highest eval ``metric``
+    (ties go to the first in ``candidates``)."""
+    names = candidates if teacher == "best" else (teacher,)
+    finished = [run for name in names if (run := _finished_run(runs_root / name, metric))]
     if finished:
-        return max(finished, key=lambda run: run.accuracy)  # the first of equals: CANDIDATES order
+        return max(finished, key=lambda run: run.score)  # max keeps the first of equals
     if teacher == "best":
         raise RunError(
-            f"distill needs a finished fine-tuned teacher run and none of {', '.join(CANDIDATES)} "
-            f"has finished in {runs_root}: run one first (adaptlab compare -s full -s distill)"
+            f"{student} needs a finished fine-tuned teacher run and none of "
+            f"{', '.join(candidates)} has finished in {runs_root}: run one first "
+            f"(adaptlab compare -s {candidates[0]} -s {student})"
         )
     raise RunError(
-        f"distill's teacher run '{teacher}' has not finished in {runs_root} (no eval.json and "
-        f"manifest.json there): run it first (adaptlab compare -s {teacher} -s distill)"
+        f"{student}'s teacher run '{teacher}' has not finished in {runs_root} (no eval.json and "
+        f"manifest.json there): run it first (adaptlab compare -s {teacher} -s {student})"
     )
 
 
-def _finished_run(folder: Path) -> TeacherRun | None:
+def _finished_run(folder: Path, metric: str) -> TeacherRun | None:
     run = RunFolder(folder)
     if not run.is_complete():
         return None
-    accuracy = run.read_json(EVAL).get("metrics", {}).get("accuracy")
-    if not isinstance(accuracy, int | float):
-        raise RunError(f"{folder / EVAL}: no metrics.accuracy")
-    return TeacherRun(folder.name, folder, float(accuracy), run.read_json(MANIFEST))
+    score = run.read_json(EVAL).get("metrics", {}).get(metric)
+    if not isinstance(score, int | float):
+        raise RunError(f"{folder / EVAL}: no metrics.{metric}")
+    return TeacherRun(folder.name, folder, float(score), run.read_json(MANIFEST))
+
+
+def require_same_data(teacher: TeacherRun, task: Task) -> None:
+    """Refuse a teacher trained or evaluated on other data than the student's task."""
+    same_data = (teacher.manifest.get("train_sha256"), teacher.manifest.get("eval_sha256")) == (
+        task.train_sha256,
+        task.eval_sha256,
+    )
+    if not same_data:
+        raise RunError(
+            f"teacher run {teacher.folder} was trained or evaluated on other data than this "
+            f"experiment (train/eval sha256 differ): redo it (adaptlab compare -s {teacher.name})"
+        )
 
 
 def load_teacher(teacher: TeacherRun, run: RunContext) -> EncoderClassifier:
@@ -167,15 +190,7 @@ def load_teacher(teacher: TeacherRun, run: RunContext) -> EncoderClassifier:
     run folder and the base model.
     """
     task = run.task
-    same_data = (teacher.manifest.get("train_sha256"), teacher.manifest.get("eval_sha256")) == (
-        task.train_sha256,
-        task.eval_sha256,
-    )
-    if not same_data:
-        raise RunError(
-            f"teacher run {teacher.folder} was trained or evaluated on other data than this "
-            f"experiment (train/eval sha256 differ): redo it (adaptlab compare -s {teacher.name})"
-        )
+    require_same_data(teacher, task)
     if (teacher.folder / MODEL_DIR).is_dir():
         classifier = load_classifier(teacher.folder / MODEL_DIR)
     else:
@@ -283,7 +298,7 @@ def _facts(
 ) -> dict[str, Any]:
     return {
         "teacher": source.name,
-        "teacher_accuracy": source.accuracy,
+        "teacher_accuracy": source.score,
         "teacher_layers": depth(teacher),
         "student_layers": len(kept),
         "kept_layers": kept,

@@ -436,7 +436,7 @@ def pad_token_id(tokenizer: Any) -> int:
 def chat_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """Next-token cross-entropy summed over the labelled tokens, and their count
     (``TrainTask.loss``: the loop divides by the count of the whole optimizer step)."""
-    logits, targets, _ = _trained_logits(model, batch)
+    logits, targets, _ = trained_logits(model, batch)
     loss = F.cross_entropy(logits.float(), targets, reduction="sum")
     return loss, torch.tensor(targets.numel())
 
@@ -445,9 +445,9 @@ def sequence_losses(
     model: torch.nn.Module, batch: Batch
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per example of the batch (packed or not): its ``index``, summed loss and token count."""
-    logits, targets, trained = _trained_logits(model, batch)
+    logits, targets, trained = trained_logits(model, batch)
     token_losses = F.cross_entropy(logits.float(), targets, reduction="none")
-    owners = batch["sequence_index"][:, 1:][trained[:, :-1]]
+    owners = trained_owners(batch, trained)
     indices, slots = torch.unique(owners, return_inverse=True)
     sums = torch.zeros(len(indices), device=token_losses.device)
     sums = sums.index_add(0, slots, token_losses)
@@ -457,7 +457,7 @@ def sequence_losses(
 FORWARD_KEYS = ("input_ids", "attention_mask", "position_ids")
 
 
-def _trained_logits(
+def trained_logits(
     model: torch.nn.Module, batch: Batch
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The logits of the positions whose next token is trained, ``(n, vocab)``, their target
@@ -479,3 +479,8 @@ def _trained_logits(
     if logits.dim() == 3:  # the model computed every position
         logits = logits[trained]
     return logits, labels[:, 1:][trained[:, :-1]], trained
+
+
+def trained_owners(batch: Batch, trained: torch.Tensor) -> torch.Tensor:
+    """The example ``index`` of each trained position (in :func:`trained_logits`' order)."""
+    return batch["sequence_index"][:, 1:][trained[:, :-1]]

@@ -233,23 +233,50 @@ def teacher_model(
     return folder / "model"
 
 
+@pytest.fixture(scope="session")
+def chat_teacher_model(
+    tmp_path_factory: pytest.TempPathFactory, tiny_llm: Path, tiny_chat_task: GenerativeTask
+) -> Path:
+    """The tiny Llama fine-tuned on the chat task, saved as ``sft_full`` saves its ``model/``."""
+    folder = tmp_path_factory.mktemp("chat-teacher")
+    experiment = ExperimentConfig.model_validate(
+        {"model": {"base_model": str(tiny_llm), "sequence_len": 512}}
+    )
+    # Trained until it ends its answers (sequence distillation keeps only finished ones).
+    config = strategy_config("sft_full", {"decoding": {"max_new_tokens": 48}})
+    train = TrainConfig(max_steps=40, micro_batch_size=8, learning_rate=1e-2, warmup_ratio=0.0)
+    run = RunContext("sft_full", folder, tiny_chat_task, experiment, config, train, folder)
+    get_strategy("sft_full").fit(run)
+    return folder / "model"
+
+
 @pytest.fixture
-def make_teacher(teacher_model: Path, tiny_task: ClassificationTask) -> TeacherFactory:
-    """A finished teacher run ``runs_root/name`` with the given eval accuracy.
+def make_teacher(
+    teacher_model: Path,
+    chat_teacher_model: Path,
+    tiny_task: ClassificationTask,
+    tiny_chat_task: GenerativeTask,
+) -> TeacherFactory:
+    """A finished teacher run ``runs_root/name`` with the given eval score: for a generative
+    strategy (sft_full, ...) the tiny chat teacher and its slot F1, else the tiny classifier
+    and its accuracy.
 
     ``weights`` names the folder the teacher's weights are copied to; ``manifest`` entries
     override the manifest's (another ``train_sha256``, a later ``created_at``).
     """
 
     def make(
-        runs_root: Path, name: str, accuracy: float, *, weights: str = "model", **manifest: Any
+        runs_root: Path, name: str, score: float, *, weights: str = "model", **manifest: Any
     ) -> Path:
+        generative = "generative" in supported_tasks(get_strategy(name))
+        task: ClassificationTask | GenerativeTask = tiny_chat_task if generative else tiny_task
         folder = RunFolder(runs_root / name)
         folder.reset()
-        shutil.copytree(teacher_model, folder.path / weights)
-        folder.write_json("eval.json", {"strategy": name, "metrics": {"accuracy": accuracy}})
+        shutil.copytree(chat_teacher_model if generative else teacher_model, folder.path / weights)
+        metric = "slot_f1" if generative else "accuracy"
+        folder.write_json("eval.json", {"strategy": name, "metrics": {metric: score}})
         values = base_manifest(
-            name, tiny_task.train_sha256, tiny_task.eval_sha256, "tiny", "fp", "", 42, False
+            name, task.train_sha256, task.eval_sha256, "tiny", "fp", "", 42, False
         )
         folder.write_json("manifest.json", {**values, **manifest})
         return folder.path

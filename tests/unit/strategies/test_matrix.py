@@ -114,6 +114,14 @@ ROWS = [
     ),
     Row("qlora", {"decoding": {"max_new_tokens": 4}}, trains=True, merges=True, cuda=True),
     Row("sft_scratch", {"decoding": {"max_new_tokens": 4}}, trains=True),
+    Row("distill_logit", {"decoding": {"max_new_tokens": 4}}, teacher="sft_full", trains=True),
+    Row(
+        "distill_logit",
+        {"teacher": "sft_full", "divergence": "jsd", "top_k": 8, "decoding": {"max_new_tokens": 4}},
+        teacher="sft_full",
+        trains=True,
+    ),
+    Row("distill_seq", {"decoding": {"max_new_tokens": 4}}, teacher="sft_full", trains=True),
 ]
 
 
@@ -272,7 +280,8 @@ def test_save_then_load_gives_identical_outputs(
         assert after == before
 
 
-SAFE_SUFFIXES = {".safetensors", ".json", ".jsonl", ".yaml", ".txt", ".jinja"}  # jinja: chat template
+# .jinja: a chat template, saved beside the tokenizer
+SAFE_SUFFIXES = {".safetensors", ".json", ".jsonl", ".yaml", ".txt", ".jinja"}
 SENTENCEPIECE_FILES = {"spiece.model", "sentencepiece.bpe.model", "tokenizer.model"}
 
 
