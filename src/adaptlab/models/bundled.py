@@ -126,20 +126,29 @@ def _cached_sha256(path: str, size: int, mtime_ns: int) -> str:
 def smollm2_folder() -> Path:
     """The converted SmolLM2 folder in the cache, converting the bundled GGUF on first use."""
     gguf_path, digest = _smollm2_gguf()
-    target = cache_dir() / "models" / f"smollm2-135m-instruct-{digest[:16]}"
+    target = cache_dir() / "models" / _converted_name(digest)
     if not (target / "model.safetensors").exists():
         convert_gguf(gguf_path, target)
     return target
+
+
+CONVERSION_VERSION = 2
+"""Bumped when the conversion's output changes, so caches of an older one are redone
+(2: the config no longer claims GGUF quantisation for the dequantised weights)."""
+
+
+def _converted_name(digest: str) -> str:
+    return f"smollm2-135m-instruct-{digest[:16]}-v{CONVERSION_VERSION}"
 
 
 def smollm2_tokenizer_folder() -> Path:
     """SmolLM2's tokenizer alone (the converted model folder's, when that exists)."""
     model_folder = cache_dir() / "models"
     gguf_path, digest = _smollm2_gguf()
-    converted = model_folder / f"smollm2-135m-instruct-{digest[:16]}"
+    converted = model_folder / _converted_name(digest)
     if (converted / "tokenizer.json").exists():
         return converted
-    target = cache_dir() / "tokenizers" / f"smollm2-135m-instruct-{digest[:16]}"
+    target = cache_dir() / "tokenizers" / _converted_name(digest)
     if not (target / "tokenizer.json").exists():
         write_folder(target, lambda staging: _gguf_tokenizer(gguf_path).save_pretrained(staging))
     return target
@@ -162,7 +171,12 @@ def convert_gguf(gguf_path: Path, target: Path) -> None:
     loaded = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     # A GGUF-loaded model refuses save_pretrained; a fresh model built from the same config and
     # given the same state dict does not.
-    rebuilt = AutoModelForCausalLM.from_config(loaded.config)  # type: ignore[no-untyped-call]
+    # The weights are dequantised to float32: a config still naming the GGUF quantisation
+    # would make transformers treat the saved model as quantised (refusing .float(), say).
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    rebuilt = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
     rebuilt.load_state_dict(loaded.state_dict())
 
     def write(staging: Path) -> None:
