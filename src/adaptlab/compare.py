@@ -8,6 +8,12 @@ The prepared data's format decides the task kind: classification data makes a cl
 task (ranked on accuracy), chat data a generative one (answers scored as JSON slot frames,
 ranked on slot F1). Only strategies that handle that kind run: by default all of them, and
 naming another is an error before anything runs.
+
+Generative runs are also checked for catastrophic forgetting (``compare.retention``): the
+run's LM and the base model are measured the same way (:mod:`adaptlab.evaluate.forgetting`),
+the base once per experiment (kept in ``base_retention.json``, keyed by the base model's
+fingerprint and the measurement's settings), and the change lands in the run's ``eval.json``,
+its leaderboard row (``forgetting``, read by the decision rules) and the leaderboard.
 """
 
 from __future__ import annotations
@@ -43,9 +49,12 @@ from adaptlab.data.pipeline import (
     write_report,
 )
 from adaptlab.evaluate.bootstrap import paired_bootstrap, paired_bootstrap_micro_f1
+from adaptlab.evaluate.forgetting import forgetting, retention, retention_fingerprint
 from adaptlab.evaluate.harness import evaluate_classifier, evaluate_generator, sample_indices
 from adaptlab.evaluate.slots import normalise_value
+from adaptlab.models.causal_lm import CausalLM
 from adaptlab.models.encoder import model_fingerprint, weights_bytes
+from adaptlab.paths import write_text_atomic
 from adaptlab.runs import (
     GENERATIONS,
     RunError,
@@ -61,6 +70,7 @@ from adaptlab.strategies.base import (
     Generator,
     RunContext,
     StrategyConfig,
+    StrategyUnavailableError,
     Task,
     TaskKind,
     Track,
@@ -69,9 +79,13 @@ from adaptlab.strategies.base import (
     require_supported,
     resolve_run,
     strategies_for,
+    unavailable_here,
 )
 
 Log = Callable[[str], None]
+
+BASE_RETENTION = "base_retention.json"
+"""The base model's retention measurement, in the experiment folder."""
 
 
 def experiment_dir(experiment: ExperimentConfig) -> Path:
@@ -223,6 +237,24 @@ def ordered_strategies(
     return ordered
 
 
+def runnable_here(
+    ordered: list[str], experiment: ExperimentConfig, *, chosen: bool, log: Log
+) -> list[str]:
+    """The runs this machine can do. One that cannot (qlora without CUDA) is an error before
+    anything runs when the user ``chosen`` the list, and is left out, with a line saying why,
+    from the default list of every strategy."""
+    runnable = []
+    for name in ordered:
+        reason = unavailable_here(*resolve_run(name, experiment.strategies.get(name)))
+        if reason is None:
+            runnable.append(name)
+        elif chosen:
+            raise StrategyUnavailableError(f"strategy '{name}' cannot run here: {reason}")
+        else:
+            log(f"[{name}] left out: {reason}")
+    return runnable
+
+
 def run_strategy(
     name: str,
     experiment: ExperimentConfig,
@@ -286,6 +318,9 @@ def run_strategy(
     indices = sample_indices(task.eval_size, getattr(config, "eval_limit", None), seed=0)
     log(f"[{name}] evaluating on {len(indices):,} of {task.eval_size:,} locked eval examples")
     payload = _evaluate(name, model, task, experiment.compare, indices, folder)
+    if experiment.compare.retention.enabled and isinstance(task, GenerativeTask):
+        assert isinstance(model, Generator)  # _evaluate refused anything else
+        payload["retention"] = measure_retention(name, model, experiment, log)
     folder.write_json("eval.json", {"strategy": name, **payload})
     folder.write_json("cost.json", _cost(context, fit_seconds, folder.path))
     folder.write_json("manifest.json", manifest)  # last: its presence marks the run finished
@@ -313,6 +348,47 @@ def _evaluate(
     payload, probabilities, indices = evaluate_classifier(model, task, settings, indices)
     folder.write_predictions(probabilities, task.eval_labels[indices], indices)
     return {"task": task.kind, **payload}
+
+
+def measure_retention(
+    name: str, generator: Generator, experiment: ExperimentConfig, log: Log
+) -> dict[str, Any]:
+    """Retention of the run's LM and its change against the base model (``vs_base``)."""
+    log(f"[{name}] measuring retention (held-out perplexity, general instructions)")
+    measured = retention(generator.lm, experiment.compare.retention)
+    change = forgetting(base_retention(experiment, log), measured)
+    return {**measured, "vs_base": {"base_model": experiment.model.base_model, **change}}
+
+
+def base_retention(experiment: ExperimentConfig, log: Log) -> dict[str, Any]:
+    """The base model's retention, measured once per base weights and retention settings and
+    kept in the experiment folder: every generative run is compared with the same numbers."""
+    settings, model = experiment.compare.retention, experiment.model
+    key = {
+        "base_model": model.base_model,
+        "revision": model.revision,
+        "model_fingerprint": model_fingerprint(model.base_model),
+        "retention_fingerprint": retention_fingerprint(settings),
+    }
+    path = experiment_dir(experiment) / BASE_RETENTION
+    cached = _read_json(path)
+    if cached is not None and cached.get("key") == key:
+        return dict(cached["retention"])
+    log(f"measuring the base model's retention ({model.base_model}) into {path}")
+    measured = retention(CausalLM.load(model.base_model, model.revision), settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps({"key": key, "retention": measured}, indent=2) + "\n")
+    return measured
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``; ``None`` when it is missing or unreadable (then the cache
+    is simply rebuilt)."""
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return loaded if isinstance(loaded, dict) else None
 
 
 def _run_config_yaml(
@@ -433,7 +509,10 @@ def build_comparison(
 
 def _row(result: RunResult, best: RunResult, settings: CompareConfig) -> dict[str, Any]:
     generative = result.kind == "generative"
-    measured = _generative_fields(result) if generative else _accuracy_fields(result)
+    if generative:
+        measured = {**_generative_fields(result), **_retention_fields(result)}
+    else:
+        measured = _accuracy_fields(result)
     return {
         "strategy": result.name,
         "task": result.kind,
@@ -481,6 +560,13 @@ def _generative_fields(result: RunResult) -> dict[str, Any]:
         "prompt_tokens_per_request": result.eval.get("tokens", {}).get("prompt", {}).get("mean"),
         "prompt_build_p50_ms": cost.get("prompt_build_latency", {}).get("p50_ms"),
     }
+
+
+def _retention_fields(result: RunResult) -> dict[str, Any]:
+    """The change against the base model (``None`` where retention was not measured)."""
+    change = result.eval.get("retention", {}).get("vs_base", {})
+    keys = ("forgetting", "instruction_pass_rate", "perplexity", "perplexity_ratio")
+    return {key: change.get(key) for key in keys}
 
 
 def _difference_to(
@@ -546,6 +632,8 @@ COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("Δ vs best ({level}% CI)", "Δ vs best ({level}% CI)"),
         ("JSON valid", "JSON valid"),
         ("exact match", "exact"),
+        ("general instructions (Δ pts vs base)", "general (Δ)"),
+        ("held-out perplexity (× base)", "ppl (× base)"),
         ("p50 ms (batch 1)", "p50 ms b1"),
         ("output tokens/s", "out tok/s"),
         ("prompt tokens/request", "prompt tok"),
@@ -578,6 +666,13 @@ def leaderboard_markdown(comparison: dict[str, Any]) -> str:
         f"Best: **{comparison['best']}**. Δ is the paired-bootstrap difference in "
         f"{metric} to the best run on the same eval items; * marks a significant one."
     )
+    if comparison.get("task") == "generative":
+        lines.append(
+            "Retention (catastrophic forgetting): the pass rate on adaptlab's fixed general "
+            "instructions, Δ in points against the base model (a drop is the `forgetting` the "
+            "decision rules read), and perplexity on held-out BBC News text, × the base "
+            "model's; — where not measured."
+        )
     for row in comparison["rows"]:
         if row["sampled"]:
             lines.append(
@@ -596,6 +691,7 @@ def leaderboard_cells(row: dict[str, Any]) -> list[str]:
             _delta(row["vs_best"]),
             f"{row['json_valid_rate'] * 100:.1f}%",
             f"{row['exact_match'] * 100:.1f}%",
+            *_retention_cells(row),
             _number(row["latency_batch1_p50_ms"], "{:.1f}"),
             _number(row["output_tokens_per_s"], "{:.1f}"),
             _number(row["prompt_tokens_per_request"], "{:.0f}"),
@@ -612,6 +708,18 @@ def leaderboard_cells(row: dict[str, Any]) -> list[str]:
             _number(row["latency_batch32_per_example_ms"], "{:.2f}"),
         ]
     return [name, *measured, *_cost_cells(row)]
+
+
+def _retention_cells(row: dict[str, Any]) -> list[str]:
+    """Pass rate on the general instructions with its change in points against the base
+    model, and held-out perplexity with its ratio to the base's; "—" where not measured."""
+    rate, lost = row.get("instruction_pass_rate"), row.get("forgetting")
+    general = "—" if rate is None else f"{rate * 100:.1f}%"
+    if rate is not None and lost is not None:
+        general += f" ({(0.0 - lost) * 100:+.1f})"  # 0.0 - x: an unchanged model shows +0.0
+    perplexity, ratio = row.get("perplexity"), row.get("perplexity_ratio")
+    held_out = "—" if perplexity is None else f"{perplexity:.2f} (×{ratio:.3f})"
+    return [general, held_out]
 
 
 def _delta(difference: dict[str, Any] | None) -> str:
@@ -658,6 +766,9 @@ def compare(
     ordered = ordered_strategies(names, experiment, task.kind)
     for name in ordered:  # a strategy for another kind of task is a mistake: refuse it at once
         require_supported(name, resolve_run(name, experiment.strategies.get(name))[0], task.kind)
+    ordered = runnable_here(
+        ordered, experiment, chosen=bool(names or experiment.compare.strategies), log=log
+    )
     failures: dict[str, str] = {}
     folders = []
     for name in ordered:

@@ -171,6 +171,45 @@ class LoraConfig(Section):
     use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
 
 
+class RetentionConfig(Section):
+    """How much general capability a generative run kept (catastrophic forgetting): held-out
+    general text's perplexity and a fixed set of general instructions, measured on every
+    generative run's model and on the base model (:mod:`adaptlab.evaluate.forgetting`)."""
+
+    enabled: bool = Field(
+        True,
+        description="Measure retention of generative runs and of the base model, and report "
+        "the change; classification runs are never measured.",
+    )
+    perplexity_tokens: Annotated[int, Ge(16), Le(1_048_576)] = Field(
+        8192,
+        description="Tokens of held-out general text (BBC News) scored for perplexity, in "
+        "windows of window_tokens; 8192 took 31-43 s for SmolLM2-135M on one core of a busy "
+        "2-core CPU.",
+    )
+    window_tokens: Annotated[int, Ge(8), Le(8192)] = Field(
+        256, description="Tokens per perplexity window (each window is scored on its own)."
+    )
+    instructions: Annotated[int, Ge(0)] | None = Field(
+        None,
+        description="How many of the fixed general instructions to ask (the first N); empty: "
+        "all of them; 0: none (then no forgetting score, perplexity only).",
+    )
+    max_new_tokens: Annotated[int, Ge(1), Le(512)] = Field(
+        32, description="Most tokens generated per general instruction (answers are short)."
+    )
+    perplexity_batch_size: Annotated[int, Ge(1), Le(1024)] = Field(
+        4,
+        description="Perplexity windows scored together (memory: the logits of 4 windows of "
+        "256 tokens over SmolLM2's 49k-token vocabulary are 200 MB).",
+    )
+    instruction_batch_size: Annotated[int, Ge(1), Le(1024)] = Field(
+        32,
+        description="Instructions answered together; the whole set in one batch is the "
+        "fastest on a CPU (fewer sequential decoding steps).",
+    )
+
+
 class CompareConfig(Section):
     """Which strategies ``adaptlab compare`` runs and how results are measured."""
 
@@ -190,6 +229,10 @@ class CompareConfig(Section):
     )
     latency_budget_s: Annotated[float, Gt(0)] = Field(
         5.0, description="Seconds spent measuring latency per strategy and batch size."
+    )
+    retention: RetentionConfig = Field(
+        default_factory=RetentionConfig,
+        description="Catastrophic-forgetting check of generative runs against the base model.",
     )
 
 

