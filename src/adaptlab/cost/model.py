@@ -61,6 +61,12 @@ STRATEGY_METHODS: dict[str, TrainingMethod] = {
     "llm_prompt": "none",
     "prompt": "none",
     "few_shot": "none",  # embeds the training requests once, for retrieval
+    "sft_full": "full",
+    "sft_scratch": "full",
+    "distill_logit": "full",  # the student; the teacher's top-k logits are computed once
+    "distill_seq": "full",  # the student; the teacher answers every input once
+    "sft_lora": "adapter",
+    "qlora": "adapter",
 }
 """How each built-in strategy trains, for :func:`training_flops`."""
 

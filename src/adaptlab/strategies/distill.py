@@ -13,7 +13,6 @@ time goes.
 from __future__ import annotations
 
 import hashlib
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -29,6 +28,7 @@ from adaptlab.models.encoder import (
     model_fingerprint,
     save_classifier,
 )
+from adaptlab.paths import write_folder
 from adaptlab.runs import EVAL, MANIFEST, RunError, RunFolder
 from adaptlab.strategies.base import (
     RunContext,
@@ -286,11 +286,7 @@ def _save_model(
     model: SentenceClassifier, tokenizer: Any, folder: Path, meta: dict[str, Any]
 ) -> None:
     """``model/`` written under a temporary name and renamed into place: never half-written."""
-    staging = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    save_classifier(model, tokenizer, staging, meta)
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.replace(folder)
+    write_folder(folder, lambda staging: save_classifier(model, tokenizer, staging, meta))
 
 
 def _facts(

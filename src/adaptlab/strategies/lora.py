@@ -48,20 +48,14 @@ from adaptlab.train.classifier import fit_classifier
 ADAPTER_DIR = "adapter"
 
 
-class LoraConfig(FullConfig):
-    """Full fine-tuning's head and loss; the encoder learns through adapters only.
-
-    - ``learning_rate: 5e-4`` — five times full's: the low-rank factors start at zero (B) and
-      carry the whole update, and LoRA's own GLUE runs used 4e-4 to 5e-4 on RoBERTa-base
-      (Hu et al. 2021, Table 9).
-    - ``num_epochs: 8`` — a rank-16 update learns more slowly per step than free weights, and
-      a step costs about two thirds of a full one (no encoder weight gradients).
-    """
+class AdapterConfig(StrategyConfig):
+    """The ``lora`` field of every strategy that trains PEFT adapters (lora, sft_lora, qlora):
+    this run's changes to the experiment's ``lora:`` section."""
 
     lora: dict[str, Any] = Field(
         default_factory=dict,
         description="This run's changes to the experiment's lora section, e.g. "
-        "{use_dora: true} for a DoRA run (strategy: lora) beside a LoRA one.",
+        "{use_dora: true} for a DoRA run beside a LoRA one.",
     )
 
     @field_validator("lora")
@@ -73,6 +67,17 @@ class LoraConfig(FullConfig):
     def adapter_settings(self, section: LoraSettings) -> LoraSettings:
         """The experiment's ``lora:`` section with this run's changes."""
         return LoraSettings.model_validate({**section.model_dump(), **self.lora})
+
+
+class LoraConfig(AdapterConfig, FullConfig):
+    """Full fine-tuning's head and loss; the encoder learns through adapters only.
+
+    - ``learning_rate: 5e-4`` — five times full's: the low-rank factors start at zero (B) and
+      carry the whole update, and LoRA's own GLUE runs used 4e-4 to 5e-4 on RoBERTa-base
+      (Hu et al. 2021, Table 9).
+    - ``num_epochs: 8`` — a rank-16 update learns more slowly per step than free weights, and
+      a step costs about two thirds of a full one (no encoder weight gradients).
+    """
 
     def default_train(self) -> dict[str, Any]:
         return {**super().default_train(), "learning_rate": 5e-4, "num_epochs": 8.0}

@@ -22,10 +22,10 @@ What differs from the SetFit library, and why (see the strategy's entry in ``ben
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 import numpy as np
@@ -42,12 +42,13 @@ from adaptlab.models.encoder import (
     pad_values,
     tokenize,
 )
-from adaptlab.paths import write_text_atomic
+from adaptlab.paths import write_folder, write_text_atomic
 from adaptlab.strategies.base import RunContext, StrategyConfig, register
 from adaptlab.strategies.frozen import HeadConfig, LinearHeadClassifier, _fit_head, _head_from
 from adaptlab.train.batching import pad_collate
-from adaptlab.train.classifier import freeze, parameter_counts
-from adaptlab.train.loop import Batch, TrainTask, train
+from adaptlab.train.classifier import freeze
+from adaptlab.train.fit import parameter_counts, run_loop
+from adaptlab.train.loop import Batch, TrainTask
 
 MODEL = "model"
 HEAD = "head.safetensors"
@@ -296,17 +297,8 @@ def _fine_tune(
         loss=cosine_similarity_loss,
         length=pair_length,
     )
-    torch.manual_seed(run.train.seed)
-    result = train(task, run.train, run.folder, resume=run.resume, show_progress=True)
-    # The checkpoint exists to resume an interrupted run; the finished run saves model/.
-    shutil.rmtree(run.folder / "checkpoint", ignore_errors=True)
+    run_loop(run, task)  # records steps and time; _record adds the head to the counts
     move_towards(model, pretrained, config.pretrained_share)
-    run.record(
-        train_steps=result.steps,
-        train_wall_s=round(result.wall_time_s, 2),
-        train_examples_per_s=round(result.examples_per_s, 1),
-        skipped_steps=result.skipped_steps,
-    )
     base.model.cpu().eval()  # embedded and served on the CPU, wherever it trained
     return base
 
@@ -316,15 +308,12 @@ def _save(
 ) -> None:
     """``model/`` (safetensors + tokenizer), ``head.safetensors`` and ``classifier.json``, each
     written under a temporary name and renamed into place."""
-    staging = run.folder / f".{MODEL}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
+
+    def write_model(staging: Path) -> None:
         encoder.model.save_pretrained(staging, safe_serialization=True)  # type: ignore[operator]
         encoder.tokenizer.save_pretrained(staging, legacy_format=False)  # tokenizer.json only
-        shutil.rmtree(run.folder / MODEL, ignore_errors=True)
-        staging.rename(run.folder / MODEL)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    write_folder(run.folder / MODEL, write_model)
     head_tmp = run.folder / f".{HEAD}.tmp"
     save_file(tensors, str(head_tmp))
     head_tmp.replace(run.folder / HEAD)

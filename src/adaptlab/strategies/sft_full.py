@@ -14,7 +14,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
-import torch
 from annotated_types import Ge, Lt
 from pydantic import Field
 from torch import nn
@@ -115,6 +114,18 @@ def trainable_copy(name: str) -> CausalLM:
     return lm
 
 
+def fit_whole_model(run: RunContext[GenerativeTask], lm: CausalLM) -> TunedGenerator:
+    """Fine-tune every weight of ``lm`` and save it whole as ``model/`` (sft_full and
+    sft_scratch, which differ only in where ``lm``'s weights start)."""
+    config = run.config
+    assert isinstance(config, SftConfig)
+    generator = tuned_generator(run, lm, config)
+    decoding = config.decoding.model_dump(mode="json")
+    save_model(lm.model, lm.tokenizer, run.folder / MODEL_DIR, decoding=decoding)
+    run.record(needs_base_model=False)
+    return generator
+
+
 def save_model(model: nn.Module, tokenizer: Any, folder: Path, **meta: Any) -> None:
     """The model, its tokenizer and ``generator.json``, written whole or not at all."""
 
@@ -142,15 +153,7 @@ class SftFullStrategy:
         return []
 
     def fit(self, run: RunContext[GenerativeTask]) -> TunedGenerator:
-        config = run.config
-        assert isinstance(config, SftConfig)
-        lm = trainable_copy(run.base_model)
-        torch.manual_seed(run.train.seed)
-        generator = tuned_generator(run, lm, config)
-        decoding = config.decoding.model_dump(mode="json")
-        save_model(lm.model, lm.tokenizer, run.folder / MODEL_DIR, decoding=decoding)
-        run.record(needs_base_model=False)
-        return generator
+        return fit_whole_model(run, trainable_copy(run.base_model))
 
     def load(self, run: RunContext[GenerativeTask]) -> TunedGenerator:
         return load_model(run.folder / MODEL_DIR)

@@ -20,7 +20,6 @@ from typing import Any, ClassVar
 
 import peft
 import torch
-from pydantic import Field, field_validator
 from torch import nn
 
 from adaptlab.config import LoraConfig as LoraSettings
@@ -28,35 +27,20 @@ from adaptlab.evaluate.generation import DecodingConfig
 from adaptlab.models.causal_lm import CausalLM
 from adaptlab.paths import write_folder
 from adaptlab.strategies.base import GenerativeTask, RunContext, StrategyConfig, TaskKind, register
+from adaptlab.strategies.lora import AdapterConfig
 from adaptlab.strategies.sft_full import SftConfig, trainable_copy, tuned_generator
 from adaptlab.train.sft import TunedGenerator, read_generator_meta, save_generator_meta
 
 ADAPTER_DIR = "adapter"
 
 
-class SftLoraConfig(SftConfig):
+class SftLoraConfig(AdapterConfig, SftConfig):
     """Fine-tuning's data and schedule; the model learns through adapters only.
 
     - ``learning_rate: 1e-3`` — ten times ``sft_full``'s: the B factors start at zero and the
       low-rank update carries the whole change (LoRA's own runs use rates an order of
       magnitude above full fine-tuning's, Hu et al. 2021, Table 9).
     """
-
-    lora: dict[str, Any] = Field(
-        default_factory=dict,
-        description="This run's changes to the experiment's lora section, e.g. "
-        "{use_dora: true} for a DoRA run beside a LoRA one.",
-    )
-
-    @field_validator("lora")
-    @classmethod
-    def _valid_lora_settings(cls, value: dict[str, Any]) -> dict[str, Any]:
-        LoraSettings.model_validate(value)  # unknown keys and values out of range fail here
-        return value
-
-    def adapter_settings(self, section: LoraSettings) -> LoraSettings:
-        """The experiment's ``lora:`` section with this run's changes."""
-        return LoraSettings.model_validate({**section.model_dump(), **self.lora})
 
     def default_train(self) -> dict[str, Any]:
         return {**super().default_train(), "learning_rate": 1e-3}

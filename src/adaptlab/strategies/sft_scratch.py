@@ -15,13 +15,7 @@ import torch
 from adaptlab.models.bundled import ModelNotAvailable, resolve_model, unavailable_message
 from adaptlab.models.causal_lm import CausalLM
 from adaptlab.strategies.base import GenerativeTask, RunContext, StrategyConfig, TaskKind, register
-from adaptlab.strategies.sft_full import (
-    MODEL_DIR,
-    SftConfig,
-    load_model,
-    save_model,
-    tuned_generator,
-)
+from adaptlab.strategies.sft_full import MODEL_DIR, SftConfig, fit_whole_model, load_model
 from adaptlab.train.sft import TunedGenerator
 
 
@@ -65,14 +59,7 @@ class SftScratchStrategy:
         return []
 
     def fit(self, run: RunContext[GenerativeTask]) -> TunedGenerator:
-        config = run.config
-        assert isinstance(config, SftScratchConfig)
-        lm = random_model(run.base_model, run.train.seed)
-        generator = tuned_generator(run, lm, config)
-        decoding = config.decoding.model_dump(mode="json")
-        save_model(lm.model, lm.tokenizer, run.folder / MODEL_DIR, decoding=decoding)
-        run.record(needs_base_model=False)
-        return generator
+        return fit_whole_model(run, random_model(run.base_model, run.train.seed))
 
     def load(self, run: RunContext[GenerativeTask]) -> TunedGenerator:
         return load_model(run.folder / MODEL_DIR)

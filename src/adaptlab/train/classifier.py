@@ -6,7 +6,6 @@ the rest is here once and the training itself is ``train.loop.train``.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +15,8 @@ from torch import nn
 
 from adaptlab.models.encoder import pad_values, tokenize
 from adaptlab.train.batching import pad_collate
-from adaptlab.train.loop import LossFunction, TrainResult, TrainTask, train
+from adaptlab.train.fit import run_loop
+from adaptlab.train.loop import LossFunction, TrainResult, TrainTask
 
 if TYPE_CHECKING:  # importing strategies.base at run time would import every strategy
     from adaptlab.strategies.base import RunContext
@@ -46,12 +46,6 @@ def freeze(model: nn.Module, except_: Callable[[str], bool] = lambda name: False
         parameter.requires_grad = except_(name)
 
 
-def parameter_counts(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameters."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, sum(p.numel() for p in model.parameters())
-
-
 def fit_classifier(
     run: RunContext,
     model: nn.Module,
@@ -73,18 +67,4 @@ def fit_classifier(
         loss=loss,
         length=lambda example: len(example["input_ids"]),
     )
-    torch.manual_seed(run.train.seed)
-    result = train(train_task, run.train, run.folder, resume=run.resume, show_progress=True)
-    # The checkpoint (weights + optimizer state) exists to resume an interrupted run; once the
-    # run is complete the strategy saves its own artefacts and the checkpoint is dead weight.
-    shutil.rmtree(run.folder / "checkpoint", ignore_errors=True)
-    trainable, total = parameter_counts(model)
-    run.record(
-        trainable_params=trainable,
-        total_params=total,
-        train_steps=result.steps,
-        train_wall_s=round(result.wall_time_s, 2),
-        train_examples_per_s=round(result.examples_per_s, 1),
-        skipped_steps=result.skipped_steps,
-    )
-    return result
+    return run_loop(run, train_task)

@@ -12,13 +12,11 @@ Packing puts several short conversations into one row, so a batch of restaurant8
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 from torch import nn
 
 from adaptlab.evaluate.generation import DecodingConfig
@@ -32,8 +30,8 @@ from adaptlab.train.chat import (
     pack_examples,
     pad_token_id,
 )
-from adaptlab.train.classifier import parameter_counts
-from adaptlab.train.loop import LossFunction, TrainResult, TrainTask, train
+from adaptlab.train.fit import run_loop
+from adaptlab.train.loop import LossFunction, TrainResult, TrainTask
 
 if TYPE_CHECKING:  # strategies.base imports every strategy at run time
     from adaptlab.strategies.base import GenerativeTask, Messages, RunContext
@@ -107,21 +105,9 @@ def fit_causal_lm(
         loss=loss,
         length=example_length,
     )
-    torch.manual_seed(run.train.seed)
     model.train()
-    result = train(train_task, run.train, run.folder, resume=run.resume, show_progress=True)
+    result = run_loop(run, train_task)
     model.eval()
-    # The checkpoint exists to resume an interrupted run; the strategy saves its own weights.
-    shutil.rmtree(run.folder / "checkpoint", ignore_errors=True)
-    trainable, total = parameter_counts(model)
-    run.record(
-        trainable_params=trainable,
-        total_params=total,
-        train_steps=result.steps,
-        train_wall_s=round(result.wall_time_s, 2),
-        train_examples_per_s=round(result.examples_per_s, 1),
-        skipped_steps=result.skipped_steps,
-    )
     return result
 
 
