@@ -254,12 +254,74 @@ def compare_command(
         f"Results: {result.folder / 'leaderboard.md'}, "
         f"{result.folder / 'comparison.json'}; runs in {result.folder / 'runs'}"
     )
+    if (result.folder / "report.html").is_file():  # compare removes it when the build failed
+        report = f"Report: {result.folder / 'report.html'} and {result.folder / 'report.md'}"
+        console.print(report, highlight=False, soft_wrap=True)
     if result.failures:
         _fail(
             f"{len(result.failures)} strategies failed: {', '.join(result.failures)} "
             "(error.txt in their run folders)",
             code=1,
         )
+
+
+@app.command("report")
+def report_command(
+    run_dirs: Annotated[
+        list[Path], typer.Argument(help="An experiment folder (runs/<name>) or run folders.")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder for report.html and report.md (default: the experiment)."),
+    ] = None,
+    requests_per_day: Annotated[
+        float | None, typer.Option(help="Projected traffic (default 10,000).")
+    ] = None,
+    months: Annotated[float | None, typer.Option(help="Projection horizon (default 12).")] = None,
+    retune_every_months: Annotated[
+        float | None, typer.Option(help="Re-tuning cadence in months; 0: never (default 3).")
+    ] = None,
+    training_hardware: Annotated[
+        str | None, typer.Option(help="Hardware profile training is priced on.")
+    ] = None,
+    serving_hardware: Annotated[
+        str | None, typer.Option(help="Hardware profile serving is priced on.")
+    ] = None,
+    serving_mode: Annotated[str | None, typer.Option(help="batch_1 or batched.")] = None,
+    hardware: Annotated[
+        Path | None, typer.Option(help="YAML of hardware profiles to add or change.")
+    ] = None,
+) -> None:
+    """Write report.html (self-contained) and report.md: the recommendation and its reasons,
+    the leaderboard, plots, deployment cost, per-class results, calibration, forgetting, the
+    data report and every run's lineage."""
+    from adaptlab.report.build import ReportConfig, build_report
+    from adaptlab.report.inputs import ReportError
+    from adaptlab.runs import RunError
+
+    projection = {
+        "requests_per_day": requests_per_day,
+        "months": months,
+        "retune_every_months": retune_every_months,
+        "training_hardware": training_hardware,
+        "serving_hardware": serving_hardware,
+        "serving_mode": serving_mode,
+    }
+    given: dict[str, float | str | None] = {k: v for k, v in projection.items() if v is not None}
+    if given.get("retune_every_months") == 0:
+        given["retune_every_months"] = None  # 0 on the command line: never re-tune
+    try:
+        settings = ReportConfig.model_validate(
+            {"projection": given, "hardware": None if hardware is None else str(hardware)}
+        )
+        files = build_report(run_dirs, settings, out)
+    except (ReportError, ConfigError, RunError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    for name, why in files.left_out.items():
+        errors.print(f"[yellow]run '{name}' left out:[/yellow] {why}", highlight=False)
+    console.print(f"Recommended: [bold]{files.recommended}[/bold]")
+    console.print(f"Report: {files.html} and {files.markdown}", highlight=False, soft_wrap=True)
 
 
 @app.command("strategies")

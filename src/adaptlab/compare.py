@@ -787,4 +787,7 @@ def compare(
     (out / "comparison.json").write_text(json.dumps(comparison, indent=2) + "\n")
     (out / "leaderboard.md").write_text(leaderboard_markdown(comparison))
     (out / "experiment.yaml").write_text(to_yaml(experiment))
+    from adaptlab.report.build import report_after_compare  # imported here: it imports compare
+
+    report_after_compare(out, comparison, log)
     return Comparison(out, comparison, failures)

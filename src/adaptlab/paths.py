@@ -33,6 +33,10 @@ def atomic_write(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
     try:
+        # mkstemp makes the file private (0600); the result should have the permissions any
+        # other file written here gets (0644 under the usual umask), or colleagues cannot read
+        # a shared run folder.
+        os.fchmod(fd, 0o666 & ~_umask())
         encoding = None if "b" in mode else "utf-8"
         newline = None if "b" in mode else "\n"
         with os.fdopen(fd, mode, encoding=encoding, newline=newline) as handle:
@@ -64,3 +68,10 @@ def write_folder(folder: Path, write: Callable[[Path], Any]) -> None:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it; set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -180,8 +180,13 @@ class BreakEven:
                 "and per request."
             )
         days = self.days
-        when = "" if days is None else f" ({days:,.0f} days at {self.requests_per_day:,.0f}/day)"
+        when = "" if days is None else f" ({_duration(days)} at {self.requests_per_day:,.0f}/day)"
         return f"{after} pays for itself after {self.requests:,.0f} requests{when} versus {before}."
+
+
+def _duration(days: float) -> str:
+    # Under a day, whole days would read "0 days": say hours instead.
+    return f"{days:,.0f} days" if days >= 1 else f"{days * 24:.1f} hours"
 
 
 def effective_per_request(costs: StrategyCosts, settings: ProjectionConfig) -> float:

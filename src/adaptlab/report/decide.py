@@ -5,14 +5,17 @@ fired for that strategy, why, and what firing does (``ranking``: the strategy lo
 to another; ``confidence``: trust in it is lower; ``flag``: reported, nothing changes). The
 report cites fired rules by name.
 
-The ranking follows one rule, ``cheaper_within_ci``: a strategy whose accuracy is not
+Quality is the comparison's primary metric: accuracy for classification runs, micro slot F1
+for generative ones (``comparison.json``'s ``metric``); every rule reads it the same way.
+
+The ranking follows one rule, ``cheaper_within_ci``: a strategy whose quality is not
 significantly better (paired-bootstrap CI of the difference includes 0) than a cheaper one's
 loses to the cheaper one. Cheaper means a lower projected total cost (training + re-tuning +
 serving, :mod:`adaptlab.cost.projection`), and on a tie a lower latency. The strategies no
 rule demotes form a frontier along which each dearer one is significantly better than every
-cheaper one; the recommendation is the dearest of them — the most accuracy that a significant
+cheaper one; the recommendation is the dearest of them — the most quality that a significant
 difference shows to be worth paying for — and the runner-up is the next one down the frontier
-(or, with a frontier of one, the most accurate of the rest).
+(or, with a frontier of one, the best of the rest).
 
 Inputs are plain dataclasses built from ``comparison.json`` rows and cost facts
 (:func:`candidates_from_comparison`), so every rule is testable without a model.
@@ -36,9 +39,21 @@ Effect = Literal["ranking", "confidence", "flag", "none"]
 Outcome = Literal["better", "worse", "tie"]
 Confidence = Literal["high", "medium", "low"]
 
-ROLES: dict[str, Role] = {"zero_shot": "base", "llm_prompt": "prompted", "knn": "prompted"}
-"""The base model unchanged, and the prompted baselines (an instructed LLM, few-shot nearest
-neighbours); every other strategy trains, and counts as tuned."""
+ROLES: dict[str, Role] = {
+    "zero_shot": "base",
+    "llm_prompt": "prompted",
+    "knn": "prompted",
+    "prompt": "base",
+    "few_shot": "prompted",
+}
+"""The base model unchanged, and the prompted baselines; every other strategy trains, and
+counts as tuned. Classification: zero-shot label matching is the base, an instructed LLM and
+few-shot nearest neighbours are prompted. Generative: the base model given the instruction
+(``prompt``) is the base, the same model shown retrieved examples (``few_shot``) the
+well-prompted base."""
+
+METRIC_WORDS: dict[str, str] = {"accuracy": "accuracy", "slot_f1": "slot F1"}
+"""How the rules' messages name each primary metric of ``comparison.json``."""
 
 
 # --------------------------------------------------------------------------- inputs
@@ -46,7 +61,7 @@ neighbours); every other strategy trains, and counts as tuned."""
 
 @dataclass(frozen=True)
 class Difference:
-    """Accuracy of one strategy minus another's on the same eval items, with its CI."""
+    """Quality of one strategy minus another's on the same eval items, with its CI."""
 
     difference: float
     low: float
@@ -72,8 +87,9 @@ class Candidate:
     """One strategy's measured quality and projected cost."""
 
     name: str
-    accuracy: float
-    accuracy_ci: tuple[float, float]
+    quality: float
+    """The primary metric: accuracy (classification) or micro slot F1 (generative)."""
+    quality_ci: tuple[float, float]
     kind: str = ""
     """The registered strategy it ran (a run may be named otherwise, e.g. ``setfit_k8``)."""
     role: Role | None = None
@@ -90,6 +106,9 @@ class Candidate:
     forgetting: float | None = None
     """Drop of a general-capability score against the base model, in absolute points
     (positive: worse); ``None`` where it was not measured (classification runs)."""
+    perplexity_ratio: float | None = None
+    """Held-out perplexity over the base model's (above 1: worse); ``None`` where it was not
+    measured."""
 
     @property
     def strategy(self) -> str:
@@ -105,8 +124,9 @@ class DataFacts:
     """The size of the training data, from the data report."""
 
     train_examples: int
-    classes: int
-    min_per_class: int
+    classes: int | None = None
+    """Classes and the smallest class's size: ``None`` for data without labels (chat)."""
+    min_per_class: int | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +143,12 @@ _FINE_TUNE = DataNeed(
     TASK_SPECIFIC[0],
     _MIN_PER_CLASS,
     f"task-specific fine-tuning usually needs {TASK_SPECIFIC[0]:,}–{TASK_SPECIFIC[1]:,} "
+    "examples (the data report's size guidance)",
+)
+_EXTRACTION = DataNeed(
+    TASK_SPECIFIC[0],
+    0,
+    f"task-specific extraction usually needs {TASK_SPECIFIC[0]:,}–{TASK_SPECIFIC[1]:,} "
     "examples (the data report's size guidance)",
 )
 DATA_NEEDS: dict[str, DataNeed] = {
@@ -142,6 +168,20 @@ DATA_NEEDS: dict[str, DataNeed] = {
         _MIN_PER_CLASS,
         "a model without pretraining learns the language from your data too: more than the "
         f"{TASK_SPECIFIC[1]:,} at the top of the fine-tuning range",
+    ),
+    # Generative (slot extraction as JSON): chat data has no classes, so only example counts.
+    "prompt": DataNeed(0, 0, "it uses only an instruction"),
+    "few_shot": DataNeed(0, 0, "it shows a few retrieved training examples per request"),
+    "sft_full": _EXTRACTION,
+    "sft_lora": _EXTRACTION,
+    "qlora": _EXTRACTION,
+    "distill_logit": _EXTRACTION,
+    "distill_seq": _EXTRACTION,
+    "sft_scratch": DataNeed(
+        TASK_SPECIFIC[1],
+        0,
+        "a model without pretraining learns the language from your data too: more than the "
+        f"{TASK_SPECIFIC[1]:,} at the top of the task-specific range",
     ),
 }
 
@@ -164,11 +204,16 @@ class DecisionConfig(Section):
         description="Flag a strategy whose general-capability score drops by at least this "
         "much against the base model.",
     )
+    perplexity_regression: Annotated[float, Gt(1)] = Field(
+        1.1,
+        description="Flag a strategy whose held-out perplexity is at least this many times the "
+        "base model's (generative runs).",
+    )
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """How one strategy's accuracy compares with another's, and on what evidence."""
+    """How one strategy's quality compares with another's, and on what evidence."""
 
     outcome: Outcome
     difference: float
@@ -194,14 +239,16 @@ class Evidence:
     """Extra paired differences, ``(a, b) -> a - b``, beyond those to the best."""
     data: DataFacts | None = None
     settings: DecisionConfig = field(default_factory=DecisionConfig)
+    metric: str = "accuracy"
+    """The quality metric's name in messages (:data:`METRIC_WORDS`)."""
 
     def base(self) -> Candidate | None:
-        """The base model unchanged (the most accurate, should there be several)."""
-        return _most_accurate(c for c in self.candidates if c.kind_role == "base")
+        """The base model unchanged (the best, should there be several)."""
+        return _best(c for c in self.candidates if c.kind_role == "base")
 
     def prompted(self) -> Candidate | None:
         """The strongest prompted baseline."""
-        return _most_accurate(c for c in self.candidates if c.kind_role == "prompted")
+        return _best(c for c in self.candidates if c.kind_role == "prompted")
 
     def compare(self, a: Candidate, b: Candidate) -> Verdict:
         """``a`` against ``b``: paired bootstrap where known, else overlap of the two CIs."""
@@ -215,8 +262,8 @@ class Evidence:
             )
         # Two intervals that overlap may still differ significantly when paired; this fallback
         # errs towards "tie", so towards the cheaper strategy.
-        overlap = a.accuracy_ci[0] <= b.accuracy_ci[1] and b.accuracy_ci[0] <= a.accuracy_ci[1]
-        gap = a.accuracy - b.accuracy
+        overlap = a.quality_ci[0] <= b.quality_ci[1] and b.quality_ci[0] <= a.quality_ci[1]
+        gap = a.quality - b.quality
         outcome = "tie" if overlap else ("better" if gap > 0 else "worse")
         return Verdict(outcome, gap, None, None, "unpaired CIs")
 
@@ -243,8 +290,8 @@ def cheaper(a: Candidate, b: Candidate) -> bool:
     return cost_key(a) < cost_key(b)
 
 
-def _most_accurate(candidates: Iterable[Candidate]) -> Candidate | None:
-    return max(candidates, key=lambda c: c.accuracy, default=None)
+def _best(candidates: Iterable[Candidate]) -> Candidate | None:
+    return max(candidates, key=lambda c: c.quality, default=None)
 
 
 # --------------------------------------------------------------------------- findings
@@ -290,7 +337,7 @@ def tuned_vs_base(candidate: Candidate, evidence: Evidence) -> Finding:
         return _finding(rule, candidate, False, "none", message, base.name)
     message = (
         f"{candidate.name} is not significantly better than the untrained base {base.name}: "
-        f"{verdict.describe()}; the training bought no measurable accuracy."
+        f"{verdict.describe()}; the training bought no measurable {evidence.metric}."
     )
     return _finding(rule, candidate, True, "flag", message, base.name)
 
@@ -339,7 +386,7 @@ def process_problem(candidate: Candidate, evidence: Evidence) -> Finding:
 
 
 def cheaper_within_ci(candidate: Candidate, evidence: Evidence) -> Finding:
-    """A strategy not significantly more accurate than a cheaper one loses to the cheaper one."""
+    """A strategy not significantly better than a cheaper one loses to the cheaper one."""
     rule = "cheaper_within_ci"
     rivals = [
         (other, evidence.compare(candidate, other))
@@ -348,11 +395,15 @@ def cheaper_within_ci(candidate: Candidate, evidence: Evidence) -> Finding:
     ]
     matched = [(other, v) for other, v in rivals if v.outcome != "better"]
     if not matched:
-        message = f"{candidate.name} is significantly more accurate than every cheaper strategy."
+        message = (
+            f"{candidate.name} has significantly higher {evidence.metric} than every cheaper "
+            "strategy."
+        )
         return _finding(rule, candidate, False, "none", message)
-    other, verdict = max(matched, key=lambda pair: pair[0].accuracy)
+    other, verdict = max(matched, key=lambda pair: pair[0].quality)
     message = (
-        f"{candidate.name} loses to the cheaper {other.name}: accuracy {verdict.describe()}, "
+        f"{candidate.name} loses to the cheaper {other.name}: {evidence.metric} "
+        f"{verdict.describe()}, "
         f"cost {_money(candidate.total_cost)} against {_money(other.total_cost)}."
     )
     return _finding(rule, candidate, True, "ranking", message, other.name)
@@ -369,7 +420,8 @@ def too_little_data(candidate: Candidate, evidence: Evidence) -> Finding:
     short = []
     if data.train_examples < need.examples:
         short.append(f"{data.train_examples:,} training examples (needs {need.examples:,})")
-    if data.min_per_class < need.per_class:
+    # Chat data has no classes (``min_per_class`` None): only the example count applies.
+    if data.min_per_class is not None and data.min_per_class < need.per_class:
         short.append(f"{data.min_per_class} in the smallest class (needs {need.per_class})")
     if not short:
         return _finding(rule, candidate, False, "none", f"enough data for {candidate.strategy}")
@@ -402,20 +454,29 @@ def calibration_regression(candidate: Candidate, evidence: Evidence) -> Finding:
 
 
 def forgetting_regression(candidate: Candidate, evidence: Evidence) -> Finding:
-    """Tuning that erodes the base model's general abilities is flagged where it is measured."""
+    """Tuning that erodes the base model's general abilities is flagged where it is measured:
+    a drop in the general-instruction pass rate, or a rise in held-out perplexity."""
     rule = "forgetting_regression"
-    if candidate.forgetting is None:
+    if candidate.forgetting is None and candidate.perplexity_ratio is None:
         message = f"no forgetting measurement for {candidate.name} (not measured for this task)"
         return _finding(rule, candidate, False, "none", message)
-    threshold = evidence.settings.forgetting_regression
-    if candidate.forgetting < threshold:
+    settings = evidence.settings
+    worse = []
+    if candidate.forgetting is not None and candidate.forgetting >= settings.forgetting_regression:
+        worse.append(
+            f"lost {candidate.forgetting * 100:.1f} points of general capability against the "
+            f"base model (threshold {settings.forgetting_regression * 100:.1f})"
+        )
+    ratio = candidate.perplexity_ratio
+    if ratio is not None and ratio >= settings.perplexity_regression:
+        worse.append(
+            f"has {ratio:.2f}× the base model's perplexity on held-out general text "
+            f"(threshold {settings.perplexity_regression:.2f}×)"
+        )
+    if not worse:
         message = f"{candidate.name} keeps the base model's general abilities."
         return _finding(rule, candidate, False, "none", message)
-    message = (
-        f"{candidate.name} lost {candidate.forgetting * 100:.1f} points of general capability "
-        f"against the base model (threshold {threshold * 100:.1f})."
-    )
-    return _finding(rule, candidate, True, "confidence", message)
+    return _finding(rule, candidate, True, "confidence", f"{candidate.name} {'; '.join(worse)}.")
 
 
 def sampled_eval(candidate: Candidate, evidence: Evidence) -> Finding:
@@ -473,12 +534,12 @@ class Decision:
 
 
 def rank(evidence: Evidence, findings: Sequence[Finding]) -> list[Candidate]:
-    """The frontier (no ``ranking`` rule fired), dearest first, then the rest by accuracy."""
+    """The frontier (no ``ranking`` rule fired), dearest first, then the rest by quality."""
     demoted = {f.subject for f in findings if f.fired and f.effect == "ranking"}
     frontier = [c for c in evidence.candidates if c.name not in demoted]
     rest = [c for c in evidence.candidates if c.name in demoted]
     frontier.sort(key=cost_key, reverse=True)
-    rest.sort(key=lambda c: c.accuracy, reverse=True)
+    rest.sort(key=lambda c: c.quality, reverse=True)
     return frontier + rest
 
 
@@ -518,22 +579,28 @@ def candidates_from_comparison(
     total_costs: Mapping[str, float] | None = None,
     kinds: Mapping[str, str] | None = None,
 ) -> list[Candidate]:
-    """One candidate per ``comparison.json`` row, with its projected total cost if given."""
+    """One candidate per ``comparison.json`` row, with its projected total cost if given.
+
+    Quality is the row's value of the comparison's ``metric`` (``accuracy`` when it names none,
+    as comparisons made before generative tasks do) and its interval ``<metric>_ci``."""
+    metric = str(comparison.get("metric", "accuracy"))
     total_costs = total_costs or {}
     kinds = kinds or {}
-    return [_candidate(row, total_costs, kinds) for row in comparison["rows"]]
+    return [_candidate(row, metric, total_costs, kinds) for row in comparison["rows"]]
 
 
 def _candidate(
-    row: Mapping[str, Any], total_costs: Mapping[str, float], kinds: Mapping[str, str]
+    row: Mapping[str, Any],
+    metric: str,
+    total_costs: Mapping[str, float],
+    kinds: Mapping[str, str],
 ) -> Candidate:
     name = str(row["strategy"])
-    low, high = row["accuracy_ci"]
-    forgetting = row.get("forgetting")
+    low, high = row[f"{metric}_ci"]
     return Candidate(
         name=name,
-        accuracy=float(row["accuracy"]),
-        accuracy_ci=(float(low), float(high)),
+        quality=float(row[metric]),
+        quality_ci=(float(low), float(high)),
         kind=kinds.get(name, name),
         ece=_optional(row.get("ece")),
         confident_wrong_rate=_optional(row.get("confident_wrong_rate")),
@@ -542,7 +609,8 @@ def _candidate(
         latency_ms=_optional(row.get("latency_batch1_p50_ms")),
         total_cost=_optional(total_costs.get(name)),
         vs_best=Difference.from_dict(row.get("vs_best")),
-        forgetting=_optional(forgetting),
+        forgetting=_optional(row.get("forgetting")),
+        perplexity_ratio=_optional(row.get("perplexity_ratio")),
     )
 
 
@@ -552,27 +620,37 @@ def evidence_from_comparison(
     kinds: Mapping[str, str] | None = None,
     data_report: Mapping[str, Any] | None = None,
     settings: DecisionConfig | None = None,
+    paired: Mapping[tuple[str, str], Difference] | None = None,
 ) -> Evidence:
-    """The rules' inputs from ``comparison.json``, projected costs and ``data_report.json``."""
+    """The rules' inputs from ``comparison.json``, projected costs and ``data_report.json``,
+    with ``paired`` differences between runs beyond those to the best, where known."""
+    metric = str(comparison.get("metric", "accuracy"))
     return Evidence(
         tuple(candidates_from_comparison(comparison, total_costs, kinds)),
         best=comparison.get("best"),
+        paired=dict(paired or {}),
         data=None if data_report is None else data_facts(data_report),
         settings=settings or DecisionConfig(),
+        metric=METRIC_WORDS.get(metric, metric),
     )
 
 
 def data_facts(report: Mapping[str, Any]) -> DataFacts | None:
-    """Training-set size from a data report; ``None`` when it has no label counts."""
+    """Training-set size from a data report: label counts for classification data, the
+    training records kept for chat data; ``None`` when the report has neither."""
     labels = report.get("labels") or {}
     counts = labels.get("train_counts")
-    if not counts:
-        return None
-    return DataFacts(
-        train_examples=int(sum(counts.values())),
-        classes=len(counts),
-        min_per_class=int(min(counts.values())),
-    )
+    if counts:
+        return DataFacts(
+            train_examples=int(sum(counts.values())),
+            classes=len(counts),
+            min_per_class=int(min(counts.values())),
+        )
+    train = (report.get("sources") or {}).get("train") or {}
+    kept = train.get("after_dedup", train.get("valid"))
+    if train.get("format") == "classification" or kept is None:
+        return None  # classification data without label counts: nothing to judge by
+    return DataFacts(train_examples=int(kept))
 
 
 def _optional(value: Any) -> float | None:

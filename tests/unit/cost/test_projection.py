@@ -80,6 +80,15 @@ def test_break_even_worked_by_hand() -> None:
     assert TUNED.training + x * TUNED.per_request == pytest.approx(FEW_SHOT.per_request * x)
 
 
+def test_break_even_within_a_day_is_said_in_hours() -> None:
+    # $0.05 to train against $5/1M saved: 10,000 requests = 1 day at 10,000/day; at 40,000/day
+    # the same traffic is 6 hours, not "0 days"
+    cheap = StrategyCosts("tuned", training=0.05, per_request=0.0)
+    prompt = StrategyCosts("prompt", training=0.0, per_request=5e-6)
+    busy = ProjectionConfig(requests_per_day=40_000, retune_every_months=None)
+    assert "(6.0 hours at 40,000/day)" in break_even(cheap, prompt, busy).describe()
+
+
 def test_break_even_does_not_depend_on_argument_order() -> None:
     forward, backward = (
         break_even(TUNED, FEW_SHOT, NO_RETUNE),

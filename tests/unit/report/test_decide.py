@@ -35,16 +35,16 @@ TIE = Difference(0.01, -0.02, 0.04)
 WORSE = Difference(-0.10, -0.13, -0.07)
 
 
-def make(name: str, accuracy: float, cost: float | None = None, **changes: Any) -> Candidate:
+def make(name: str, quality: float, cost: float | None = None, **changes: Any) -> Candidate:
     values: dict[str, Any] = {
-        "accuracy_ci": (accuracy - 0.02, accuracy + 0.02),
+        "quality_ci": (quality - 0.02, quality + 0.02),
         "ece": 0.05,
         "confident_wrong_rate": 0.02,
         "n": 3080,
         "total_cost": cost,
         "latency_ms": 5.0,
     }
-    return Candidate(name=name, accuracy=accuracy, **{**values, **changes})
+    return Candidate(name=name, quality=quality, **{**values, **changes})
 
 
 BASE = make("zero_shot", 0.40, 1.0)

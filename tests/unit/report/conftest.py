@@ -1,0 +1,188 @@
+"""Hand-written experiment folders for report tests: run directories as ``compare`` writes them
+(eval.json, cost.json, manifest.json, config.yaml, predictions.safetensors), the data report
+and the eval lock, with scores drawn from a seeded generator and scored by adaptlab's own
+metrics. No model runs: a folder takes milliseconds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from adaptlab.evaluate.bootstrap import bootstrap_interval, micro_f1_interval
+from adaptlab.evaluate.metrics import classification_metrics, reliability_bins
+from adaptlab.evaluate.slots import slot_metrics
+from adaptlab.report.build import ReportFiles, build_report
+from adaptlab.runs import RunFolder, base_manifest
+
+LABELS = ("cards", "transfers", "refunds")
+SLOTS = ("people", "date", "time")
+EVAL_SHA = "e" * 64
+TRAIN_SHA = "t" * 64
+N = 90
+
+# name -> (registered strategy, accuracy, batch-1 latency ms, fit seconds)
+CLASSIFIERS: dict[str, tuple[str, float, float, float]] = {
+    "zero_shot": ("zero_shot", 0.45, 4.0, 0.5),
+    "knn": ("knn", 0.80, 6.0, 20.0),
+    "frozen": ("frozen", 0.82, 3.0, 30.0),
+    "setfit_k8": ("setfit", 0.84, 5.0, 200.0),
+    "full": ("full", 0.95, 9.0, 600.0),
+}
+# name -> (slot F1 target, latency ms, fit seconds, forgetting, perplexity ratio)
+GENERATORS: dict[str, tuple[float, float, float, float | None, float | None]] = {
+    "prompt": (0.3, 300.0, 1.0, None, None),
+    "few_shot": (0.6, 320.0, 5.0, None, None),
+    "sft_lora": (0.9, 300.0, 400.0, 0.05, 1.3),
+}
+
+
+def write_experiment(root: Path, name: str, task: str, strategies: dict[str, str]) -> Path:
+    folder = root / name
+    (folder / "data").mkdir(parents=True)
+    experiment = {
+        "name": name,
+        "compare": {"bootstrap_resamples": 200, "confidence": 0.95},
+        "strategies": {run: {"strategy": kind} for run, kind in strategies.items() if run != kind},
+    }
+    (folder / "experiment.yaml").write_text(yaml.safe_dump(experiment))
+    (folder / "data" / "data_report.json").write_text(json.dumps(data_report(task)))
+    lock = {"eval_sha256": EVAL_SHA, "size": N, "source": "split", "format": task}
+    (folder / "data" / "eval.lock").write_text(json.dumps(lock))
+    return folder
+
+
+def data_report(task: str) -> dict[str, Any]:
+    fmt = "classification" if task == "classification" else "chat"
+    source = {"path": "train.jsonl", "format": fmt, "records_read": 400, "valid": 400}
+    report: dict[str, Any] = {
+        "sources": {"train": {**source, "after_dedup": 390, "errors": 0, "warnings": 0}},
+        "guidance": [{"level": "warn", "message": "390 examples; <b>few</b> for fine-tuning."}],
+        "duplicates": {"train": {"exact_groups": 2, "near_groups": 3, "dropped": 10}},
+        "contamination": {"eval_items": 1, "exact": 1, "near": 0},
+        "pii": {"scrubbed": True, "counts": {"train": {"EMAIL": 2}}},
+        "tokens": {"train": {"total": 4000, "count": 390}, "eval": {"total": 900, "count": N}},
+    }
+    if task == "classification":
+        counts = {"cards": 140, "transfers": 130, "refunds": 120}
+        report["labels"] = {"classes": 3, "train_counts": counts, "min_per_class": 120}
+    return report
+
+
+def manifest(name: str, config_yaml: str) -> dict[str, Any]:
+    return base_manifest(name, TRAIN_SHA, EVAL_SHA, "tiny-base", "f" * 64, config_yaml, 42, False)
+
+
+def write_classifier_run(runs: Path, name: str, seed: int) -> Path:
+    _, accuracy, latency, fit = CLASSIFIERS[name]
+    rng = np.random.default_rng(seed)
+    gold = np.random.default_rng(0).integers(0, len(LABELS), N)  # the same eval set for all
+    right = rng.random(N) < accuracy
+    predicted = np.where(right, gold, (gold + 1 + rng.integers(0, 2, N)) % len(LABELS))
+    confidence = rng.uniform(0.4, 0.95, N)
+    probabilities = np.full((N, len(LABELS)), 0.0)
+    probabilities[:] = ((1 - confidence) / (len(LABELS) - 1))[:, None]
+    probabilities[np.arange(N), predicted] = confidence
+    correct = (predicted == gold).astype(np.float64)
+    metrics = classification_metrics(probabilities, gold, LABELS)
+    low, high = bootstrap_interval(correct, resamples=200, confidence=0.95)
+    payload = {
+        "strategy": name,
+        "task": "classification",
+        "n": N,
+        "eval_size": N,
+        "sampled": False,
+        "metrics": metrics.to_dict(),
+        "accuracy_ci": [low, high],
+        "confidence": 0.95,
+        "reliability": reliability_bins(probabilities.max(axis=1), correct.astype(bool)),
+        "latency": {
+            "batch_1": {"p50_ms": latency, "p95_ms": latency * 1.5},
+            "batch_32": {"per_example_ms": latency / 4},
+        },
+    }
+    folder = RunFolder(runs / name)
+    folder.reset()
+    folder.write_predictions(probabilities, gold, np.arange(N))
+    return _finish(folder, name, payload, fit)
+
+
+def write_generator_run(runs: Path, name: str, seed: int) -> Path:
+    target, latency, fit, forgot, ratio = GENERATORS[name]
+    rng = np.random.default_rng(seed)
+    gold = [{SLOTS[i % 3]: str(i), SLOTS[(i + 1) % 3]: f"v{i}"} for i in range(N)]
+    answers = [
+        json.dumps({k: (v if rng.random() < target else "wrong") for k, v in frame.items()})
+        for frame in gold
+    ]
+    metrics = slot_metrics(answers, gold, SLOTS)
+    low, high = micro_f1_interval(metrics.counts_per_example(), resamples=200, confidence=0.95)
+    payload: dict[str, Any] = {
+        "strategy": name,
+        "task": "generative",
+        "n": N,
+        "eval_size": N,
+        "sampled": False,
+        "metrics": metrics.to_dict(),
+        "slot_f1_ci": [low, high],
+        "confidence": 0.95,
+        "tokens": {"prompt": {"mean": 120.0}, "generated": {"mean": 12.0}},
+        "cost": {"latency": {"p50_ms": latency, "p95_ms": latency * 1.2}},
+    }
+    if forgot is not None:
+        change = {"forgetting": forgot, "instruction_pass_rate": 0.7, "perplexity": 13.0}
+        payload["retention"] = {"vs_base": {**change, "perplexity_ratio": ratio}}
+    folder = RunFolder(runs / name)
+    folder.reset()
+    arrays = {"counts": metrics.counts_per_example(), "indices": np.arange(N, dtype=np.int64)}
+    folder.write_prediction_arrays(arrays)
+    return _finish(folder, name, payload, fit)
+
+
+def _finish(folder: RunFolder, name: str, payload: dict[str, Any], fit: float) -> Path:
+    config_yaml = yaml.safe_dump({"strategy": name, "train": {"num_epochs": 3}})
+    (folder.path / "config.yaml").write_text(config_yaml)
+    folder.write_json("eval.json", payload)
+    cost = {"fit_wall_s": fit, "size_on_disk_bytes": 1_000_000, "trainable_params": 0}
+    folder.write_json("cost.json", {**cost, "total_params": 1_000_000, "peak_rss_bytes": 2**28})
+    folder.write_json("manifest.json", manifest(name, config_yaml))
+    return folder.path
+
+
+def classification_folder(root: Path) -> Path:
+    """root/runs/tiny with five classification runs (one renamed: setfit_k8 ran setfit)."""
+    kinds = {name: facts[0] for name, facts in CLASSIFIERS.items()}
+    folder = write_experiment(root / "runs", "tiny", "classification", kinds)
+    for seed, name in enumerate(CLASSIFIERS):
+        write_classifier_run(folder / "runs", name, seed + 1)
+    return folder
+
+
+def generative_folder(root: Path) -> Path:
+    """root/runs/chat with three generative runs: the base prompt, few-shot and an SFT LoRA
+    that forgot some of the base model's general abilities."""
+    folder = write_experiment(root / "runs", "chat", "generative", {n: n for n in GENERATORS})
+    for seed, name in enumerate(GENERATORS):
+        write_generator_run(folder / "runs", name, seed + 1)
+    return folder
+
+
+@pytest.fixture
+def classification_experiment(tmp_path: Path) -> Path:
+    return classification_folder(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def classification_report(tmp_path_factory: pytest.TempPathFactory) -> ReportFiles:
+    """The report on an untouched classification experiment, built once per test module
+    (rendering the plots is the slow part)."""
+    return build_report([classification_folder(tmp_path_factory.mktemp("report"))])
+
+
+@pytest.fixture(scope="module")
+def generative_report(tmp_path_factory: pytest.TempPathFactory) -> ReportFiles:
+    return build_report([generative_folder(tmp_path_factory.mktemp("chat-report"))])
