@@ -17,6 +17,7 @@ from pydantic import Field
 from safetensors.numpy import load_file, save_file
 
 from adaptlab.models.encoder import FrozenEncoder
+from adaptlab.models.retrieval import similarities
 from adaptlab.strategies.base import RunContext, StrategyConfig, register
 
 INDEX = "index.safetensors"
@@ -41,7 +42,7 @@ class NearestNeighbourClassifier:
     label_names: Sequence[str]
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        similarity = self.encoder.embed(texts) @ self.vectors.T
+        similarity = similarities(self.encoder.embed(texts), self.vectors)
         k = min(self.config.k, similarity.shape[1])
         nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
         scores = np.take_along_axis(similarity, nearest, axis=1) * self.config.temperature
