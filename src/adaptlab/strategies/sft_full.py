@@ -61,9 +61,9 @@ class SftConfig(StrategyConfig):
     )
     replay_ratio: Annotated[float, Ge(0), Lt(1)] = Field(
         0.0,
-        description="General text mixed into training against forgetting, as replayed "
-        "examples per training conversation (0.1: one window of general text per ten "
-        "conversations); the text is disjoint from the retention check's.",
+        description="Share of the trained tokens that come from general text mixed into "
+        "training against forgetting (0.1: a tenth), in windows of sequence_len tokens of "
+        "BBC News disjoint from the text the retention check scores.",
     )
 
     def default_train(self) -> dict[str, Any]:
@@ -82,16 +82,21 @@ def training_examples(
     """The run's training conversations encoded (and packed), with replayed general text
     mixed in at ``replay_ratio``; what encoding cut or dropped goes into the run's facts."""
     records = training_records(run.task)
-    replayed: list[Example] = []
-    if config.replay_ratio > 0:
-        from adaptlab.evaluate.forgetting import replay_examples
 
-        count = round(config.replay_ratio * len(records))
-        replayed = replay_examples(
-            tokenizer, count, run.max_length, run.train.seed, first_index=len(records)
-        )
+    def replay(count: int) -> list[Example]:
+        from adaptlab.evaluate.forgetting import replay_examples  # BBC News: load on use
+
+        # Indices above every chat record's, so packing and per-example losses keep them apart.
+        seed = run.train.seed
+        return replay_examples(tokenizer, count, run.max_length, seed, first_index=len(records))
+
     examples, report = sft_examples(
-        tokenizer, records, run.max_length, packing=config.packing, extra=replayed
+        tokenizer,
+        records,
+        run.max_length,
+        packing=config.packing,
+        replay_share=config.replay_ratio,
+        replay=replay,
     )
     run.record(sft_data=report)
     return examples

@@ -12,7 +12,8 @@ Packing puts several short conversations into one row, so a batch of restaurant8
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ from torch import nn
 from adaptlab.evaluate.generation import DecodingConfig
 from adaptlab.models.causal_lm import CausalLM
 from adaptlab.train.chat import (
+    IGNORE_INDEX,
     ChatCollator,
     Example,
     chat_loss,
@@ -62,31 +64,57 @@ def sft_examples(
     sequence_len: int,
     *,
     packing: bool,
-    extra: Sequence[Example] = (),
+    replay_share: float = 0.0,
+    replay: Callable[[int], Sequence[Example]] | None = None,
 ) -> tuple[list[Example], dict[str, Any]]:
-    """Encoded (and, with ``packing``, packed) examples of ``records`` plus ``extra`` ready-made
-    examples (replayed general text), and what encoding reported (truncated and dropped
-    records): the facts a run records so that nothing is cut silently."""
+    """Encoded (and, with ``packing``, packed) examples of ``records``, and what encoding
+    reported (truncated and dropped records): the facts a run records so nothing is cut
+    silently.
+
+    With ``replay_share`` > 0, ``replay(count)`` windows of general text are added, as many as
+    make that share of the *trained tokens*: a replay window trains every token while a chat
+    example trains only its answer (a restaurant8k answer is ~15 tokens, a window 255), so a
+    share counted in examples would let general text dominate the gradient.
+    """
     data = encode_chats(tokenizer, records, sequence_len)
     if not data.examples:
         raise ValueError(
             f"no training example is left of the {len(records)} chat records: "
             f"{data.report.summary()}. Raise model.sequence_len or shorten the conversations."
         )
+    extra: list[Example] = []
+    if replay_share > 0:
+        if replay is None:
+            raise ValueError("replay_share > 0 needs a replay source")
+        extra = list(replay(replay_windows(data.report.trained_tokens, replay_share, sequence_len)))
     examples = [*data.examples, *extra]
     report = {
         "records": data.report.records,
         "examples": len(data.examples),
-        "replayed_examples": len(extra),
         "truncated_records": len(data.report.truncated),
         "dropped_records": len(data.report.dropped),
         "tokens": data.report.tokens,
         "trained_tokens": data.report.trained_tokens,
+        "replayed_examples": len(extra),
+        "replayed_trained_tokens": sum(trained_count(example) for example in extra),
     }
     if packing:
         examples = pack_examples(examples, sequence_len)
         report["packed_rows"] = len(examples)
     return examples, report
+
+
+def replay_windows(chat_tokens: int, share: float, sequence_len: int) -> int:
+    """Windows of ``sequence_len`` tokens (``sequence_len - 1`` trained: the first is never
+    predicted) that make ``share`` of all trained tokens next to ``chat_tokens``."""
+    if not 0 <= share < 1:
+        raise ValueError(f"replay share = {share}: must be in [0, 1)")
+    wanted = share / (1 - share) * chat_tokens
+    return math.ceil(wanted / (sequence_len - 1)) if wanted > 0 else 0
+
+
+def trained_count(example: Mapping[str, Any]) -> int:
+    return sum(label != IGNORE_INDEX for label in example["labels"])
 
 
 def fit_causal_lm(

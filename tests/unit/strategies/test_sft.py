@@ -86,3 +86,21 @@ def test_qlora_without_cuda_stops_before_loading_anything(
     with pytest.raises(QloraUnavailableError, match="CUDA.*sft_lora"):
         get_strategy("qlora").fit(run)
     assert not (run.folder / "adapter").exists()
+
+
+def test_replay_ratio_is_the_share_of_trained_tokens_from_general_text(
+    make_run: RunFactory,
+) -> None:
+    run = make_run("sft_full", {"replay_ratio": 0.2, "packing": False})
+    tokenizer = get_strategy("sft_full").fit(run).lm.tokenizer  # type: ignore[union-attr]
+    report = run.facts["sft_data"]
+    replayed, chat = report["replayed_trained_tokens"], report["trained_tokens"]
+
+    assert report["replayed_examples"] >= 1
+    share = replayed / (replayed + chat)
+    one_window = (run.max_length - 1) / (replayed + chat)
+    assert 0.2 <= share < 0.2 + one_window  # as many windows as reach the share, no more
+    examples = training_examples(run, tokenizer, run.config)  # type: ignore[arg-type]
+    replay_rows = examples[len(run.task.train_records) :]
+    assert len(replay_rows) == report["replayed_examples"]
+    assert all(row["index"] >= len(run.task.train_records) for row in replay_rows)
