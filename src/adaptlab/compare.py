@@ -54,7 +54,7 @@ from adaptlab.evaluate.harness import evaluate_classifier, evaluate_generator, s
 from adaptlab.evaluate.slots import normalise_value
 from adaptlab.models.causal_lm import CausalLM
 from adaptlab.models.encoder import model_fingerprint, weights_bytes
-from adaptlab.paths import write_text_atomic
+from adaptlab.paths import read_json_object, write_text_atomic
 from adaptlab.runs import (
     GENERATIONS,
     RunError,
@@ -371,7 +371,7 @@ def base_retention(experiment: ExperimentConfig, log: Log) -> dict[str, Any]:
         "retention_fingerprint": retention_fingerprint(settings),
     }
     path = experiment_dir(experiment) / BASE_RETENTION
-    cached = _read_json(path)
+    cached = read_json_object(path)
     if cached is not None and cached.get("key") == key:
         return dict(cached["retention"])
     log(f"measuring the base model's retention ({model.base_model}) into {path}")
@@ -379,16 +379,6 @@ def base_retention(experiment: ExperimentConfig, log: Log) -> dict[str, Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps({"key": key, "retention": measured}, indent=2) + "\n")
     return measured
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    """The JSON object in ``path``; ``None`` when it is missing or unreadable (then the cache
-    is simply rebuilt)."""
-    try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return loaded if isinstance(loaded, dict) else None
 
 
 def _run_config_yaml(

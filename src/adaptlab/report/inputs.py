@@ -10,7 +10,6 @@ rest: one broken run must not hide the others.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from pydantic import ValidationError
 
 from adaptlab.compare import build_comparison, read_run
 from adaptlab.config import CompareConfig
+from adaptlab.paths import read_json_object
 from adaptlab.runs import CONFIG, COST, EVAL, MANIFEST, RunError, RunFolder
 
 COMPARISON = "comparison.json"
@@ -133,7 +133,7 @@ def _owner(folders: Sequence[Path]) -> Path | None:
 def _experiment_runs(experiment: Path) -> list[Path]:
     runs = experiment / "runs"
     found = sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
-    recorded = read_json_file(experiment / COMPARISON) or {}
+    recorded = read_json_object(experiment / COMPARISON) or {}
     named = [str(row.get("strategy")) for row in recorded.get("rows", [])]
     named += list(recorded.get("failures") or {})
     return found + [runs / name for name in named]
@@ -300,7 +300,7 @@ def _current_comparison(
     if experiment_folder is None:
         return None
     path = experiment_folder / COMPARISON
-    recorded = read_json_file(path)
+    recorded = read_json_object(path)
     if recorded is None or not isinstance(recorded.get("rows"), list):
         return None
     names = {str(row.get("strategy")) for row in recorded["rows"]}
@@ -347,8 +347,8 @@ def experiment_context(folder: Path | None) -> ExperimentContext:
     experiment = _read_yaml(folder / EXPERIMENT)
     return ExperimentContext(
         experiment,
-        read_json_file(folder / DATA_REPORT),
-        read_json_file(folder / EVAL_LOCK),
+        read_json_object(folder / DATA_REPORT),
+        read_json_object(folder / EVAL_LOCK),
         _compare_settings(experiment),
     )
 
@@ -361,15 +361,6 @@ def _compare_settings(experiment: Mapping[str, Any] | None) -> CompareConfig:
         return CompareConfig.model_validate(raw or {})
     except ValidationError:
         return CompareConfig()
-
-
-def read_json_file(path: Path) -> dict[str, Any] | None:
-    """The JSON object in ``path``; ``None`` when it is missing or not a JSON object."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _read_yaml(path: Path) -> dict[str, Any] | None:
