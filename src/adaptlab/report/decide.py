@@ -401,9 +401,10 @@ def cheaper_within_ci(candidate: Candidate, evidence: Evidence) -> Finding:
         )
         return _finding(rule, candidate, False, "none", message)
     other, verdict = max(matched, key=lambda pair: pair[0].quality)
+    how = "is not significantly better than" if verdict.outcome == "tie" else "is worse than"
     message = (
-        f"{candidate.name} loses to the cheaper {other.name}: {evidence.metric} "
-        f"{verdict.describe()}, "
+        f"{candidate.name} loses to the cheaper {other.name}: it {how} it on "
+        f"{evidence.metric}, {verdict.describe()}; "
         f"cost {_money(candidate.total_cost)} against {_money(other.total_cost)}."
     )
     return _finding(rule, candidate, True, "ranking", message, other.name)

@@ -126,6 +126,14 @@ def test_cheaper_within_ci_fires_against_a_cheaper_strategy_of_equal_quality() -
     found = cheaper_within_ci(full, evidence(LORA, full, paired=paired(full__lora=TIE)))
     assert found.fired and found.effect == "ranking" and found.other == "lora"
     assert "cost $40.00 against $10.00" in found.message
+    assert "is not significantly better than it" in found.message
+
+
+def test_cheaper_within_ci_says_worse_when_the_dearer_one_is_significantly_worse() -> None:
+    full = make("full", 0.78, 40.0)
+    found = cheaper_within_ci(full, evidence(LORA, full, paired=paired(full__lora=WORSE)))
+    assert found.fired and found.other == "lora"
+    assert "is worse than it" in found.message and "not significantly" not in found.message
 
 
 def test_cheaper_within_ci_quiet_when_significantly_better_than_every_cheaper_one() -> None:

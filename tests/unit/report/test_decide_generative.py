@@ -89,7 +89,7 @@ def test_cheaper_within_ci_on_slot_f1() -> None:
     ev = evidence(PROMPT, FEW_SHOT, LORA, FULL)
     found = cheaper_within_ci(find(ev, "sft_full"), ev)
     assert found.fired and found.other == "sft_lora" and found.effect == "ranking"
-    assert "slot F1 +1.0 points [-1.0, +3.0] (paired bootstrap)" in found.message
+    assert "on slot F1, +1.0 points [-1.0, +3.0] (paired bootstrap);" in found.message
     # sft_lora is not compared with sft_full (dearer); against the cheaper ones only CIs remain
     assert not cheaper_within_ci(find(ev, "prompt"), ev).fired
 
