@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -263,6 +264,85 @@ def compare_command(
             "(error.txt in their run folders)",
             code=1,
         )
+
+
+@app.command("estimate")
+def estimate_command(
+    config: Annotated[
+        Path | None, typer.Argument(help="Experiment YAML (default: the embedded demo).")
+    ] = None,
+    strategy: Annotated[
+        list[str] | None, typer.Option("--strategy", "-s", help="Only these (repeatable).")
+    ] = None,
+    hardware: Annotated[str, typer.Option(help="Hardware profile to estimate for.")] = "cpu_2core",
+    hardware_file: Annotated[
+        Path | None, typer.Option(help="YAML of hardware profiles to add or change.")
+    ] = None,
+    runs: Annotated[
+        list[Path] | None,
+        typer.Option(help="Finished runs to calibrate from (default: the experiment's runs)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead.")] = False,
+) -> None:
+    """Before any training: wall time, peak memory and cost of each strategy, with the
+    assumptions behind them."""
+    from adaptlab.cost.estimate import estimate_experiment
+    from adaptlab.cost.hardware import load_hardware
+    from adaptlab.models.bundled import ModelNotAvailable
+
+    _quiet_libraries()
+    try:
+        experiment = _experiment(config, None, None, {}, {})
+        profiles = load_hardware(hardware_file)
+        log = (lambda message: None) if as_json else _log
+        result = estimate_experiment(experiment, strategy, hardware, profiles, runs, log=log)
+    except (ConfigError, DataError, ModelNotAvailable, ValueError, KeyError) as exc:
+        _fail(str(exc.args[0] if isinstance(exc, KeyError) else exc))
+        return
+    if as_json:
+        print(json.dumps(result.as_dict(), indent=2))
+        return
+    _print_estimate(result)
+
+
+def _print_estimate(result: Any) -> None:
+    table = Table(title=f"Estimate on {result.profile_name} ({result.profile.description})")
+    headers = ("strategy", "method", "tokens trained", "FLOPs", "utilisation", "time", "peak MB")
+    for header in (*headers, "cost $"):
+        table.add_column(header, justify="left" if header in ("strategy", "method") else "right")
+    for estimate in result.estimates:
+        table.add_row(*_estimate_cells(estimate))
+    console.print(table)
+    for estimate in result.estimates:
+        for warning in estimate.warnings:
+            errors.print(f"[yellow]warning:[/yellow] {estimate.name}: {warning}", highlight=False)
+    console.print("Assumptions:")
+    for number, line in enumerate(result.assumptions(), start=1):
+        console.print(f"  {number}. {line}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _estimate_cells(estimate: Any) -> list[str]:
+    workload = estimate.workload
+    if workload.not_estimated:
+        return [estimate.name, workload.method, "—", "—", "not estimated", "—", "—", "—"]
+    used = estimate.utilisation
+    utilisation = "—" if used is None else f"{used.value:.1%} ({used.source.split(':')[0]})"
+    return [
+        estimate.name,
+        workload.method,
+        f"{workload.tokens:,}",
+        f"{workload.flops:.3g}",
+        utilisation,
+        _duration(estimate.seconds),
+        f"{estimate.peak_bytes / 1e6:,.0f}",
+        f"{estimate.cost:.4f}",
+    ]
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 @app.command("report")

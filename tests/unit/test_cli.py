@@ -114,3 +114,42 @@ def test_command_line_experiment_keeps_which_train_settings_were_set(tmp_path: P
     merged = merged_train_config(experiment.train, experiment.train.model_fields_set, full)
     assert merged.seed == 7
     assert merged.learning_rate == full.default_train()["learning_rate"]
+
+
+def estimate_config(tmp_path: Path, train_file: Path) -> Path:
+    config = tmp_path / "estimate.yaml"
+    config.write_text(
+        f"name: est\noutput_dir: {tmp_path / 'runs'}\ndata:\n  train: {train_file}\n"
+        "  val_set_size: 0.25\n  min_examples_per_class: 1\n"
+    )
+    return config
+
+
+def test_estimate_prints_a_table_and_assumptions(tmp_path: Path, train_file: Path) -> None:
+    config = estimate_config(tmp_path, train_file)
+    args = ["estimate", str(config), "-s", "full", "-s", "frozen", "-s", "zero_shot"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "Estimate on cpu_2core" in result.output and "Assumptions:" in result.output
+    assert "6·N·T" in result.output and "nothing trains" in result.output
+    assert not (tmp_path / "runs").exists()  # estimating writes nothing into the experiment
+    result = runner.invoke(app, [*args, "--json", "--hardware", "h100"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    rows = {row["run"]: row for row in data["estimates"]}
+    assert rows["full"]["method"] == "full" and rows["full"]["seconds"] > 0
+    assert rows["zero_shot"]["seconds"] == 0 and rows["full"]["tokens"] > 0
+    assert "assumed" in rows["full"]["utilisation_source"]
+
+
+def test_estimate_unknown_profile_or_strategy_is_a_clear_error(
+    tmp_path: Path, train_file: Path
+) -> None:
+    config = estimate_config(tmp_path, train_file)
+    result = runner.invoke(app, ["estimate", str(config), "--hardware", "h10"])
+    assert result.exit_code == 2
+    assert "unknown hardware profile 'h10'" in result.output and "h100" in result.output
+    result = runner.invoke(app, ["estimate", str(config), "-s", "fulll"])
+    assert result.exit_code == 2 and "unknown strategy 'fulll'" in result.output
+    result = runner.invoke(app, ["estimate", str(tmp_path / "missing.yaml")])
+    assert result.exit_code == 2 and "cannot read config" in result.output

@@ -12,11 +12,12 @@ example x epochs):
     activations, 2·N·T, and to the weights, 2·N·T). Kaplan et al. 2020, "Scaling Laws for
     Neural Language Models", §2.1 (C ≈ 6NT); attention's sequence-length term is left out,
     which is fair for the short sequences classification uses.
-  - ``adapter`` (a frozen backbone that gradients flow through to trainable adapters or top
-    layers: LoRA, partial fine-tuning): forward 2·N·T + backward through the activations
-    2·N·T + weight gradients of the trainable parameters only 2·N_t·T = (4·N + 2·N_t)·T.
-    For partial fine-tuning backpropagation stops at the lowest trained block, so this is an
-    upper bound.
+  - ``adapter`` (a frozen backbone that gradients flow through to trainable adapters: LoRA):
+    forward 2·N·T + backward through the activations 2·N·T + weight gradients of the
+    trainable parameters only 2·N_t·T = (4·N + 2·N_t)·T.
+  - ``top_blocks`` (the top blocks and the head train, everything below is frozen: partial
+    fine-tuning): backpropagation stops at the lowest trained block, so forward 2·N·T +
+    backward through the trained part only 4·N_t·T = (2·N + 4·N_t)·T.
   - ``features`` (the frozen backbone embeds each example once, a small head trains on the
     vectors: frozen, kNN): 2·N·T; the head's own FLOPs are negligible next to the encoder's.
   - ``none`` (nothing trains: zero-shot, prompting): 0.
@@ -46,7 +47,7 @@ from typing import Literal
 
 from adaptlab.cost.hardware import HardwareProfile
 
-TrainingMethod = Literal["full", "adapter", "features", "none"]
+TrainingMethod = Literal["full", "adapter", "top_blocks", "features", "none"]
 
 STRATEGY_METHODS: dict[str, TrainingMethod] = {
     "full": "full",
@@ -54,7 +55,7 @@ STRATEGY_METHODS: dict[str, TrainingMethod] = {
     "scratch": "full",
     "setfit": "full",  # the contrastive stage tunes the whole body on sentence pairs
     "lora": "adapter",
-    "partial": "adapter",
+    "partial": "top_blocks",
     "frozen": "features",
     "knn": "features",
     "zero_shot": "none",  # embeds the label names only
@@ -88,6 +89,8 @@ def training_flops(
         return 6.0 * total_params * tokens
     if method == "adapter":
         return (4.0 * total_params + 2.0 * trainable_params) * tokens
+    if method == "top_blocks":
+        return (2.0 * total_params + 4.0 * trainable_params) * tokens
     if method == "features":
         return 2.0 * total_params * tokens
     return 0.0

@@ -21,6 +21,13 @@ import torch
 from annotated_types import Ge, Gt, Le
 from pydantic import Field, model_validator
 
+from adaptlab.cost.estimate import (
+    Workload,
+    architecture,
+    meta_classifier,
+    trained_workload,
+    training_lengths,
+)
 from adaptlab.models.encoder import (
     EncoderClassifier,
     SentenceClassifier,
@@ -234,9 +241,10 @@ def student_classifier(teacher: SentenceClassifier, kept: list[int]) -> Sentence
     """The teacher's encoder with only the ``kept`` layers, under a copy of its head."""
     encoder = half_depth_student(teacher.encoder, kept, len(kept))
     student = SentenceClassifier(encoder, teacher.head.out_features, teacher.dropout.p)
-    student.head.load_state_dict(teacher.head.state_dict())
-    with torch.no_grad():
-        student.scale.copy_(teacher.scale)
+    if not teacher.head.weight.is_meta:  # an estimate builds the student from shapes alone
+        student.head.load_state_dict(teacher.head.state_dict())
+        with torch.no_grad():
+            student.scale.copy_(teacher.scale)
     # BERT's [CLS] pooler gets no gradient under mean pooling: frozen, so that every parameter
     # said to train does; kept, so that model/ loads as a plain transformers model.
     freeze(student, except_=lambda name: ".pooler." not in f".{name}")
@@ -277,6 +285,27 @@ class DistillStrategy:
         _save_model(student, teacher.tokenizer, run.folder / MODEL_DIR, meta)
         run.record(needs_base_model=False, **facts)  # model/ holds every weight
         return EncoderClassifier(student, teacher.tokenizer, run.task.label_names, run.max_length)
+
+    def workload(self, run: RunContext) -> Workload:
+        """The half-depth student trains fully; the teacher (the base model's architecture, as
+        every candidate teacher has) is held and computes its logits over the texts once."""
+        config = run.config
+        assert isinstance(config, DistillConfig)
+        teacher = meta_classifier(
+            run.base_model, run.task.num_labels, run.experiment.model.revision
+        )
+        student = student_classifier(teacher, kept_layers(depth(teacher), config))
+        lengths = training_lengths(run)
+        held = architecture(teacher)
+        return trained_workload(
+            "full",
+            student,
+            lengths,
+            run.train,
+            one_off_flops=2.0 * held.matmul_params * sum(lengths),
+            one_off="the teacher's logits over the training texts, once (0 when cached)",
+            held_params=held.total_params,
+        )
 
     def load(self, run: RunContext) -> EncoderClassifier:
         return load_classifier(run.folder / MODEL_DIR)

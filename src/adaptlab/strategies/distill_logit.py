@@ -21,6 +21,13 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import Field, model_validator
 from torch import nn
 
+from adaptlab.cost.estimate import (
+    Workload,
+    architecture,
+    meta_model,
+    trained_workload,
+    training_lengths,
+)
 from adaptlab.models.causal_lm import CausalLM
 from adaptlab.runs import RunError
 from adaptlab.strategies.base import (
@@ -158,6 +165,31 @@ def student_facts(source: TeacherRun, teacher: nn.Module, kept: list[int]) -> di
     }
 
 
+def student_workload(
+    run: RunContext[GenerativeTask],
+    config: GenerativeDistillConfig,
+    student: nn.Module | None = None,
+    one_off: str = "the teacher's top-k logits over the training rows, once (0 when cached)",
+) -> Workload:
+    """A student (the teacher's half-depth copy unless given) trains fully on the run's rows;
+    the teacher (the base model's architecture, as every candidate teacher has) is held and
+    runs over the same tokens once."""
+    teacher = meta_model(run.base_model, revision=run.experiment.model.revision)
+    if student is None:
+        student, _ = student_model(teacher, config)
+    lengths = training_lengths(run)
+    held = architecture(teacher)
+    return trained_workload(
+        "full",
+        student,
+        lengths,
+        run.train,
+        one_off_flops=2.0 * held.matmul_params * sum(lengths),
+        one_off=one_off,
+        held_params=held.total_params,
+    )
+
+
 class DistillLogitStrategy:
     name: ClassVar[str] = "distill_logit"
     config_type: ClassVar[type[StrategyConfig]] = DistillLogitConfig
@@ -197,6 +229,11 @@ class DistillLogitStrategy:
         save_model(student, tokenizer, run.folder / MODEL_DIR, decoding=decoding, **facts)
         run.record(needs_base_model=False, **facts)
         return TunedGenerator(CausalLM(run.name, tokenizer, student), config.decoding)
+
+    def workload(self, run: RunContext[GenerativeTask]) -> Workload:
+        config = run.config
+        assert isinstance(config, DistillLogitConfig)
+        return student_workload(run, config)
 
     def load(self, run: RunContext[GenerativeTask]) -> TunedGenerator:
         return load_model(run.folder / MODEL_DIR)

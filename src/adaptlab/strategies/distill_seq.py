@@ -19,11 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Annotated, Any, ClassVar, Literal
 
 from annotated_types import Ge
 from pydantic import Field
 
+from adaptlab.cost.estimate import Workload, meta_model
 from adaptlab.data.formats import read_rows
 from adaptlab.data.issues import DataError, DataIssue
 from adaptlab.evaluate.generation import generate_chat, request_messages
@@ -43,6 +45,7 @@ from adaptlab.strategies.distill_logit import (
     load_generative_teacher,
     student_facts,
     student_model,
+    student_workload,
 )
 from adaptlab.strategies.sft_full import MODEL_DIR, load_model, save_model, trainable_copy
 from adaptlab.train.sft import TunedGenerator, fit_causal_lm, sft_examples
@@ -236,6 +239,20 @@ class DistillSeqStrategy:
             for request, answer in zip(requests, answers, strict=True)
         ]
         write_text_atomic(run.folder / ANSWERS_FILE, "\n".join(lines) + "\n")
+
+    def workload(self, run: RunContext[GenerativeTask]) -> Workload:
+        """As ``distill_logit``'s, with the teacher answering instead of scoring: the gold
+        answers stand in for the teacher's (their lengths are unknown before it answers)."""
+        config = run.config
+        assert isinstance(config, DistillSeqConfig)
+        student = None if config.student == "half" else meta_model(config.student)
+        workload = student_workload(
+            run, config, student, one_off="the teacher answering every training input, once"
+        )
+        notes = ["the gold answers stand in for the teacher's, tokenised by the base model"]
+        if config.unlabeled:
+            notes.append(f"the unlabeled inputs of {config.unlabeled} are not counted")
+        return replace(workload, notes=tuple(notes))
 
     def load(self, run: RunContext[GenerativeTask]) -> TunedGenerator:
         return load_model(run.folder / MODEL_DIR)

@@ -25,6 +25,7 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from adaptlab.config import LoraConfig as LoraSettings
+from adaptlab.cost.estimate import Workload, meta_classifier, trained_workload, training_lengths
 from adaptlab.models.encoder import (
     CLASSIFIER_FILE,
     EncoderClassifier,
@@ -150,6 +151,16 @@ class LoraStrategy:
         run.record(needs_base_model=True)  # the adapter is a difference from the base weights
         model = merged(model).eval()
         return EncoderClassifier(model, tokenizer, run.task.label_names, run.max_length)
+
+    def workload(self, run: RunContext) -> Workload:
+        """The adapters (and the head) train; the frozen encoder is run through both ways."""
+        config = run.config
+        assert isinstance(config, LoraConfig)
+        model = meta_classifier(run.base_model, run.task.num_labels, run.experiment.model.revision)
+        settings = config.adapter_settings(run.experiment.lora)
+        with torch.device("meta"):
+            model.encoder = peft.get_peft_model(model.encoder, peft_config(settings, model.encoder))
+        return trained_workload("adapter", model, training_lengths(run), run.train)
 
     def load(self, run: RunContext, merge: bool = True) -> EncoderClassifier:
         """Base model + adapter + head; ``merge=False`` keeps the adapter separate."""

@@ -17,6 +17,7 @@ from annotated_types import Ge
 from pydantic import Field
 from torch import nn
 
+from adaptlab.cost.estimate import Workload, meta_classifier, trained_workload, training_lengths
 from adaptlab.models.encoder import EncoderClassifier, load_classifier
 from adaptlab.strategies.base import RunContext, StrategyConfig, register
 from adaptlab.strategies.full import (
@@ -89,6 +90,11 @@ class PartialStrategy:
         model, tokenizer = pretrained_classifier(run, config)
         freeze(model, except_=trains_top_layers(run, model.encoder))
         return fit_and_save(run, model, tokenizer, config)
+
+    def workload(self, run: RunContext) -> Workload:
+        model = meta_classifier(run.base_model, run.task.num_labels, run.experiment.model.revision)
+        freeze(model, except_=trains_top_layers(run, model.encoder))
+        return trained_workload("top_blocks", model, training_lengths(run), run.train)
 
     def load(self, run: RunContext) -> EncoderClassifier:
         return load_classifier(run.folder / MODEL_DIR)

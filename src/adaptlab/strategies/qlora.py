@@ -16,10 +16,12 @@ base's quantisation error.
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 from typing import ClassVar
 
 import torch
 
+from adaptlab.cost.estimate import Workload
 from adaptlab.models.bundled import ModelNotAvailable, resolve_model, unavailable_message
 from adaptlab.models.causal_lm import CausalLM
 from adaptlab.strategies.base import GenerativeTask, RunContext, StrategyConfig, TaskKind, register
@@ -28,6 +30,7 @@ from adaptlab.strategies.sft_lora import (
     ADAPTER_DIR,
     SftLoraConfig,
     adapted_generator,
+    adapter_workload,
     save_adapter,
     with_adapter,
 )
@@ -109,6 +112,11 @@ class QloraStrategy:
         save_adapter(adapted, run.folder / ADAPTER_DIR, decoding=decoding, base_model=lm.name)
         run.record(needs_base_model=True, quantization="nf4-double-quant")
         return generator
+
+    def workload(self, run: RunContext[GenerativeTask]) -> Workload:
+        # NF4 with double quantisation stores ~4.1 bits per weight (Dettmers et al. 2023, §3).
+        note = "the frozen base counted at 0.5 bytes per weight (4-bit NF4)"
+        return replace(adapter_workload(run), weight_bytes=0.5, notes=(note,))
 
     def load(self, run: RunContext[GenerativeTask]) -> TunedGenerator:
         folder = run.folder / ADAPTER_DIR

@@ -35,6 +35,8 @@ from pydantic import Field
 from safetensors.numpy import load_file, save_file
 from torch import nn
 
+from adaptlab.cost.estimate import Workload, architecture, meta_model, trained_workload
+from adaptlab.models.bundled import load_tokenizer
 from adaptlab.models.encoder import (
     FrozenEncoder,
     PooledEncoder,
@@ -251,6 +253,42 @@ class SetFitStrategy:
         _record(run, config, encoder, tensors, labels, pairs)
         return LinearHeadClassifier(encoder, head, task.label_names)
 
+    def workload(self, run: RunContext) -> Workload:
+        """The contrastive stage over the pairs (both sides of a pair in one batch); the shots
+        are embedded once to mine hard negatives and once more for the head."""
+        config = run.config
+        assert isinstance(config, SetFitConfig)
+        task = run.task
+        shots = sample_shots(task.train_labels, config.shots, run.train.seed)
+        tokenizer = load_tokenizer(run.base_model, run.experiment.model.revision)
+        texts = [task.train_texts[i] for i in shots]
+        lengths = [len(e["input_ids"]) for e in tokenize(tokenizer, texts, run.max_length)]
+        # Random partners stand in for the hard negatives, which need the base encoder's
+        # embeddings; the pair count is the same and a pair costs its longer side.
+        pairs = generate_pairs(task.train_labels[shots], config.pair_iterations, run.train.seed)
+        pair_lengths = [
+            max(lengths[i], lengths[j]) for i, j in zip(pairs.first, pairs.second, strict=True)
+        ]
+        encoder = meta_model(run.base_model, revision=run.experiment.model.revision)
+        model = PooledEncoder(encoder)
+        freeze_for_pairs(model, encoder, config)
+        passes = 2 if config.hard_negatives > 0 else 1
+        trained = architecture(model).trainable_params
+        return trained_workload(
+            "full",
+            model,
+            pair_lengths,
+            run.train,
+            sequences_per_example=2,
+            one_off_flops=2.0 * passes * architecture(encoder).matmul_params * sum(lengths),
+            one_off="the shots embedded for hard-negative mining and for the head",
+            held_params=trained,  # the pretrained copy the tuned weights move back towards
+            notes=(
+                f"{len(pairs):,} pairs of {len(shots):,} shots; random partners stand in for "
+                "the hard negatives when counting pair lengths",
+            ),
+        )
+
     def load(self, run: RunContext) -> LinearHeadClassifier:
         meta = json.loads((run.folder / META).read_text(encoding="utf-8"))
         tokenizer, model = load_encoder(str(run.folder / MODEL))
@@ -277,16 +315,22 @@ def _pairs_for(
     )
 
 
+def freeze_for_pairs(model: nn.Module, encoder: nn.Module, config: SetFitConfig) -> None:
+    """What the contrastive stage trains: every weight but the pooler (and the token
+    embeddings with ``freeze_embeddings``)."""
+    # Mean pooling never reads BERT's [CLS] pooler: it would get no gradient, so it is frozen
+    # rather than reported as trained.
+    freeze(model, except_=lambda name: ".pooler." not in f".{name}")
+    if config.freeze_embeddings:
+        encoder.get_input_embeddings().weight.requires_grad_(False)  # type: ignore[operator]
+
+
 def _fine_tune(
     run: RunContext, config: SetFitConfig, base: FrozenEncoder, texts: Sequence[str], pairs: Pairs
 ) -> FrozenEncoder:
     """The contrastive stage, through the shared loop; the base encoder is tuned in place."""
     tokenizer, model = base.tokenizer, PooledEncoder(base.model)
-    # Mean pooling never reads BERT's [CLS] pooler: it would get no gradient, so it is frozen
-    # rather than reported as trained.
-    freeze(model, except_=lambda name: ".pooler." not in f".{name}")
-    if config.freeze_embeddings:
-        base.model.get_input_embeddings().weight.requires_grad_(False)  # type: ignore[operator]
+    freeze_for_pairs(model, base.model, config)
     pretrained = {
         name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad
     }

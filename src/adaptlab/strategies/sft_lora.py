@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from adaptlab.config import LoraConfig as LoraSettings
+from adaptlab.cost.estimate import Workload, meta_model, trained_workload, training_lengths
 from adaptlab.evaluate.generation import DecodingConfig
 from adaptlab.models.causal_lm import CausalLM
 from adaptlab.paths import write_folder
@@ -70,6 +71,14 @@ def with_adapter(run: RunContext[GenerativeTask], model: nn.Module) -> peft.Peft
     return peft.get_peft_model(model, causal_lm_peft_config(settings))
 
 
+def adapter_workload(run: RunContext[GenerativeTask]) -> Workload:
+    """Adapters on the base model train; the frozen base is run through both ways."""
+    model = meta_model(run.base_model, revision=run.experiment.model.revision)
+    with torch.device("meta"):
+        adapted = with_adapter(run, model)
+    return trained_workload("adapter", adapted, training_lengths(run), run.train)
+
+
 def save_adapter(model: peft.PeftModel, folder: Path, **meta: Any) -> None:
     """``adapter/``: PEFT's adapter files and ``generator.json``, written whole or not at all."""
 
@@ -112,6 +121,9 @@ class SftLoraStrategy:
         run.record(needs_base_model=True)  # the adapter is a difference from the base weights
         merged = adapted.merge_and_unload().eval()
         return TunedGenerator(CausalLM(lm.name, lm.tokenizer, merged), config.decoding)
+
+    def workload(self, run: RunContext[GenerativeTask]) -> Workload:
+        return adapter_workload(run)
 
     def load(self, run: RunContext[GenerativeTask], merge: bool = True) -> TunedGenerator:
         """Base model + adapter; ``merge=False`` keeps the adapter apart."""

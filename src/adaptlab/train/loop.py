@@ -353,6 +353,38 @@ def _schedule(config: TrainConfig, batches_per_epoch: int) -> Schedule:
     return Schedule(config.lr_scheduler, config.learning_rate, warmup, total)
 
 
+def planned_batches(
+    lengths: Sequence[int], config: TrainConfig, processes: int = 1
+) -> list[list[int]]:
+    """The global micro-batches :func:`train` runs, in order, for examples of ``lengths``: every
+    planned optimizer step of an uninterrupted run that does not stop early. What the cost
+    estimate counts training tokens over, from the same plan and batch order as the loop."""
+    size = config.micro_batch_size * processes
+    per_epoch = batch_count(len(lengths), size, min_last_batch=processes)
+    if per_epoch == 0:
+        return []
+    total = _schedule(config, per_epoch).total_steps
+    accumulation = config.gradient_accumulation_steps
+    planned: list[list[int]] = []
+    steps, epoch = 0, 0
+    while steps < total:
+        batches = epoch_batches(
+            lengths,
+            size,
+            seed=config.seed,
+            epoch=epoch,
+            group_by_length=config.group_by_length,
+            min_last_batch=processes,
+        )
+        for start in range(0, len(batches), accumulation):
+            if steps == total:
+                break
+            planned.extend(batches[start : start + accumulation])
+            steps += 1
+        epoch += 1
+    return planned
+
+
 def _autocast_dtype(setting: str, device: torch.device) -> torch.dtype | None:
     """bf16 autocast: on request, or under "auto" on CUDA devices that support it."""
     if setting == "true":
