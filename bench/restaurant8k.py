@@ -1,6 +1,6 @@
 """Benchmark: every generative strategy on restaurant8k slot extraction with SmolLM2-135M.
 
-    python bench/restaurant8k.py [--train-size 2000] [--strategies a,b] [--out DIR]
+    python bench/restaurant8k.py [--train-size 2000] [--strategies a,b] [--out DIR] [--no-run]
 
 1. ``adaptlab data convert restaurant8k`` (in process) of ``../shared/data/restaurant8k``:
    train_0.json and test.json to chat JSONL. The system turn is one short sentence rather than
@@ -64,6 +64,18 @@ def run_compare(out: Path, only: list[str]) -> dict[str, Any]:
     return comparison
 
 
+def finished_comparison(out: Path) -> dict[str, Any]:
+    """The leaderboard of every finished run in the experiment folder, running nothing."""
+    from adaptlab.compare import build_comparison
+    from adaptlab.config import CompareConfig
+
+    folders = sorted(p.parent for p in (out / "restaurant8k" / "runs").glob("*/manifest.json"))
+    comparison, problems = build_comparison(folders, CompareConfig())
+    comparison["problems"] = problems
+    comparison["compare_wall_s"] = None
+    return comparison
+
+
 def targets(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The issue's targets, from the leaderboard rows that exist."""
     result: dict[str, Any] = {}
@@ -98,9 +110,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench")
     parser.add_argument("--train-size", type=int, default=2000)
     parser.add_argument("--strategies", default="", help="Comma-separated runs (default: all).")
+    parser.add_argument(
+        "--no-run",
+        action="store_true",
+        help="Train nothing: summarise the runs already finished in the experiment folder.",
+    )
     args = parser.parse_args()
-    prepare(ROOT / "runs" / "r8k", args.train_size)
-    comparison = run_compare(args.out, [name for name in args.strategies.split(",") if name])
+    if args.no_run:
+        comparison = finished_comparison(args.out)
+    else:
+        prepare(ROOT / "runs" / "r8k", args.train_size)
+        comparison = run_compare(args.out, [name for name in args.strategies.split(",") if name])
     rows = {row["strategy"]: row for row in comparison["rows"]}
     summary = {
         "bench": "restaurant8k",
