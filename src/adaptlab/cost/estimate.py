@@ -248,6 +248,27 @@ def trained_workload(
     )
 
 
+def distilled_workload(
+    teacher: nn.Module,
+    student: nn.Module,
+    lengths: Sequence[int],
+    train: TrainConfig,
+    one_off: str,
+) -> Workload:
+    """A student that trains fully while the teacher is held and runs over the same tokens
+    once (its logits or answers): what every distillation strategy costs."""
+    held = architecture(teacher)
+    return trained_workload(
+        "full",
+        student,
+        lengths,
+        train,
+        one_off_flops=2.0 * held.matmul_params * sum(lengths),
+        one_off=one_off,
+        held_params=held.total_params,
+    )
+
+
 def forward_workload(model: nn.Module, lengths: Sequence[int], **extra: Any) -> Workload:
     """One forward pass over examples of ``lengths`` (length-sorted batches: no padding)."""
     return Workload(

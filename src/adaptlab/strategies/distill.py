@@ -23,9 +23,8 @@ from pydantic import Field, model_validator
 
 from adaptlab.cost.estimate import (
     Workload,
-    architecture,
+    distilled_workload,
     meta_classifier,
-    trained_workload,
     training_lengths,
 )
 from adaptlab.models.encoder import (
@@ -295,16 +294,12 @@ class DistillStrategy:
             run.base_model, run.task.num_labels, run.experiment.model.revision
         )
         student = student_classifier(teacher, kept_layers(depth(teacher), config))
-        lengths = training_lengths(run)
-        held = architecture(teacher)
-        return trained_workload(
-            "full",
+        return distilled_workload(
+            teacher,
             student,
-            lengths,
+            training_lengths(run),
             run.train,
-            one_off_flops=2.0 * held.matmul_params * sum(lengths),
-            one_off="the teacher's logits over the training texts, once (0 when cached)",
-            held_params=held.total_params,
+            "the teacher's logits over the training texts, once (0 when cached)",
         )
 
     def load(self, run: RunContext) -> EncoderClassifier:

@@ -23,9 +23,8 @@ from torch import nn
 
 from adaptlab.cost.estimate import (
     Workload,
-    architecture,
+    distilled_workload,
     meta_model,
-    trained_workload,
     training_lengths,
 )
 from adaptlab.models.causal_lm import CausalLM
@@ -177,17 +176,7 @@ def student_workload(
     teacher = meta_model(run.base_model, revision=run.experiment.model.revision)
     if student is None:
         student, _ = student_model(teacher, config)
-    lengths = training_lengths(run)
-    held = architecture(teacher)
-    return trained_workload(
-        "full",
-        student,
-        lengths,
-        run.train,
-        one_off_flops=2.0 * held.matmul_params * sum(lengths),
-        one_off=one_off,
-        held_params=held.total_params,
-    )
+    return distilled_workload(teacher, student, training_lengths(run), run.train, one_off)
 
 
 class DistillLogitStrategy:

@@ -26,32 +26,12 @@ from adaptlab.cost.estimate import (
     workload_for,
 )
 from adaptlab.cost.hardware import BUILTIN_PROFILES, MEASURED_PROFILE
-from adaptlab.models.bundled import MINILM, resolve_model
 from adaptlab.models.encoder import SentenceClassifier, load_encoder
 from adaptlab.strategies.base import ClassificationTask, RunContext, resolve_run
 from adaptlab.strategies.lora import peft_config
 
 TEXTS = ["hello", "hello world", "hello world again"]
 """[CLS] + one token per word + [SEP]: 3, 4 and 5 tokens with BERT's vocabulary."""
-
-
-@pytest.fixture(scope="module")
-def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(folder, safe_serialization=True)
-    AutoTokenizer.from_pretrained(resolve_model(MINILM)).save_pretrained(folder)
-    return folder
 
 
 def task(texts: list[str] = TEXTS) -> ClassificationTask:

@@ -1,8 +1,7 @@
 """Tiny in-process models and data for strategy tests (seconds on a CPU).
 
-``tiny_encoder`` is a 2-layer BERT with hidden size 32, randomly initialised and saved as a
-local model folder with the bundled MiniLM tokenizer, so every strategy loads it through the
-same code path as a real model. ``tiny_task`` is a 3-class toy task whose classes are separable
+``tiny_encoder`` (a 2-layer BERT saved as a local model folder) comes from
+``tests/unit/conftest.py``. ``tiny_task`` is a 3-class toy task whose classes are separable
 by their words. ``tiny_llm`` is a random 2-layer Llama for the prompted strategies,
 ``tiny_chat_task`` a generative task of restaurant8k-shaped chat records (:func:`chat_records`),
 and ``make_teacher`` puts a finished fine-tuned run (``teacher_model``) where distill looks for
@@ -23,7 +22,6 @@ import torch
 
 from adaptlab.config import ExperimentConfig, TrainConfig
 from adaptlab.data.convert import DEFAULT_SLOT_SYSTEM_PROMPT, SLOT_ORDER
-from adaptlab.models.bundled import MINILM, resolve_model
 from adaptlab.models.encoder import SentenceClassifier, load_encoder, save_classifier
 from adaptlab.runs import RunFolder, base_manifest
 from adaptlab.strategies.base import (
@@ -49,25 +47,6 @@ TOPICS = {
 @pytest.fixture(autouse=True)
 def _one_thread() -> None:
     torch.set_num_threads(1)  # tiny models on two contended cores run faster single-threaded
-
-
-@pytest.fixture(scope="session")
-def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(folder, safe_serialization=True)
-    AutoTokenizer.from_pretrained(resolve_model(MINILM)).save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="session")
