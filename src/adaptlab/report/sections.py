@@ -115,6 +115,14 @@ def recommendation(data: ReportData) -> Section:
     others = [f for f in decision.findings if f.fired and f not in decision.reasons]
     if others:
         blocks += [Paragraph("Other findings:"), Bullets(tuple(_cite(f) for f in others))]
+    # Every tuned run against the well-prompted base, also where it wins (the rule is quiet
+    # then): by how much training beat a good prompt is the question a team lead asks first.
+    prompted = [f for f in decision.findings if f.rule == "tuned_vs_prompted" and f.other]
+    if prompted:
+        blocks += [
+            Paragraph("Each tuned run against the well-prompted base:"),
+            Bullets(tuple(_cite(f) for f in prompted)),
+        ]
     blocks.append(Paragraph(_ranking_text(data)))
     return Section("recommendation", "Recommendation", tuple(blocks))
 

@@ -115,6 +115,9 @@ def test_generative_report_reads_slot_f1_and_forgetting(generative_report: Repor
     # and has 390 training examples: each lowers the confidence one step
     assert "[too_little_data] sft_lora has 390 training examples (needs 1,000)" in markdown
     assert "Recommended: sft_lora (confidence: low)" in markdown
+    # the margin over the well-prompted base is shown although no rule fired about it
+    against_prompt = markdown.split("Each tuned run against the well-prompted base:")[1]
+    assert "[tuned_vs_prompted] sft_lora beats the prompted few_shot: +" in against_prompt
     assert "Slot F1 against projected cost" in markdown
     calibration = markdown.split("## Calibration")[1].split("## ")[0]
     assert "Not measured: generated answers carry no class probabilities" in calibration
