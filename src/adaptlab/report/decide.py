@@ -353,10 +353,8 @@ def tuned_vs_prompted(candidate: Candidate, evidence: Evidence) -> Finding:
     if verdict.outcome == "better":
         message = f"{candidate.name} beats the prompted {prompted.name}: {verdict.describe()}."
         return _finding(rule, candidate, False, "none", message, prompted.name)
-    message = (
-        f"{candidate.name} is not significantly better than the prompted baseline "
-        f"{prompted.name}: {verdict.describe()}."
-    )
+    how = "is not significantly better than" if verdict.outcome == "tie" else "is worse than"
+    message = f"{candidate.name} {how} the prompted baseline {prompted.name}: {verdict.describe()}."
     return _finding(rule, candidate, True, "flag", message, prompted.name)
 
 

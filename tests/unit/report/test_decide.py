@@ -89,6 +89,12 @@ def test_tuned_vs_prompted_fires_when_a_prompt_does_as_well() -> None:
     found = tuned_vs_prompted(LORA, evidence(PROMPTED, LORA, paired=paired(llm_prompt__lora=TIE)))
     assert found.fired and found.other == "llm_prompt"
     assert "-1.0 points [-4.0, +2.0]" in found.message  # flipped: lora minus llm_prompt
+    assert "is not significantly better than the prompted baseline" in found.message
+
+
+def test_tuned_vs_prompted_says_worse_when_the_prompt_wins_significantly() -> None:
+    found = tuned_vs_prompted(LORA, evidence(PROMPTED, LORA, paired=paired(lora__llm_prompt=WORSE)))
+    assert found.fired and "lora is worse than the prompted baseline llm_prompt" in found.message
 
 
 def test_tuned_vs_prompted_compares_with_the_strongest_prompted_baseline() -> None:
