@@ -40,6 +40,7 @@ from torch import nn
 
 from adaptlab.config import ConfigError, ExperimentConfig, TrainConfig
 from adaptlab.cost.hardware import MEASURED_PROFILE, HardwareProfile
+from adaptlab.cost.memory import current_rss_bytes
 from adaptlab.cost.model import (
     STRATEGY_METHODS,
     TrainingMethod,
@@ -47,6 +48,7 @@ from adaptlab.cost.model import (
     seconds_for,
     training_flops,
 )
+from adaptlab.cost.model import utilisation as measured_utilisation
 
 if TYPE_CHECKING:
     from adaptlab.models.encoder import SentenceClassifier
@@ -369,19 +371,6 @@ def formula_bytes(workload: Workload) -> float:
     return weights + optimizer + activation_bytes(model, batch, sequence, training=training)
 
 
-def current_rss_bytes() -> int:
-    """This process's resident set now (Linux), else its peak so far."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    from adaptlab.cost.memory import peak_rss_bytes
-
-    return peak_rss_bytes()
-
-
 # --------------------------------------------------------------------------- runs on record
 
 
@@ -402,7 +391,7 @@ class RecordedRun:
         flops = self.workload.flops
         if flops <= 0 or self.fit_wall_s <= 0:
             return None
-        return flops / self.fit_wall_s / profile.peak_flops
+        return measured_utilisation(flops, self.fit_wall_s, profile)
 
     @property
     def memory_residual(self) -> float | None:

@@ -29,16 +29,30 @@ def reset_peak() -> bool:
     return True
 
 
-def peak_rss_bytes() -> int:
-    """Resident-set peak since :func:`reset_peak` (Linux), else since the process started."""
+def _status_bytes(field: str) -> int | None:
+    """One memory field of ``/proc/self/status`` (Linux; kB there) in bytes, else None."""
     try:
         for line in _STATUS.read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
+    return None
+
+
+def peak_rss_bytes() -> int:
+    """Resident-set peak since :func:`reset_peak` (Linux), else since the process started."""
+    peak = _status_bytes("VmHWM")
+    if peak is not None:
+        return peak
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss if sys.platform == "darwin" else rss * 1024
+
+
+def current_rss_bytes() -> int:
+    """This process's resident set now (Linux), else its peak so far."""
+    now = _status_bytes("VmRSS")
+    return peak_rss_bytes() if now is None else now
 
 
 def peak_cuda_bytes() -> int | None:
