@@ -9,8 +9,8 @@ teacher can answer inputs nobody labelled: ``unlabeled`` names a file of more ut
 labels and the student learns from as well — the cheap way to more training data when
 labels are scarce and inputs are not.
 
-The teacher is chosen as for ``distill_logit``; its answers are cached per (teacher, inputs,
-decoding) and written to the run as ``teacher_answers.jsonl`` for inspection. Answers the
+The teacher is chosen as for ``distill_logit``; its answers are cached per (teacher, decoding,
+input) and written to the run as ``teacher_answers.jsonl`` for inspection. Answers the
 teacher did not finish within ``max_new_tokens`` are left out and counted.
 """
 
@@ -30,7 +30,7 @@ from adaptlab.data.formats import read_rows
 from adaptlab.data.issues import DataError, DataIssue
 from adaptlab.evaluate.generation import generate_chat, request_messages
 from adaptlab.models.causal_lm import CausalLM
-from adaptlab.paths import cache_dir, write_text_atomic
+from adaptlab.paths import cache_dir, read_json_object, write_text_atomic
 from adaptlab.runs import RunError
 from adaptlab.strategies.base import (
     GenerativeTask,
@@ -135,18 +135,38 @@ def _user_text(request: Messages) -> str:
 def teacher_answers(
     teacher: TunedGenerator, requests: Sequence[Messages], teacher_key: str
 ) -> list[dict[str, Any]]:
-    """``{"answer", "finished"}`` of the teacher for each request, cached on disk."""
-    digest = hashlib.sha256(teacher_key.encode())
-    digest.update(json.dumps(list(requests), sort_keys=True).encode())
-    digest.update(teacher.decoding.model_dump_json().encode())
-    path = cache_dir() / "teacher_answers" / f"{digest.hexdigest()[:32]}.json"
-    if path.exists():
-        answers: list[dict[str, Any]] = json.loads(path.read_text(encoding="utf-8"))
-        return answers
-    generations = generate_chat(teacher.lm, teacher.conversations(requests), teacher.decoding)
-    answers = [{"answer": g.text, "finished": g.finished} for g in generations]
-    write_text_atomic(path, json.dumps(answers))
-    return answers
+    """``{"answer", "finished"}`` of the teacher for each request, cached on disk.
+
+    One cache file per (teacher, decoding) holds an answer per request, so a run that adds
+    unlabeled inputs, or more training data, asks the teacher only what it has not answered.
+    An unreadable cache file is a cache miss: it is answered again and rewritten.
+    """
+    scope = hashlib.sha256(teacher_key.encode())
+    scope.update(teacher.decoding.model_dump_json().encode())
+    path = cache_dir() / "teacher_answers" / f"{scope.hexdigest()[:32]}.json"
+    cached = read_json_object(path) or {}
+    keys = [_request_key(request) for request in requests]
+    missing = {key: request for key, request in zip(keys, requests, strict=True)}
+    missing = {key: request for key, request in missing.items() if not _is_answer(cached.get(key))}
+    if missing:
+        conversations = teacher.conversations(list(missing.values()))
+        generations = generate_chat(teacher.lm, conversations, teacher.decoding)
+        for key, generation in zip(missing, generations, strict=True):
+            cached[key] = {"answer": generation.text, "finished": generation.finished}
+        write_text_atomic(path, json.dumps(cached))
+    return [dict(cached[key]) for key in keys]
+
+
+def _request_key(request: Messages) -> str:
+    return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
+
+
+def _is_answer(value: Any) -> bool:
+    return (
+        isinstance(value, dict)
+        and isinstance(value.get("answer"), str)
+        and isinstance(value.get("finished"), bool)
+    )
 
 
 def distillation_records(

@@ -14,6 +14,7 @@ from tests.unit.strategies.conftest import RunFactory, TeacherFactory
 
 from adaptlab.data.issues import DataError
 from adaptlab.runs import RunError
+from adaptlab.strategies import distill_seq
 from adaptlab.strategies.base import RunContext, get_strategy
 from adaptlab.strategies.distill_seq import ANSWERS_FILE
 
@@ -89,6 +90,34 @@ def test_sequence_distillation_learns_the_teachers_answers_for_unlabeled_inputs_
     assert answers[-2]["request"] == [system, asked]
     learned = facts["sft_data"]["examples"] + facts["unfinished_teacher_answers"]
     assert learned == len(answers)
+
+
+def test_the_teacher_answers_each_input_once_across_runs(
+    make_run: RunFactory,
+    make_teacher: TeacherFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    asked: list[int] = []
+    real = distill_seq.generate_chat
+
+    def counting(lm: Any, conversations: Any, config: Any = None) -> Any:
+        asked.append(len(conversations))
+        return real(lm, conversations, config)
+
+    monkeypatch.setattr(distill_seq, "generate_chat", counting)
+    first = make_run("distill_seq", DECODING)
+    make_teacher(first.runs_root, "sft_full", 0.5)
+    fit(first)
+    before = (first.folder / ANSWERS_FILE).read_text().splitlines()
+    unlabeled = write_rows(tmp_path / "more.jsonl", [{"text": "a table for nine on friday"}])
+    second = make_run("distill_seq", {**DECODING, "unlabeled": unlabeled})
+    assert second.runs_root == first.runs_root
+    fit(second)
+    labelled = len(first.task.train_records)
+    assert asked == [labelled, 1]  # the second run asks only the new input
+    after = (second.folder / ANSWERS_FILE).read_text().splitlines()
+    assert after[:labelled] == before
 
 
 def test_gold_answers_can_replace_the_teachers_where_there_are_some(
