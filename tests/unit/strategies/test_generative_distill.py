@@ -13,8 +13,8 @@ import pytest
 from tests.unit.strategies.conftest import RunFactory, TeacherFactory
 
 from adaptlab.data.issues import DataError
+from adaptlab.evaluate.generation import generate_chat
 from adaptlab.runs import RunError
-from adaptlab.strategies import distill_seq
 from adaptlab.strategies.base import RunContext, get_strategy
 from adaptlab.strategies.distill_seq import ANSWERS_FILE
 
@@ -99,13 +99,12 @@ def test_the_teacher_answers_each_input_once_across_runs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     asked: list[int] = []
-    real = distill_seq.generate_chat
 
     def counting(lm: Any, conversations: Any, config: Any = None) -> Any:
         asked.append(len(conversations))
-        return real(lm, conversations, config)
+        return generate_chat(lm, conversations, config)
 
-    monkeypatch.setattr(distill_seq, "generate_chat", counting)
+    monkeypatch.setattr("adaptlab.strategies.distill_seq.generate_chat", counting)
     first = make_run("distill_seq", DECODING)
     make_teacher(first.runs_root, "sft_full", 0.5)
     fit(first)
