@@ -15,6 +15,7 @@ per generated token; the output layer and the per-token overhead stay.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar, Literal
 
 from annotated_types import Ge, Gt, Le, Lt
@@ -169,14 +170,17 @@ def student_workload(
     config: GenerativeDistillConfig,
     student: nn.Module | None = None,
     one_off: str = "the teacher's top-k logits over the training rows, once (0 when cached)",
+    lengths: Sequence[int] | None = None,
 ) -> Workload:
-    """A student (the teacher's half-depth copy unless given) trains fully on the run's rows;
-    the teacher (the base model's architecture, as every candidate teacher has) is held and
-    runs over the same tokens once."""
+    """A student (the teacher's half-depth copy unless given) trains fully on the run's rows
+    (or rows of ``lengths`` tokens); the teacher (the base model's architecture, as every
+    candidate teacher has) is held and runs over the same tokens once."""
     teacher = meta_model(run.base_model, revision=run.experiment.model.revision)
     if student is None:
         student, _ = student_model(teacher, config)
-    return distilled_workload(teacher, student, training_lengths(run), run.train, one_off)
+    if lengths is None:
+        lengths = training_lengths(run)
+    return distilled_workload(teacher, student, lengths, run.train, one_off)
 
 
 class DistillLogitStrategy:

@@ -48,7 +48,7 @@ from adaptlab.strategies.distill_logit import (
     student_workload,
 )
 from adaptlab.strategies.sft_full import MODEL_DIR, load_model, save_model, trainable_copy
-from adaptlab.train.sft import TunedGenerator, fit_causal_lm, sft_examples
+from adaptlab.train.sft import TunedGenerator, fit_causal_lm, sft_examples, training_records
 
 ANSWERS_FILE = "teacher_answers.jsonl"
 
@@ -261,18 +261,43 @@ class DistillSeqStrategy:
         write_text_atomic(run.folder / ANSWERS_FILE, "\n".join(lines) + "\n")
 
     def workload(self, run: RunContext[GenerativeTask]) -> Workload:
-        """As ``distill_logit``'s, with the teacher answering instead of scoring: the gold
-        answers stand in for the teacher's (their lengths are unknown before it answers)."""
+        """As ``distill_logit``'s, with the teacher answering instead of scoring. Its answers
+        are unknown before it answers: a labelled input's gold answer stands in for it, and
+        for an unlabeled input the gold answer of median length."""
         config = run.config
         assert isinstance(config, DistillSeqConfig)
         student = None if config.student == "half" else meta_model(config.student)
+        lengths = self._lengths_with_unlabeled(run, config) if config.unlabeled else None
         workload = student_workload(
-            run, config, student, one_off="the teacher answering every training input, once"
+            run,
+            config,
+            student,
+            one_off="the teacher answering every training input, once",
+            lengths=lengths,
         )
         notes = ["the gold answers stand in for the teacher's, tokenised by the base model"]
         if config.unlabeled:
-            notes.append(f"the unlabeled inputs of {config.unlabeled} are not counted")
+            notes.append(
+                f"each unlabeled input of {config.unlabeled} is counted with the training "
+                "data's median-length answer"
+            )
         return replace(workload, notes=tuple(notes))
+
+    def _lengths_with_unlabeled(
+        self, run: RunContext[GenerativeTask], config: DistillSeqConfig
+    ) -> list[int]:
+        from adaptlab.models.bundled import load_tokenizer
+        from adaptlab.train.chat import example_length
+
+        requests, _, facts = self._inputs(run, config)
+        records = training_records(run.task)
+        answers = sorted((str(r["messages"][-1]["content"]) for r in records), key=len)
+        typical = answers[len(answers) // 2] if answers else "{}"
+        for request in requests[facts["labelled_inputs"] :]:
+            records.append({"messages": [*request, {"role": "assistant", "content": typical}]})
+        tokenizer = load_tokenizer(run.base_model, run.experiment.model.revision)
+        rows, _ = sft_examples(tokenizer, records, run.max_length, packing=config.packing)
+        return [example_length(row) for row in rows]
 
     def load(self, run: RunContext[GenerativeTask]) -> TunedGenerator:
         return load_model(run.folder / MODEL_DIR)

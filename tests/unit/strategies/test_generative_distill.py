@@ -119,6 +119,19 @@ def test_the_teacher_answers_each_input_once_across_runs(
     assert after[:labelled] == before
 
 
+def test_the_estimate_counts_the_unlabeled_inputs_the_student_will_learn(
+    make_run: RunFactory, tmp_path: Path
+) -> None:
+    strategy = get_strategy("distill_seq")
+    alone = strategy.workload(make_run("distill_seq", DECODING))
+    texts = [{"text": f"a table for {n} on friday at {n} pm"} for n in range(40)]
+    unlabeled = write_rows(tmp_path / "more.jsonl", texts)
+    run = make_run("distill_seq", {**DECODING, "unlabeled": unlabeled})
+    more = strategy.workload(run)
+    assert more.tokens > alone.tokens
+    assert any("unlabeled" in note for note in more.notes)
+
+
 def test_gold_answers_can_replace_the_teachers_where_there_are_some(
     make_run: RunFactory, make_teacher: TeacherFactory
 ) -> None:
