@@ -76,8 +76,9 @@ def finished_comparison(out: Path) -> dict[str, Any]:
     return comparison
 
 
-def targets(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The issue's targets, from the leaderboard rows that exist."""
+def targets(rows: dict[str, dict[str, Any]], runs: Path) -> dict[str, Any]:
+    """The issue's targets, from the leaderboard rows that exist (and, for the paired
+    differences, the per-item results in their folders under ``runs``)."""
     result: dict[str, Any] = {}
     tuned = [rows[name] for name in FINE_TUNED if name in rows]
     if tuned:
@@ -102,7 +103,26 @@ def targets(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
                 "batch1_speedup": teacher["latency_batch1_p50_ms"]
                 / rows[student]["latency_batch1_p50_ms"],
             }
+    # Do unlabeled inputs help? Both students take the same number of optimizer steps.
+    if "distill_seq" in rows and "distill_seq_unlabeled" in rows:
+        difference = paired_difference(runs, "distill_seq_unlabeled", "distill_seq")
+        if difference is not None:
+            result["unlabeled_minus_labelled_only"] = difference
     return result
+
+
+def paired_difference(runs: Path, a: str, b: str) -> dict[str, float] | None:
+    """Slot F1 of run ``a`` minus run ``b`` on their shared eval items, paired bootstrap."""
+    from adaptlab.config import CompareConfig
+    from adaptlab.report.pairs import paired, per_item
+
+    items_a, items_b = per_item(runs / a, "generative"), per_item(runs / b, "generative")
+    if items_a is None or items_b is None:
+        return None
+    difference = paired(items_a, items_b, "generative", CompareConfig())
+    if difference is None:
+        return None
+    return {"difference": difference.difference, "low": difference.low, "high": difference.high}
 
 
 def main() -> None:
@@ -126,7 +146,7 @@ def main() -> None:
         "bench": "restaurant8k",
         "machine": f"{platform.machine()}, Python {platform.python_version()}",
         "train_size": args.train_size,
-        "targets": targets(rows),
+        "targets": targets(rows, args.out / "restaurant8k" / "runs"),
         "leaderboard": comparison["rows"],
         "compare_wall_s": comparison["compare_wall_s"],
     }
