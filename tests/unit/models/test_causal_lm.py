@@ -28,8 +28,9 @@ CORPUS = [
 ]
 
 
-def build_tiny_llm(folder: Path, chat_template: str | None = CHATML) -> Path:
-    """A random 2-layer Llama and its tokenizer, saved in ``folder``."""
+def build_tiny_llm(folder: Path, chat_template: str | None = CHATML, vocab_size: int = 400) -> Path:
+    """A random 2-layer Llama and its byte-level BPE tokenizer of ``vocab_size`` entries
+    (another size gives other merges: another tokenizer), saved in ``folder``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -37,7 +38,7 @@ def build_tiny_llm(folder: Path, chat_template: str | None = CHATML) -> Path:
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400,
+        vocab_size=vocab_size,
         special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )

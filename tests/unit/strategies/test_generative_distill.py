@@ -160,3 +160,25 @@ def test_another_model_can_be_the_student_since_only_text_passes(
     generator = fit(run)
     assert run.facts["student"] == str(tiny_llm)
     assert generator.lm.model.config.num_hidden_layers == 2  # the named model, not a half
+
+
+def test_a_student_with_another_tokenizer_learns_the_teachers_answers_as_text(
+    make_run: RunFactory, make_teacher: TeacherFactory, tiny_llm: Path, tmp_path: Path
+) -> None:
+    from tests.unit.models.test_causal_lm import build_tiny_llm
+    from transformers import AutoTokenizer
+
+    other = build_tiny_llm(tmp_path / "other-tokenizer", vocab_size=300)
+    run = make_run("distill_seq", {**DECODING, "student": str(other)})
+    make_teacher(run.runs_root, "sft_full", 0.5)
+    fit(run)
+
+    ours, theirs = AutoTokenizer.from_pretrained(other), AutoTokenizer.from_pretrained(tiny_llm)
+    answers = [json.loads(line) for line in (run.folder / ANSWERS_FILE).read_text().splitlines()]
+    texts = [a["answer"] for a in answers if a["finished"] and a["answer"]]
+    assert texts and any(ours.encode(t) != theirs.encode(t) for t in texts)
+    assert len(ours) != len(theirs)
+    assert run.facts["sft_data"]["examples"] == sum(a["finished"] for a in answers)
+    saved = AutoTokenizer.from_pretrained(run.folder / "model")
+    config = json.loads((run.folder / "model" / "config.json").read_text())
+    assert len(saved) == len(ours) == config["vocab_size"]  # the student keeps its own vocabulary
