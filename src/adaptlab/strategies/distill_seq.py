@@ -146,8 +146,11 @@ def teacher_answers(
     path = cache_dir() / "teacher_answers" / f"{scope.hexdigest()[:32]}.json"
     cached = read_json_object(path) or {}
     keys = [_request_key(request) for request in requests]
-    missing = {key: request for key, request in zip(keys, requests, strict=True)}
-    missing = {key: request for key, request in missing.items() if not _is_answer(cached.get(key))}
+    missing = {
+        key: request
+        for key, request in zip(keys, requests, strict=True)
+        if not _is_answer(cached.get(key))
+    }
     if missing:
         conversations = teacher.conversations(list(missing.values()))
         generations = generate_chat(teacher.lm, conversations, teacher.decoding)
