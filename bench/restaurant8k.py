@@ -66,7 +66,7 @@ def run_compare(out: Path, only: list[str]) -> dict[str, Any]:
 
 def finished_comparison(out: Path) -> dict[str, Any]:
     """The leaderboard of every finished run in the experiment folder, running nothing."""
-    from adaptlab.compare import build_comparison
+    from adaptlab.comparison import build_comparison
     from adaptlab.config import CompareConfig
 
     folders = sorted(p.parent for p in (out / "restaurant8k" / "runs").glob("*/manifest.json"))

@@ -1,10 +1,14 @@
-"""The ``adaptlab`` command line: parses, calls the library, prints. No logic of its own."""
+"""The ``adaptlab`` command line: parses, calls the library, prints. No logic of its own.
+
+``HELP`` below, not this docstring, is what ``adaptlab --help`` shows: it is for users.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 import warnings
+from importlib.metadata import version as installed_version
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,11 +19,21 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from adaptlab.config import ConfigError, ExperimentConfig, load_config, reference
+from adaptlab.config import ConfigError, ExperimentConfig, reference
 from adaptlab.data.contamination import ContaminationError
 from adaptlab.data.issues import DataError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+HELP = (
+    "adaptlab runs every way to adapt a pretrained model to your task (prompting, retrieval, "
+    "transfer learning, fine-tuning, distillation) on your data against one locked eval set, "
+    "measures quality, cost, latency, memory and forgetting side by side, and recommends one."
+    "\n\n"
+    "Check your data with 'adaptlab data check', see what each strategy would cost with "
+    "'adaptlab estimate', run them all with 'adaptlab compare', and read the recommendation "
+    "in the report it writes ('adaptlab report' rebuilds it)."
+)
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=HELP)
 data_app = typer.Typer(no_args_is_help=True, help="Check, convert and prepare training data.")
 config_app = typer.Typer(no_args_is_help=True, help="Validate configs; print the reference.")
 app.add_typer(data_app, name="data")
@@ -56,7 +70,9 @@ def _experiment(
 ) -> ExperimentConfig:
     """The config file (or defaults) with command-line values laid over it, validated."""
     if config is not None:
-        base: ExperimentConfig = load_config(config)
+        from adaptlab.strategies.base import load_experiment
+
+        base: ExperimentConfig = load_experiment(config)
     else:
         from adaptlab.data.demo import demo_experiment
 
@@ -85,6 +101,24 @@ def _experiment(
         return ExperimentConfig.model_validate(raw)
     except ValueError as exc:
         raise ConfigError(f"command-line options: {exc}") from None
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        console.print(f"adaptlab {installed_version('adaptlab')}", highlight=False, markup=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    pass
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -206,10 +240,12 @@ def data_convert(
 @config_app.command("check")
 def config_check(files: Annotated[list[Path], typer.Argument(help="YAML configs.")]) -> None:
     """Validate config files; exit 2 naming file, line, key and value on the first bad one."""
+    from adaptlab.strategies.base import load_experiment
+
     failed = False
     for path in files:
         try:
-            load_config(path)
+            load_experiment(path)
             console.print(f"[green]ok[/green] {path}")
         except ConfigError as exc:
             errors.print(str(exc), highlight=False, markup=False)
@@ -447,7 +483,7 @@ def _quiet_libraries() -> None:
 
 
 def _print_leaderboard(comparison: dict[str, Any]) -> None:
-    from adaptlab.compare import METRIC_WORDS, leaderboard_cells, leaderboard_headers
+    from adaptlab.comparison import METRIC_WORDS, leaderboard_cells, leaderboard_headers
 
     table = Table(title=f"Leaderboard (locked eval set {comparison['eval_sha256'][:12]}…)")
     for header in leaderboard_headers(comparison, compact=True):

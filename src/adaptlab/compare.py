@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from adaptlab.comparison import build_comparison, leaderboard_markdown
 from adaptlab.config import CompareConfig, ExperimentConfig, TrainConfig, to_yaml
 from adaptlab.cost.memory import peak_cuda_bytes, peak_rss_bytes, reset_peak
 from adaptlab.data.convert import SLOT_ORDER, restaurant8k_slots
@@ -38,7 +39,6 @@ from adaptlab.data.lock import (
     TRAIN_NAME,
     EvalLockError,
     read_lock,
-    require_same_eval,
     sha256_file,
 )
 from adaptlab.data.pipeline import (
@@ -48,16 +48,22 @@ from adaptlab.data.pipeline import (
     prepare_data,
     write_report,
 )
-from adaptlab.evaluate.bootstrap import paired_bootstrap, paired_bootstrap_micro_f1
 from adaptlab.evaluate.forgetting import forgetting, retention, retention_fingerprint
 from adaptlab.evaluate.harness import evaluate_classifier, evaluate_generator, sample_indices
 from adaptlab.evaluate.slots import normalise_value
 from adaptlab.models.causal_lm import CausalLM
 from adaptlab.models.encoder import model_fingerprint, weights_bytes
 from adaptlab.paths import read_json_object, write_text_atomic
+from adaptlab.profile import TaskKind
+from adaptlab.report.build import report_after_compare
+from adaptlab.report.inputs import COMPARISON, EXPERIMENT
 from adaptlab.runs import (
+    CONFIG,
+    COST,
+    ERROR,
+    EVAL,
     GENERATIONS,
-    RunError,
+    MANIFEST,
     RunFolder,
     base_manifest,
     dependency_fingerprints,
@@ -72,13 +78,13 @@ from adaptlab.strategies.base import (
     StrategyConfig,
     StrategyUnavailableError,
     Task,
-    TaskKind,
     Track,
     merged_train_config,
     no_progress,
     require_supported,
     resolve_run,
     strategies_for,
+    strategy_name,
     unavailable_here,
 )
 
@@ -86,6 +92,7 @@ Log = Callable[[str], None]
 
 BASE_RETENTION = "base_retention.json"
 """The base model's retention measurement, in the experiment folder."""
+LEADERBOARD = "leaderboard.md"
 
 
 def experiment_dir(experiment: ExperimentConfig) -> Path:
@@ -265,13 +272,17 @@ def run_strategy(
     force: bool = False,
 ) -> RunFolder:
     """Fit, evaluate and record one strategy, unless an equivalent finished run exists."""
-    strategy, config = resolve_run(name, experiment.strategies.get(name))
+    raw = experiment.strategies.get(name)
+    strategy, config = resolve_run(name, raw)
     require_supported(name, strategy, task.kind)
     train = merged_train_config(experiment.train, experiment.train.model_fields_set, config)
     folder = RunFolder(experiment_dir(experiment) / "runs" / name)
-    config_yaml = _run_config_yaml(experiment, name, config, train)
+    registered = strategy_name(name, raw)
+    config_yaml = _run_config_yaml(experiment, name, registered, config, train)
     manifest = base_manifest(
         name,
+        registered,
+        strategy.profile,
         task.train_sha256,
         task.eval_sha256,
         experiment.model.base_model,
@@ -293,7 +304,7 @@ def run_strategy(
         log(f"[{name}] resuming the interrupted run from its checkpoint")
     else:
         folder.reset()
-        (folder.path / "config.yaml").write_text(config_yaml)
+        folder.write_text(CONFIG, config_yaml)
     context: RunContext[Any] = RunContext(
         name,
         folder.path,
@@ -321,9 +332,9 @@ def run_strategy(
     if experiment.compare.retention.enabled and isinstance(task, GenerativeTask):
         assert isinstance(model, Generator)  # _evaluate refused anything else
         payload["retention"] = measure_retention(name, model, experiment, log)
-    folder.write_json("eval.json", {"strategy": name, **payload})
-    folder.write_json("cost.json", _cost(context, fit_seconds, folder.path))
-    folder.write_json("manifest.json", manifest)  # last: its presence marks the run finished
+    folder.write_json(EVAL, {"run": name, "strategy": registered, **payload})
+    folder.write_json(COST, _cost(context, fit_seconds, folder.path))
+    folder.write_json(MANIFEST, manifest)  # last: its presence marks the run finished
     return folder
 
 
@@ -382,10 +393,15 @@ def base_retention(experiment: ExperimentConfig, log: Log) -> dict[str, Any]:
 
 
 def _run_config_yaml(
-    experiment: ExperimentConfig, name: str, config: StrategyConfig, train: TrainConfig
+    experiment: ExperimentConfig,
+    name: str,
+    registered: str,
+    config: StrategyConfig,
+    train: TrainConfig,
 ) -> str:
     resolved = {
-        "strategy": name,
+        "run": name,
+        "strategy": registered,
         "strategy_config": config.model_dump(mode="json"),
         "train": train.model_dump(mode="json"),
         "model": experiment.model.model_dump(mode="json"),
@@ -412,328 +428,6 @@ def _cost(context: RunContext[Any], fit_seconds: float, folder: Path) -> dict[st
         "total_params": facts.pop("total_params", None),
         **facts,
     }
-
-
-# --------------------------------------------------------------------------- comparing
-
-PRIMARY_METRIC: dict[str, str] = {"classification": "accuracy", "generative": "slot_f1"}
-"""What runs of each task kind are ranked on (and the paired bootstrap compares)."""
-
-METRIC_WORDS = {"accuracy": "accuracy", "slot_f1": "slot F1 (micro)"}
-
-
-@dataclass(frozen=True)
-class RunResult:
-    name: str
-    folder: Path
-    eval: dict[str, Any]
-    cost: dict[str, Any]
-    manifest: dict[str, Any]
-    predictions: dict[str, np.ndarray]
-    """Per-example arrays on the eval items ``indices``: a classifier's ``probabilities`` and
-    ``gold`` labels, a generator's slot ``counts``, ``exact`` and ``json_valid``."""
-
-    @property
-    def kind(self) -> str:
-        # Runs finished before generative tasks existed have no "task": classification.
-        return str(self.eval.get("task", "classification"))
-
-    @property
-    def indices(self) -> np.ndarray:
-        return self.predictions["indices"]
-
-    @property
-    def score(self) -> float:
-        return float(self.eval["metrics"][PRIMARY_METRIC[self.kind]])
-
-
-def read_run(folder: Path) -> RunResult:
-    run = RunFolder(folder)
-    manifest = run.read_json("manifest.json")
-    evaluation = run.read_json("eval.json")
-    cost = run.read_json("cost.json")
-    predictions = run.read_prediction_arrays()
-    return RunResult(
-        str(manifest.get("strategy", folder.name)),
-        folder,
-        evaluation,
-        cost,
-        manifest,
-        predictions,
-    )
-
-
-def build_comparison(
-    folders: Sequence[Path], settings: CompareConfig
-) -> tuple[dict[str, Any], list[str]]:
-    """Leaderboard data from run directories; unreadable runs are named and left out."""
-    results, problems = [], []
-    for folder in folders:
-        try:
-            results.append(read_run(folder))
-        except RunError as exc:
-            problems.append(str(exc))
-    if not results:
-        raise RunError("no finished runs to compare: " + "; ".join(problems))
-    require_same_eval({r.name: str(r.manifest["eval_sha256"]) for r in results})
-    kinds = {r.kind for r in results}
-    if len(kinds) > 1:
-        named = ", ".join(f"{r.name} ({r.kind})" for r in results)
-        raise RunError(f"runs of different task kinds cannot be compared: {named}")
-    kind = kinds.pop()
-    best = max(results, key=lambda r: (not r.eval["sampled"], r.score))
-    rows = [_row(result, best, settings) for result in results]
-    metric = PRIMARY_METRIC[kind]
-    rows.sort(key=lambda row: -row[metric])
-    comparison = {
-        "task": kind,
-        "metric": metric,
-        "best": best.name,
-        "eval_sha256": best.manifest["eval_sha256"],
-        "confidence": settings.confidence,
-        "rows": rows,
-        "problems": problems,
-    }
-    return comparison, problems
-
-
-def _row(result: RunResult, best: RunResult, settings: CompareConfig) -> dict[str, Any]:
-    generative = result.kind == "generative"
-    if generative:
-        measured = {**_generative_fields(result), **_retention_fields(result)}
-    else:
-        measured = _accuracy_fields(result)
-    return {
-        "strategy": result.name,
-        "task": result.kind,
-        "n": result.eval["n"],
-        "sampled": result.eval["sampled"],
-        **measured,
-        "vs_best": _difference_to(result, best, settings),
-        "size_on_disk_bytes": result.cost.get("size_on_disk_bytes"),
-        "trainable_params": result.cost.get("trainable_params"),
-        "total_params": result.cost.get("total_params"),
-        "fit_wall_s": result.cost.get("fit_wall_s"),
-        "peak_memory_bytes": result.cost.get("peak_rss_bytes"),
-    }
-
-
-def _accuracy_fields(result: RunResult) -> dict[str, Any]:
-    metrics = result.eval["metrics"]
-    latency = result.eval.get("latency", {})
-    return {
-        "accuracy": metrics["accuracy"],
-        "accuracy_ci": result.eval["accuracy_ci"],
-        "macro_f1": metrics["macro_f1"],
-        "ece": metrics["ece"],
-        "confident_wrong_rate": metrics["confident_wrong_rate"],
-        "latency_batch1_p50_ms": latency.get("batch_1", {}).get("p50_ms"),
-        "latency_batch1_p95_ms": latency.get("batch_1", {}).get("p95_ms"),
-        "latency_batch32_per_example_ms": latency.get("batch_32", {}).get("per_example_ms"),
-    }
-
-
-def _generative_fields(result: RunResult) -> dict[str, Any]:
-    metrics = result.eval["metrics"]
-    cost = result.eval.get("cost", {})
-    latency = cost.get("latency", {})
-    return {
-        "slot_f1": metrics["slot_f1"],
-        "slot_f1_ci": result.eval["slot_f1_ci"],
-        "slot_precision": metrics["slot_precision"],
-        "slot_recall": metrics["slot_recall"],
-        "json_valid_rate": metrics["json_valid_rate"],
-        "exact_match": metrics["exact_match"],
-        "latency_batch1_p50_ms": latency.get("p50_ms"),
-        "latency_batch1_p95_ms": latency.get("p95_ms"),
-        "output_tokens_per_s": cost.get("output_tokens_per_s"),
-        "prompt_tokens_per_request": result.eval.get("tokens", {}).get("prompt", {}).get("mean"),
-        "prompt_build_p50_ms": cost.get("prompt_build_latency", {}).get("p50_ms"),
-    }
-
-
-def _retention_fields(result: RunResult) -> dict[str, Any]:
-    """The change against the base model (``None`` where retention was not measured)."""
-    change = result.eval.get("retention", {}).get("vs_base", {})
-    keys = ("forgetting", "instruction_pass_rate", "perplexity", "perplexity_ratio")
-    return {key: change.get(key) for key in keys}
-
-
-def _difference_to(
-    result: RunResult, best: RunResult, settings: CompareConfig
-) -> dict[str, Any] | None:
-    """Paired bootstrap of the primary metric against the best run, on the eval items both
-    scored: accuracy from per-item correctness, slot F1 from per-item slot counts (pooled)."""
-    if result.name == best.name:
-        return None
-    shared, in_result, in_best = np.intersect1d(result.indices, best.indices, return_indices=True)
-    if len(shared) == 0:
-        return None
-    options: dict[str, Any] = {
-        "names": (result.name, best.name),
-        "resamples": settings.bootstrap_resamples,
-        "confidence": settings.confidence,
-    }
-    if result.kind == "generative":
-        difference = paired_bootstrap_micro_f1(
-            result.predictions["counts"][in_result],
-            best.predictions["counts"][in_best],
-            metric="slot_f1",
-            **options,
-        )
-    else:
-        difference = paired_bootstrap(
-            _correct(result, in_result), _correct(best, in_best), metric="accuracy", **options
-        )
-    return {
-        "difference": difference.difference,
-        "low": difference.low,
-        "high": difference.high,
-        "significant": difference.significant(),
-        "n": len(shared),
-    }
-
-
-def _correct(result: RunResult, rows: np.ndarray) -> np.ndarray:
-    probabilities, gold = result.predictions["probabilities"], result.predictions["gold"]
-    correct: np.ndarray = (probabilities[rows].argmax(1) == gold[rows]).astype(np.float64)
-    return correct
-
-
-# (markdown header, compact header for the terminal) of each leaderboard column, per task kind
-COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
-    "classification": (
-        ("strategy", "strategy"),
-        ("accuracy", "accuracy"),
-        ("Δ vs best ({level}% CI)", "Δ vs best ({level}% CI)"),
-        ("macro-F1", "macro-F1"),
-        ("ECE", "ECE"),
-        ("confidently wrong", "conf. wrong"),
-        ("p50 ms (batch 1)", "p50 ms b1"),
-        ("ms/example (batch 32)", "ms/ex b32"),
-        ("size MB", "size MB"),
-        ("trainable params", "trainable"),
-        ("fit s", "fit s"),
-        ("peak MB", "peak MB"),
-    ),
-    "generative": (
-        ("strategy", "strategy"),
-        ("slot F1", "slot F1"),
-        ("Δ vs best ({level}% CI)", "Δ vs best ({level}% CI)"),
-        ("JSON valid", "JSON valid"),
-        ("exact match", "exact"),
-        ("general instructions (Δ pts vs base)", "general (Δ)"),
-        ("held-out perplexity (× base)", "ppl (× base)"),
-        ("p50 ms (batch 1)", "p50 ms b1"),
-        ("output tokens/s", "out tok/s"),
-        ("prompt tokens/request", "prompt tok"),
-        ("size MB", "size MB"),
-        ("trainable params", "trainable"),
-        ("fit s", "fit s"),
-        ("peak MB", "peak MB"),
-    ),
-}
-
-
-def leaderboard_headers(comparison: dict[str, Any], compact: bool = False) -> list[str]:
-    """Column titles for the comparison's task kind (``compact``: for a terminal)."""
-    level = round(comparison["confidence"] * 100)
-    columns = COLUMNS[comparison.get("task", "classification")]
-    return [pair[compact].format(level=level) for pair in columns]
-
-
-def leaderboard_markdown(comparison: dict[str, Any]) -> str:
-    headers = leaderboard_headers(comparison)
-    lines = [
-        "| " + " | ".join(headers) + " |",
-        "|---|" + "---:|" * (len(headers) - 1),
-    ]
-    for row in comparison["rows"]:
-        lines.append("| " + " | ".join(leaderboard_cells(row)) + " |")
-    lines.append("")
-    metric = METRIC_WORDS[comparison.get("metric", "accuracy")]
-    lines.append(
-        f"Best: **{comparison['best']}**. Δ is the paired-bootstrap difference in "
-        f"{metric} to the best run on the same eval items; * marks a significant one."
-    )
-    if comparison.get("task") == "generative":
-        lines.append(
-            "Retention (catastrophic forgetting): the pass rate on adaptlab's fixed general "
-            "instructions, Δ in points against the base model (a drop is the `forgetting` the "
-            "decision rules read), and perplexity on held-out BBC News text, × the base "
-            "model's; — where not measured."
-        )
-    for row in comparison["rows"]:
-        if row["sampled"]:
-            lines.append(
-                f"- {row['strategy']} was scored on a fixed sample of {row['n']:,} eval "
-                "examples (too slow for the whole set); its Δ is on that sample."
-            )
-    return "\n".join(lines) + "\n"
-
-
-def leaderboard_cells(row: dict[str, Any]) -> list[str]:
-    name = row["strategy"] + (" (sample)" if row["sampled"] else "")
-    if row.get("task") == "generative":
-        low, high = row["slot_f1_ci"]
-        measured = [
-            f"{row['slot_f1'] * 100:.2f} [{low * 100:.1f}, {high * 100:.1f}]",
-            _delta(row["vs_best"]),
-            f"{row['json_valid_rate'] * 100:.1f}%",
-            f"{row['exact_match'] * 100:.1f}%",
-            *_retention_cells(row),
-            _number(row["latency_batch1_p50_ms"], "{:.1f}"),
-            _number(row["output_tokens_per_s"], "{:.1f}"),
-            _number(row["prompt_tokens_per_request"], "{:.0f}"),
-        ]
-    else:
-        low, high = row["accuracy_ci"]
-        measured = [
-            f"{row['accuracy'] * 100:.2f}% [{low * 100:.1f}, {high * 100:.1f}]",
-            _delta(row["vs_best"]),
-            f"{row['macro_f1'] * 100:.2f}",
-            f"{row['ece']:.3f}",
-            f"{row['confident_wrong_rate'] * 100:.1f}%",
-            _number(row["latency_batch1_p50_ms"], "{:.1f}"),
-            _number(row["latency_batch32_per_example_ms"], "{:.2f}"),
-        ]
-    return [name, *measured, *_cost_cells(row)]
-
-
-def _retention_cells(row: dict[str, Any]) -> list[str]:
-    """Pass rate on the general instructions with its change in points against the base
-    model, and held-out perplexity with its ratio to the base's; "—" where not measured."""
-    rate, lost = row.get("instruction_pass_rate"), row.get("forgetting")
-    general = "—" if rate is None else f"{rate * 100:.1f}%"
-    if rate is not None and lost is not None:
-        general += f" ({(0.0 - lost) * 100:+.1f})"  # 0.0 - x: an unchanged model shows +0.0
-    perplexity, ratio = row.get("perplexity"), row.get("perplexity_ratio")
-    held_out = "—" if perplexity is None else f"{perplexity:.2f} (×{ratio:.3f})"
-    return [general, held_out]
-
-
-def _delta(difference: dict[str, Any] | None) -> str:
-    """A paired difference in points (×100), its CI, and * when significant."""
-    if difference is None:
-        return "—"
-    return (
-        f"{difference['difference'] * 100:+.1f} [{difference['low'] * 100:+.1f}, "
-        f"{difference['high'] * 100:+.1f}]{'*' if difference['significant'] else ''}"
-    )
-
-
-def _cost_cells(row: dict[str, Any]) -> list[str]:
-    size, peak = row["size_on_disk_bytes"], row["peak_memory_bytes"]
-    return [
-        _number(None if size is None else size / 2**20, "{:.1f}"),
-        _number(row["trainable_params"], "{:,}"),
-        _number(row["fit_wall_s"], "{:.1f}"),
-        _number(None if peak is None else peak / 2**20, "{:.0f}"),
-    ]
-
-
-def _number(value: Any, pattern: str) -> str:
-    return "—" if value is None else pattern.format(value)
 
 
 @dataclass(frozen=True)
@@ -767,17 +461,14 @@ def compare(
         except Exception as exc:  # one failing strategy must not sink the comparison
             failures[name] = f"{exc.__class__.__name__}: {exc}"
             log(f"[{name}] FAILED: {failures[name]}")
-            (experiment_dir(experiment) / "runs" / name).mkdir(parents=True, exist_ok=True)
-            (experiment_dir(experiment) / "runs" / name / "error.txt").write_text(
-                traceback.format_exc()
-            )
+            failed = experiment_dir(experiment) / "runs" / name
+            failed.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(failed / ERROR, traceback.format_exc())
     comparison, _ = build_comparison(folders, experiment.compare)
     comparison["failures"] = failures
     out = experiment_dir(experiment)
-    (out / "comparison.json").write_text(json.dumps(comparison, indent=2) + "\n")
-    (out / "leaderboard.md").write_text(leaderboard_markdown(comparison))
-    (out / "experiment.yaml").write_text(to_yaml(experiment))
-    from adaptlab.report.build import report_after_compare  # imported here: it imports compare
-
+    write_text_atomic(out / COMPARISON, json.dumps(comparison, indent=2) + "\n")
+    write_text_atomic(out / LEADERBOARD, leaderboard_markdown(comparison))
+    write_text_atomic(out / EXPERIMENT, to_yaml(experiment))
     report_after_compare(out, comparison, log)
     return Comparison(out, comparison, failures)

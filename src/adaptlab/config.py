@@ -14,6 +14,7 @@ Errors name the file, the line, the key, the value and what is allowed, e.g.::
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -21,12 +22,15 @@ import yaml
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from adaptlab.data.pii import PII_TYPES
-
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_CAUSAL_LM = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 DataFormat = Literal["auto", "classification", "chat", "completion", "alpaca"]
+
+
+PII_TYPES: tuple[str, ...] = ("EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "US_SSN", "IP_ADDRESS")
+"""The PII types :mod:`adaptlab.data.pii` detects (``data.pii_types`` takes these); defined
+here so that this module imports no other adaptlab module."""
 
 
 class Section(BaseModel):
@@ -260,17 +264,29 @@ class ConfigError(ValueError):
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-def load_config(path: str | Path, model: type[ModelT] = ExperimentConfig) -> ModelT:  # type: ignore[assignment]
+ExperimentCheck = Callable[["ExperimentConfig", str, dict[Any, int]], None]
+"""A further check of a validated experiment (its file name and key -> line map): the
+strategies layer checks each ``strategies.<run>`` block against its strategy's config
+(:func:`adaptlab.strategies.base.load_experiment`); this module knows no strategy."""
+
+
+def load_config(
+    path: str | Path,
+    model: type[ModelT] = ExperimentConfig,  # type: ignore[assignment]
+    check: ExperimentCheck | None = None,
+) -> ModelT:
     """Read a YAML file and validate it into ``model``, or raise :class:`ConfigError`."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config: {exc}") from exc
-    return parse_config(text, source=str(path), model=model)
+    return parse_config(text, source=str(path), model=model, check=check)
 
 
-def parse_config(text: str, source: str, model: type[ModelT]) -> ModelT:
+def parse_config(
+    text: str, source: str, model: type[ModelT], check: ExperimentCheck | None = None
+) -> ModelT:
     """Validate YAML ``text`` (named ``source`` in errors) into ``model``."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -286,36 +302,9 @@ def parse_config(text: str, source: str, model: type[ModelT]) -> ModelT:
         config = model.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, model, source, lines)) from None
-    if isinstance(config, ExperimentConfig):
-        _check_strategies(config, source, lines)
+    if check is not None and isinstance(config, ExperimentConfig):
+        check(config, source, lines)
     return config
-
-
-def _check_strategies(config: ExperimentConfig, source: str, lines: dict[Any, int]) -> None:
-    """Each ``strategies.<run>`` block against its strategy's own config model."""
-    from pydantic import ValidationError as StrategyValidationError
-
-    from adaptlab.strategies.base import resolve_run
-
-    named = set(config.strategies) | set(config.compare.strategies or [])
-    for name in sorted(named):
-        try:
-            resolve_run(name, config.strategies.get(name))
-        except KeyError as exc:
-            where = (
-                _nearest_line(lines, ("strategies", name, "strategy"))
-                or _nearest_line(lines, ("strategies", name))
-                or _nearest_line(lines, ("compare", "strategies"))
-            )
-            raise ConfigError(f"{source}:{where or 1}: {exc.args[0]}") from None
-        except StrategyValidationError as exc:
-            from adaptlab.strategies.base import get_strategy
-
-            settings = config.strategies.get(name) or {}
-            kind = get_strategy(str(settings.get("strategy", name))).config_type
-            raise ConfigError(
-                _describe(exc, kind, source, lines, prefix=("strategies", name))
-            ) from None
 
 
 def _key_lines(node: yaml.Node, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:

@@ -1,11 +1,17 @@
-"""The run directory: the contract between stages.
+"""The run folder: the contract between stages, and its one reader and writer.
 
-``runs/<experiment>/<strategy>/`` holds ``config.yaml``, ``metrics.jsonl`` (training only),
-``eval.json``, ``cost.json``, ``predictions.safetensors`` (per-example scores on the locked
-eval set, for paired comparisons: a classifier's probabilities, a generator's slot counts),
-``generations.jsonl`` (a generator's answers), the weights (``model/``, ``adapter/`` or
-``head.safetensors``) and ``manifest.json`` (what the result depends on). Later stages read only
-this folder. ``manifest.json`` is written last: a run without it is unfinished.
+``<output_dir>/<experiment>/runs/<run>/`` holds ``config.yaml``, ``metrics.jsonl`` (training
+only), ``eval.json``, ``cost.json``, ``predictions.safetensors`` (per-example scores on the
+locked eval set, for paired comparisons: a classifier's probabilities, a generator's slot
+counts), ``generations.jsonl`` (a generator's answers), the weights (``model/``, ``adapter/``
+or ``head.safetensors``) and ``manifest.json`` (what the result depends on, the run's name and
+its registered strategy, and the strategy's declared profile). Every file is written to a
+temporary name and renamed into place; ``manifest.json`` is written last: a run without it is
+unfinished. The README's "The run folder" section lists every file and field.
+
+Later stages (compare, the comparison, the report, estimate, and the registry and server to
+come) read a run only through :func:`read_run` (or :func:`read_manifest`), which checks the
+manifest's ``schema_version``: a folder written by a newer adaptlab is refused by name.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +34,7 @@ from safetensors.numpy import load_file, save_file
 
 from adaptlab import __version__
 from adaptlab.paths import write_text_atomic
+from adaptlab.profile import StrategyProfile
 
 MANIFEST = "manifest.json"
 EVAL = "eval.json"
@@ -34,6 +42,13 @@ COST = "cost.json"
 CONFIG = "config.yaml"
 PREDICTIONS = "predictions.safetensors"
 GENERATIONS = "generations.jsonl"
+METRICS = "metrics.jsonl"
+ERROR = "error.txt"
+"""What ``compare`` leaves in the folder of a run that failed."""
+SCHEMA_VERSION = 1
+"""Version of the run-folder layout this adaptlab writes and reads. 0 is a folder written
+before the field existed (its ``strategy`` holds the run name and it has no profile): read,
+with the profile unknown. Bump it when a field changes meaning."""
 LIBRARIES = ("torch", "transformers", "peft", "accelerate", "scikit-learn", "numpy", "safetensors")
 
 
@@ -74,6 +89,8 @@ def library_versions() -> dict[str, str]:
 def manifest_key(manifest: dict[str, Any]) -> dict[str, Any]:
     """The fields that decide whether an existing run is still valid for a new request."""
     keys = (
+        "schema_version",
+        "run",
         "strategy",
         "train_sha256",
         "eval_sha256",
@@ -92,12 +109,127 @@ def dependency_fingerprints(runs_root: Path, names: list[str]) -> dict[str, str 
     written: redoing the teacher makes the student stale."""
     stamps: dict[str, str | None] = {}
     for name in names:
-        manifest = runs_root / name / MANIFEST
         try:
-            stamps[name] = str(json.loads(manifest.read_text(encoding="utf-8"))["created_at"])
-        except (OSError, ValueError, KeyError, TypeError):
+            stamps[name] = read_manifest(runs_root / name).created_at
+        except RunError:
             stamps[name] = None
     return stamps
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """``manifest.json``: what a finished run depends on, and what it is."""
+
+    schema_version: int
+    run: str
+    """The run's name (its folder's name): ``setfit_k8``, ``lora_r8``."""
+    strategy: str
+    """The registered strategy it ran: ``setfit``, ``lora``."""
+    profile: StrategyProfile | None
+    """What the strategy declared itself to be; ``None`` in a schema-0 folder."""
+    train_sha256: str
+    eval_sha256: str
+    base_model: str
+    created_at: str | None
+    raw: dict[str, Any]
+    """The whole file, for fields read by one stage only (libraries, device, seed...)."""
+
+
+def parse_manifest(payload: dict[str, Any], folder: Path) -> Manifest:
+    """The typed manifest of ``folder``, or :class:`RunError` naming the file and field."""
+    path = folder / MANIFEST
+    version = payload.get("schema_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise RunError(f"{path}: schema_version = {version!r} is not a version number")
+    if version > SCHEMA_VERSION:
+        raise RunError(
+            f"{path}: written with run-folder schema_version {version}, and this adaptlab "
+            f"({__version__}) reads versions up to {SCHEMA_VERSION}: upgrade adaptlab to read it"
+        )
+    for key in ("strategy", "train_sha256", "eval_sha256"):
+        if not isinstance(payload.get(key), str):
+            raise RunError(f"{path}: field '{key}' is missing or not a string")
+    profile = None
+    if version >= 1:
+        if not isinstance(payload.get("run"), str) or not isinstance(payload.get("profile"), dict):
+            raise RunError(f"{path}: fields 'run' (string) and 'profile' (object) are required")
+        try:
+            profile = StrategyProfile.from_dict(payload["profile"])
+        except ValueError as exc:
+            raise RunError(f"{path}: field 'profile': {exc}") from None
+    created = payload.get("created_at")
+    return Manifest(
+        schema_version=version,
+        run=str(payload["run"]) if version >= 1 else folder.name,
+        strategy=str(payload["strategy"]),
+        profile=profile,
+        train_sha256=str(payload["train_sha256"]),
+        eval_sha256=str(payload["eval_sha256"]),
+        base_model=str(payload.get("base_model", "")),
+        created_at=None if created is None else str(created),
+        raw=payload,
+    )
+
+
+def read_manifest(folder: Path) -> Manifest:
+    """The typed ``manifest.json`` of the run in ``folder`` (finished runs only)."""
+    return parse_manifest(RunFolder(folder).read_json(MANIFEST), folder)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One finished run, as read from its folder: the only way later stages see a run."""
+
+    folder: Path
+    manifest: Manifest
+    eval: dict[str, Any]
+    cost: dict[str, Any]
+    config_yaml: str
+    """The run's resolved config (``config.yaml``); empty when the file is missing."""
+
+    @property
+    def name(self) -> str:
+        return self.manifest.run
+
+    @property
+    def strategy(self) -> str:
+        return self.manifest.strategy
+
+    @property
+    def profile(self) -> StrategyProfile | None:
+        return self.manifest.profile
+
+    @property
+    def kind(self) -> str:
+        """The task kind (runs finished before generative tasks existed: classification)."""
+        return str(self.eval.get("task", "classification"))
+
+    @cached_property
+    def predictions(self) -> dict[str, np.ndarray]:
+        """Per-example arrays on the eval items ``indices`` (read on first use): a
+        classifier's ``probabilities`` and ``gold`` labels, a generator's slot ``counts``,
+        ``exact`` and ``json_valid``."""
+        return RunFolder(self.folder).read_prediction_arrays()
+
+    @property
+    def indices(self) -> np.ndarray:
+        return self.predictions["indices"]
+
+
+def read_run(folder: Path, *, predictions: bool = True) -> RunRecord:
+    """The finished run in ``folder``, or :class:`RunError` naming the file at fault.
+
+    ``predictions``: also read (and so check) ``predictions.safetensors`` now."""
+    run = RunFolder(folder)
+    manifest = parse_manifest(run.read_json(MANIFEST), folder)
+    try:
+        config_yaml = (folder / CONFIG).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        config_yaml = ""
+    record = RunRecord(folder, manifest, run.read_json(EVAL), run.read_json(COST), config_yaml)
+    if predictions:
+        _ = record.predictions
+    return record
 
 
 @dataclass(frozen=True)
@@ -131,6 +263,9 @@ class RunFolder:
         if self.path.exists():
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True)
+
+    def write_text(self, name: str, text: str) -> None:
+        write_text_atomic(self.path / name, text)
 
     def write_json(self, name: str, payload: dict[str, Any]) -> None:
         write_text_atomic(self.path / name, json.dumps(payload, indent=2, sort_keys=False) + "\n")
@@ -180,7 +315,7 @@ class RunFolder:
         path = self.path / PREDICTIONS
         try:
             arrays = load_file(str(path))
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # safetensors raises its own SafetensorError on a bad header
             raise RunError(f"{path}: unreadable predictions: {exc}") from None
         if "indices" not in arrays:
             raise RunError(f"{path}: no eval indices")
@@ -188,7 +323,9 @@ class RunFolder:
 
 
 def base_manifest(
+    run: str,
     strategy: str,
+    profile: StrategyProfile,
     train_sha256: str,
     eval_sha256: str,
     base_model: str,
@@ -198,7 +335,10 @@ def base_manifest(
     allow_contaminated: bool,
 ) -> dict[str, Any]:
     return {
+        "schema_version": SCHEMA_VERSION,
+        "run": run,
         "strategy": strategy,
+        "profile": profile.to_dict(),
         "train_sha256": train_sha256,
         "eval_sha256": eval_sha256,
         "base_model": base_model,

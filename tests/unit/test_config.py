@@ -11,10 +11,10 @@ from adaptlab.config import (
     DataConfig,
     ExperimentConfig,
     load_config,
-    parse_config,
     reference,
     to_yaml,
 )
+from adaptlab.strategies.base import parse_experiment
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 
@@ -31,7 +31,8 @@ def test_every_config_file_validates(path: Path) -> None:
 
 
 def parse(text: str) -> ExperimentConfig:
-    return parse_config(text, source="x.yaml", model=ExperimentConfig)
+    """An experiment checked the way adaptlab loads one: its strategy blocks included."""
+    return parse_experiment(text, source="x.yaml")
 
 
 def test_out_of_range_value_names_file_line_key_value_and_range() -> None:

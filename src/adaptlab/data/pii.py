@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 from phonenumbers import Leniency, PhoneNumberMatcher
 
-PII_TYPES: tuple[str, ...] = ("EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "US_SSN", "IP_ADDRESS")
+from adaptlab.config import PII_TYPES
+
 NOT_DETECTED: tuple[str, ...] = ("PERSON_NAME", "STREET_ADDRESS")
 
 # Lower rank wins an overlap. Checksum- or structure-validated types outrank PHONE because a

@@ -76,14 +76,14 @@ def report_data(inputs: ReportInputs, settings: ReportConfig) -> ReportData:
     """Costs projected and the decision taken: everything the sections show."""
     profiles = hardware_profiles(settings)
     deployment = project(inputs, settings.projection, profiles)
-    folders = {name: record.folder for name, record in inputs.runs.items()}
+    facts = {name: (record.strategy, record.profile) for name, record in inputs.runs.items()}
     evidence = evidence_from_comparison(
         inputs.comparison,
         deployment.totals(),
-        inputs.kinds,
+        facts,
         inputs.data_report,
         settings.decision,
-        paired_differences(folders, inputs.task, inputs.settings),
+        paired_differences(inputs.runs.values(), inputs.settings),
     )
     return ReportData(inputs, decide(evidence), deployment, settings.decision, profiles)
 

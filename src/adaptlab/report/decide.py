@@ -31,55 +31,22 @@ from typing import Annotated, Any, Literal
 from annotated_types import Ge, Gt, Le
 from pydantic import Field
 
-from adaptlab.config import DataConfig, Section
-from adaptlab.data.report import TASK_SPECIFIC
+from adaptlab.comparison import Difference
+from adaptlab.config import Section
+from adaptlab.profile import DataNeed, Role, StrategyProfile
 
-Role = Literal["base", "prompted", "tuned"]
+RunFacts = tuple[str, StrategyProfile | None]
+"""A run's registered strategy and the profile its manifest recorded (``None``: unknown)."""
+
 Effect = Literal["ranking", "confidence", "flag", "none"]
 Outcome = Literal["better", "worse", "tie"]
 Confidence = Literal["high", "medium", "low"]
-
-ROLES: dict[str, Role] = {
-    "zero_shot": "base",
-    "llm_prompt": "prompted",
-    "knn": "prompted",
-    "prompt": "base",
-    "few_shot": "prompted",
-}
-"""The base model unchanged, and the prompted baselines; every other strategy trains, and
-counts as tuned. Classification: zero-shot label matching is the base, an instructed LLM and
-few-shot nearest neighbours are prompted. Generative: the base model given the instruction
-(``prompt``) is the base, the same model shown retrieved examples (``few_shot``) the
-well-prompted base."""
 
 METRIC_WORDS: dict[str, str] = {"accuracy": "accuracy", "slot_f1": "slot F1"}
 """How the rules' messages name each primary metric of ``comparison.json``."""
 
 
 # --------------------------------------------------------------------------- inputs
-
-
-@dataclass(frozen=True)
-class Difference:
-    """Quality of one strategy minus another's on the same eval items, with its CI."""
-
-    difference: float
-    low: float
-    high: float
-
-    @property
-    def significant(self) -> bool:
-        return self.low > 0 or self.high < 0
-
-    def flipped(self) -> Difference:
-        """The other strategy minus this one."""
-        return Difference(-self.difference, -self.high, -self.low)
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any] | None) -> Difference | None:
-        if raw is None:
-            return None
-        return cls(float(raw["difference"]), float(raw["low"]), float(raw["high"]))
 
 
 @dataclass(frozen=True)
@@ -93,7 +60,9 @@ class Candidate:
     kind: str = ""
     """The registered strategy it ran (a run may be named otherwise, e.g. ``setfit_k8``)."""
     role: Role | None = None
-    """base, prompted or tuned; empty: from ``kind`` (see :data:`ROLES`)."""
+    """base, prompted or tuned, as its strategy declared (run manifest); empty: tuned."""
+    data_need: DataNeed | None = None
+    """The training data its strategy declared it needs; empty: no size guidance."""
     ece: float | None = None
     confident_wrong_rate: float | None = None
     n: int | None = None
@@ -116,7 +85,7 @@ class Candidate:
 
     @property
     def kind_role(self) -> Role:
-        return self.role or ROLES.get(self.strategy, "tuned")
+        return self.role or "tuned"
 
 
 @dataclass(frozen=True)
@@ -127,63 +96,6 @@ class DataFacts:
     classes: int | None = None
     """Classes and the smallest class's size: ``None`` for data without labels (chat)."""
     min_per_class: int | None = None
-
-
-@dataclass(frozen=True)
-class DataNeed:
-    """Training data a strategy needs to be trusted, and why."""
-
-    examples: int
-    per_class: int
-    why: str
-
-
-_MIN_PER_CLASS = int(DataConfig.model_fields["min_examples_per_class"].default)
-_FINE_TUNE = DataNeed(
-    TASK_SPECIFIC[0],
-    _MIN_PER_CLASS,
-    f"task-specific fine-tuning usually needs {TASK_SPECIFIC[0]:,}–{TASK_SPECIFIC[1]:,} "
-    "examples (the data report's size guidance)",
-)
-_EXTRACTION = DataNeed(
-    TASK_SPECIFIC[0],
-    0,
-    f"task-specific extraction usually needs {TASK_SPECIFIC[0]:,}–{TASK_SPECIFIC[1]:,} "
-    "examples (the data report's size guidance)",
-)
-DATA_NEEDS: dict[str, DataNeed] = {
-    "zero_shot": DataNeed(0, 0, "it uses only the label names"),
-    "llm_prompt": DataNeed(0, 0, "it uses an instruction and at most a few examples"),
-    "knn": DataNeed(0, 5, "a class with fewer than ~5 examples rarely wins a 10-neighbour vote"),
-    "setfit": DataNeed(0, 8, "SetFit is built for 8 examples per class (Tunstall et al. 2022)"),
-    "frozen": DataNeed(
-        0, _MIN_PER_CLASS, f"a linear head wants ~{_MIN_PER_CLASS} examples per class"
-    ),
-    "partial": _FINE_TUNE,
-    "lora": _FINE_TUNE,
-    "full": _FINE_TUNE,
-    "distill": _FINE_TUNE,
-    "scratch": DataNeed(
-        TASK_SPECIFIC[1],
-        _MIN_PER_CLASS,
-        "a model without pretraining learns the language from your data too: more than the "
-        f"{TASK_SPECIFIC[1]:,} at the top of the fine-tuning range",
-    ),
-    # Generative (slot extraction as JSON): chat data has no classes, so only example counts.
-    "prompt": DataNeed(0, 0, "it uses only an instruction"),
-    "few_shot": DataNeed(0, 0, "it shows a few retrieved training examples per request"),
-    "sft_full": _EXTRACTION,
-    "sft_lora": _EXTRACTION,
-    "qlora": _EXTRACTION,
-    "distill_logit": _EXTRACTION,
-    "distill_seq": _EXTRACTION,
-    "sft_scratch": DataNeed(
-        TASK_SPECIFIC[1],
-        0,
-        "a model without pretraining learns the language from your data too: more than the "
-        f"{TASK_SPECIFIC[1]:,} at the top of the task-specific range",
-    ),
-}
 
 
 class DecisionConfig(Section):
@@ -411,7 +323,7 @@ def cheaper_within_ci(candidate: Candidate, evidence: Evidence) -> Finding:
 def too_little_data(candidate: Candidate, evidence: Evidence) -> Finding:
     """Less training data than a strategy needs makes its score less trustworthy."""
     rule = "too_little_data"
-    need = DATA_NEEDS.get(candidate.strategy)
+    need = candidate.data_need
     data = evidence.data
     if data is None or need is None:
         why = "no data report" if data is None else f"no size guidance for {candidate.strategy}"
@@ -576,7 +488,7 @@ def decide(evidence: Evidence, rules: Sequence[Rule] = RULES) -> Decision:
 def candidates_from_comparison(
     comparison: Mapping[str, Any],
     total_costs: Mapping[str, float] | None = None,
-    kinds: Mapping[str, str] | None = None,
+    runs: Mapping[str, RunFacts] | None = None,
 ) -> list[Candidate]:
     """One candidate per ``comparison.json`` row, with its projected total cost if given.
 
@@ -584,23 +496,26 @@ def candidates_from_comparison(
     as comparisons made before generative tasks do) and its interval ``<metric>_ci``."""
     metric = str(comparison.get("metric", "accuracy"))
     total_costs = total_costs or {}
-    kinds = kinds or {}
-    return [_candidate(row, metric, total_costs, kinds) for row in comparison["rows"]]
+    runs = runs or {}
+    return [_candidate(row, metric, total_costs, runs) for row in comparison["rows"]]
 
 
 def _candidate(
     row: Mapping[str, Any],
     metric: str,
     total_costs: Mapping[str, float],
-    kinds: Mapping[str, str],
+    runs: Mapping[str, RunFacts],
 ) -> Candidate:
     name = str(row["strategy"])
     low, high = row[f"{metric}_ci"]
+    strategy, profile = runs.get(name, (name, None))
     return Candidate(
         name=name,
         quality=float(row[metric]),
         quality_ci=(float(low), float(high)),
-        kind=kinds.get(name, name),
+        kind=strategy,
+        role=None if profile is None else profile.role,
+        data_need=None if profile is None else profile.data_need,
         ece=_optional(row.get("ece")),
         confident_wrong_rate=_optional(row.get("confident_wrong_rate")),
         n=None if row.get("n") is None else int(row["n"]),
@@ -616,7 +531,7 @@ def _candidate(
 def evidence_from_comparison(
     comparison: Mapping[str, Any],
     total_costs: Mapping[str, float] | None = None,
-    kinds: Mapping[str, str] | None = None,
+    runs: Mapping[str, RunFacts] | None = None,
     data_report: Mapping[str, Any] | None = None,
     settings: DecisionConfig | None = None,
     paired: Mapping[tuple[str, str], Difference] | None = None,
@@ -625,7 +540,7 @@ def evidence_from_comparison(
     with ``paired`` differences between runs beyond those to the best, where known."""
     metric = str(comparison.get("metric", "accuracy"))
     return Evidence(
-        tuple(candidates_from_comparison(comparison, total_costs, kinds)),
+        tuple(candidates_from_comparison(comparison, total_costs, runs)),
         best=comparison.get("best"),
         paired=dict(paired or {}),
         data=None if data_report is None else data_facts(data_report),

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from adaptlab.cost.hardware import HardwareProfile
-from adaptlab.cost.model import STRATEGY_METHODS, training_flops
+from adaptlab.cost.model import training_flops
 from adaptlab.cost.projection import (
     BreakEven,
     CostBreakdown,
@@ -32,7 +32,8 @@ from adaptlab.cost.projection import (
     strategy_costs,
     total_cost,
 )
-from adaptlab.report.inputs import ReportInputs, RunRecord
+from adaptlab.report.inputs import ReportInputs
+from adaptlab.runs import RunRecord
 
 CURVE_POINTS = 97
 """Points per cost curve: every week or so of a 12-month horizon, so re-tune steps show."""
@@ -109,7 +110,7 @@ def run_costs(
 def _training_flops(record: RunRecord, inputs: ReportInputs) -> float | None:
     """FLOPs of the run's training (None when a fact is missing: then only pricing on the
     measured profile works, and :func:`strategy_costs` says so for another one)."""
-    method = STRATEGY_METHODS.get(inputs.kinds.get(record.name, record.name))
+    method = None if record.profile is None else record.profile.method
     total, trainable = record.cost.get("total_params"), record.cost.get("trainable_params")
     tokens = _train_tokens(inputs)
     if method is None or total is None or trainable is None or tokens is None:

@@ -19,34 +19,29 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from adaptlab.compare import build_comparison, read_run
+from adaptlab.comparison import build_comparison
 from adaptlab.config import CompareConfig
 from adaptlab.paths import read_json_object
-from adaptlab.runs import CONFIG, COST, EVAL, MANIFEST, RunError, RunFolder
+from adaptlab.profile import StrategyProfile
+from adaptlab.runs import (
+    ERROR,
+    EVAL,
+    MANIFEST,
+    RunError,
+    RunRecord,
+    read_manifest,
+    read_run,
+)
 
 COMPARISON = "comparison.json"
 EXPERIMENT = "experiment.yaml"
 DATA_REPORT = Path("data") / "data_report.json"
 EVAL_LOCK = Path("data") / "eval.lock"
-ERROR_FILE = "error.txt"
-"""What ``compare`` leaves in the folder of a strategy that failed."""
+ERROR_FILE = ERROR
 
 
 class ReportError(RuntimeError):
     """Nothing to report on (no readable run), or arguments that name no runs."""
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """One finished run's files, as read from its folder."""
-
-    name: str
-    folder: Path
-    eval: dict[str, Any]
-    cost: dict[str, Any]
-    manifest: dict[str, Any]
-    config_yaml: str
-    """The run's resolved config (``config.yaml``); empty when the file is missing."""
 
 
 @dataclass(frozen=True)
@@ -83,14 +78,15 @@ class ReportInputs:
 
     @property
     def kinds(self) -> dict[str, str]:
-        """Run name -> the registered strategy it ran (``setfit_k8`` -> ``setfit``)."""
-        settings = (self.experiment or {}).get("strategies") or {}
-        kinds = {}
-        for name in self.runs:
-            block = settings.get(name)
-            kind = block.get("strategy") if isinstance(block, Mapping) else None
-            kinds[name] = str(kind or name)
-        return kinds
+        """Run name -> the registered strategy it ran (``setfit_k8`` -> ``setfit``), from its
+        manifest."""
+        return {name: record.strategy for name, record in self.runs.items()}
+
+    @property
+    def profiles(self) -> dict[str, StrategyProfile | None]:
+        """Run name -> what its strategy declared itself to be (``None``: a folder written
+        before manifests recorded it)."""
+        return {name: record.profile for name, record in self.runs.items()}
 
 
 # --------------------------------------------------------------------------- locating runs
@@ -196,7 +192,7 @@ def _inputs(
     records = {}
     for row in comparison["rows"]:
         name = str(row["strategy"])
-        records[name] = read_record(name, usable[name])
+        records[name] = read_run(usable[name], predictions=False)
     return ReportInputs(
         comparison,
         records,
@@ -230,7 +226,7 @@ def screen(
 
 
 def run_name(folder: Path) -> str:
-    return str(RunFolder(folder).read_json(MANIFEST).get("strategy", folder.name))
+    return read_manifest(folder).run
 
 
 def run_problem(folder: Path, settings: CompareConfig) -> str | None:
@@ -286,11 +282,8 @@ def _same_eval_set(
 
 
 def _eval_facts(folder: Path) -> tuple[str, str]:
-    run = RunFolder(folder)
-    evaluation = run.read_json(EVAL)
-    return str(run.read_json(MANIFEST)["eval_sha256"]), str(
-        evaluation.get("task", "classification")
-    )
+    record = read_run(folder, predictions=False)
+    return record.manifest.eval_sha256, record.kind
 
 
 def _current_comparison(
@@ -307,17 +300,6 @@ def _current_comparison(
     written = path.stat().st_mtime
     fresh = all((f / MANIFEST).stat().st_mtime <= written for f in usable.values())
     return recorded if names == set(usable) and fresh else None
-
-
-def read_record(name: str, folder: Path) -> RunRecord:
-    run = RunFolder(folder)
-    try:
-        config_yaml = (folder / CONFIG).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        config_yaml = ""
-    return RunRecord(
-        name, folder, run.read_json(EVAL), run.read_json(COST), run.read_json(MANIFEST), config_yaml
-    )
 
 
 def _run_named_in(problem: str) -> str:

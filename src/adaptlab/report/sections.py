@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from adaptlab.compare import leaderboard_cells, leaderboard_headers
+from adaptlab.comparison import leaderboard_cells, leaderboard_headers
 from adaptlab.cost.hardware import MEASURED_PROFILE, HardwareProfile
 from adaptlab.cost.projection import ProjectionConfig, retune_count
 from adaptlab.report.decide import METRIC_WORDS, Decision, DecisionConfig, Finding
@@ -602,7 +602,7 @@ def lineage(data: ReportData) -> Section:
     rows = []
     blocks: list[Block] = []
     for name, record in data.inputs.runs.items():
-        manifest = record.manifest
+        manifest = record.manifest.raw
         rows.append(
             (
                 name,

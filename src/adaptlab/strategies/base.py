@@ -3,14 +3,16 @@
 A strategy says only what is special about it: its config, which parameters it trains, its
 loss, and what it saves. Everything else (data, batching, the training loop, evaluation, the
 run directory) is shared. Adding one is one file in this package that ends in
-``register(XStrategy)``, one import line in ``strategies/__init__.py`` and one row in the shared
-test matrix (``tests/unit/strategies/test_matrix.py``).
+``register(XStrategy)`` (the package imports every module in it, so nothing else lists it) and
+one row in the shared test matrix (``tests/unit/strategies/test_matrix.py``). Its ``profile``
+(:class:`~adaptlab.profile.StrategyProfile`) says what it is: role, data need, training
+method, whether it teaches, the task kinds it handles; later stages read that from the run's
+manifest.
 
 Two kinds of task reach a strategy, decided by the prepared data's format: ``classification``
 (texts and labels; the strategy returns a :class:`Classifier`) and ``generative`` (chat records
 whose answers are JSON slot frames; the strategy returns a :class:`Generator`). A strategy
-names the kinds it handles in ``tasks``; one that says nothing handles classification, the
-only kind there was before generative tasks, and ``compare`` refuses to run a strategy on a
+names the kinds it handles in ``profile.tasks``, and ``compare`` refuses to run a strategy on a
 kind it does not name (:func:`require_supported`).
 """
 
@@ -19,19 +21,29 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, runtime_checkable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypeVar
 
-from adaptlab.config import ConfigError, ExperimentConfig, TrainConfig
+from adaptlab.config import (
+    ConfigError,
+    DataConfig,
+    ExperimentConfig,
+    TrainConfig,
+    _describe,
+    _nearest_line,
+    load_config,
+    parse_config,
+)
+from adaptlab.data.report import TASK_SPECIFIC
+from adaptlab.profile import DataNeed, StrategyProfile, TaskKind
 
 if TYPE_CHECKING:
     from adaptlab.evaluate.generation import DecodingConfig
     from adaptlab.models.causal_lm import CausalLM
 
-TaskKind = Literal["classification", "generative"]
 Messages = list[dict[str, Any]]
 """A chat conversation: ``{"role", "content", ...}`` messages, as in chat JSONL records."""
 
@@ -186,16 +198,18 @@ class RunContext(Generic[TaskT]):
 class Strategy(Protocol):
     """What every strategy implements.
 
-    A strategy may also set ``tasks: ClassVar[tuple[TaskKind, ...]]``, the task kinds it
-    handles (default ``("classification",)``, see :func:`supported_tasks`); ``fit`` and
-    ``load`` then get a run of one of those kinds and return a :class:`Classifier` for a
-    classification task, a :class:`Generator` for a generative one. One that needs what a
-    machine may lack (CUDA) sets ``unavailable_reason`` (see :func:`unavailable_here`).
+    ``profile.tasks`` names the task kinds it handles; ``fit`` and ``load`` then get a run of
+    one of those kinds and return a :class:`Classifier` for a classification task, a
+    :class:`Generator` for a generative one. One that needs what a machine may lack (CUDA)
+    sets ``unavailable_reason`` (see :func:`unavailable_here`). One whose training cost the
+    default (its ``profile.method`` over the training data) does not describe defines
+    ``workload(run)`` (see :mod:`adaptlab.estimate`).
     """
 
     name: ClassVar[str]
     config_type: ClassVar[type[StrategyConfig]]
     trains: ClassVar[bool]  # whether it runs the shared training loop
+    profile: ClassVar[StrategyProfile]
 
     def requires(self, config: StrategyConfig) -> list[str]:
         """Names of runs that must exist before this one (a distillation teacher)."""
@@ -225,14 +239,23 @@ def unavailable_here(strategy: Strategy | type[Any], config: StrategyConfig) -> 
     return None if check is None else check(config)
 
 
-DEFAULT_TASKS: tuple[TaskKind, ...] = ("classification",)
-
-
 def supported_tasks(strategy: Strategy | type[Any]) -> tuple[TaskKind, ...]:
-    """The task kinds a strategy handles: its ``tasks``, or classification when it has none
-    (every strategy written before generative tasks existed)."""
-    tasks: tuple[TaskKind, ...] = getattr(strategy, "tasks", DEFAULT_TASKS)
+    """The task kinds a strategy handles (its ``profile.tasks``)."""
+    tasks: tuple[TaskKind, ...] = strategy.profile.tasks
     return tasks
+
+
+def teachers_for(task_kind: TaskKind) -> tuple[str, ...]:
+    """Registered strategies that can teach a student on ``task_kind``, sorted by name: the
+    runs ``teacher: best`` chooses among."""
+    _import_all()
+    return tuple(
+        sorted(
+            name
+            for name, s in REGISTRY.items()
+            if s.profile.teaches and task_kind in s.profile.tasks
+        )
+    )
 
 
 class UnsupportedTaskError(ConfigError):
@@ -257,8 +280,7 @@ def require_supported(name: str, strategy: Strategy | type[Any], task_kind: Task
 
 def strategies_for(task_kind: TaskKind) -> list[str]:
     """Registered strategies that handle ``task_kind``, sorted by name."""
-    from adaptlab import strategies  # noqa: F401  (importing the package registers them all)
-
+    _import_all()
     return sorted(name for name, s in REGISTRY.items() if task_kind in supported_tasks(s))
 
 
@@ -269,20 +291,37 @@ REGISTRY: dict[str, type[Any]] = {}
 def register(strategy: type[StrategyT]) -> type[StrategyT]:
     """Make a strategy available under its ``name`` (one call at the end of its file)."""
     name = strategy.name  # type: ignore[attr-defined]
+    if not isinstance(getattr(strategy, "profile", None), StrategyProfile):
+        raise TypeError(
+            f"strategy '{name}' ({strategy.__module__}) declares no profile: set "
+            "profile = StrategyProfile(role=..., method=..., data_need=..., tasks=...)"
+        )
     if name in REGISTRY and REGISTRY[name] is not strategy:
         raise ValueError(f"strategy '{name}' is registered twice")
     REGISTRY[name] = strategy
     return strategy
 
 
+def _import_all() -> None:
+    """Import every module of the strategies package (each registers its strategy)."""
+    from adaptlab.strategies import discover
+
+    discover()
+
+
 def get_strategy(name: str) -> Strategy:
     """An instance of the registered strategy ``name``, or a clear error listing them."""
-    from adaptlab import strategies  # noqa: F401  (importing the package registers them all)
-
+    _import_all()
     if name not in REGISTRY:
         raise KeyError(f"unknown strategy '{name}'; available: {', '.join(sorted(REGISTRY))}")
     instance: Strategy = REGISTRY[name]()
     return instance
+
+
+def strategy_name(run: str, raw: dict[str, Any] | None) -> str:
+    """The registered strategy a run name stands for: ``strategies.<run>.strategy`` when the
+    experiment sets it, else the run name itself. The one place that resolves it."""
+    return str((raw or {}).get("strategy", run))
 
 
 def resolve_run(name: str, raw: dict[str, Any] | None) -> tuple[Strategy, StrategyConfig]:
@@ -293,8 +332,75 @@ def resolve_run(name: str, raw: dict[str, Any] | None) -> tuple[Strategy, Strate
     ``setfit_k10``, or ``lora`` and ``dora``.
     """
     settings = dict(raw or {})
-    strategy = get_strategy(str(settings.pop("strategy", name)))
+    settings.pop("strategy", None)
+    strategy = get_strategy(strategy_name(name, raw))
     return strategy, strategy.config_type.model_validate(settings)
+
+
+def check_strategy_blocks(config: ExperimentConfig, source: str, lines: dict[Any, int]) -> None:
+    """Each ``strategies.<run>`` block against its strategy's own config model; an error
+    names the file, line and key."""
+    from pydantic import ValidationError
+
+    named = set(config.strategies) | set(config.compare.strategies or [])
+    for name in sorted(named):
+        try:
+            resolve_run(name, config.strategies.get(name))
+        except KeyError as exc:
+            where = (
+                _nearest_line(lines, ("strategies", name, "strategy"))
+                or _nearest_line(lines, ("strategies", name))
+                or _nearest_line(lines, ("compare", "strategies"))
+            )
+            raise ConfigError(f"{source}:{where or 1}: {exc.args[0]}") from None
+        except ValidationError as exc:
+            kind = get_strategy(strategy_name(name, config.strategies.get(name))).config_type
+            raise ConfigError(
+                _describe(exc, kind, source, lines, prefix=("strategies", name))
+            ) from None
+
+
+def load_experiment(path: str | Path) -> ExperimentConfig:
+    """An experiment config file, validated, its strategy blocks included."""
+    return load_config(path, ExperimentConfig, check=check_strategy_blocks)
+
+
+def parse_experiment(text: str, source: str) -> ExperimentConfig:
+    """Experiment YAML ``text`` (named ``source`` in errors), its strategy blocks included."""
+    return parse_config(text, source, ExperimentConfig, check=check_strategy_blocks)
+
+
+_FINE_TUNE_EXAMPLES = TASK_SPECIFIC[0], TASK_SPECIFIC[1]
+_MIN_PER_CLASS = int(DataConfig.model_fields["min_examples_per_class"].default)
+
+FINE_TUNING_NEED = DataNeed(
+    _FINE_TUNE_EXAMPLES[0],
+    _MIN_PER_CLASS,
+    f"task-specific fine-tuning usually needs {_FINE_TUNE_EXAMPLES[0]:,}–"
+    f"{_FINE_TUNE_EXAMPLES[1]:,} examples (the data report's size guidance)",
+)
+"""What fine-tuning a pretrained classifier needs to be trusted."""
+
+EXTRACTION_NEED = DataNeed(
+    _FINE_TUNE_EXAMPLES[0],
+    0,
+    f"task-specific extraction usually needs {_FINE_TUNE_EXAMPLES[0]:,}–"
+    f"{_FINE_TUNE_EXAMPLES[1]:,} examples (the data report's size guidance)",
+)
+"""What fine-tuning a pretrained LM for extraction needs (chat data has no classes)."""
+
+
+def from_scratch_need(per_class: int, scope: str) -> DataNeed:
+    """A model without pretraining learns the language from the data too."""
+    return DataNeed(
+        _FINE_TUNE_EXAMPLES[1],
+        per_class,
+        "a model without pretraining learns the language from your data too: more than the "
+        f"{_FINE_TUNE_EXAMPLES[1]:,} at the top of the {scope} range",
+    )
+
+
+MIN_PER_CLASS = _MIN_PER_CLASS
 
 
 def strategy_config(name: str, raw: dict[str, Any] | None) -> StrategyConfig:

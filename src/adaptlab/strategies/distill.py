@@ -35,14 +35,19 @@ from adaptlab.models.encoder import (
     save_classifier,
 )
 from adaptlab.paths import write_folder
-from adaptlab.runs import EVAL, MANIFEST, RunError, RunFolder
+from adaptlab.profile import StrategyProfile
+from adaptlab.runs import EVAL, MANIFEST, RunError, RunFolder, read_manifest
 from adaptlab.strategies.base import (
+    FINE_TUNING_NEED,
+    REGISTRY,
     RunContext,
     StrategyConfig,
     Task,
     get_strategy,
     register,
     strategy_config,
+    teachers_for,
+    unavailable_here,
 )
 from adaptlab.train.classifier import fit_classifier, freeze
 from adaptlab.train.distillation import (
@@ -53,8 +58,6 @@ from adaptlab.train.distillation import (
     teacher_logits,
 )
 
-CANDIDATES = ("full", "lora", "partial")
-"""Fine-tuned runs that can teach, in the order that breaks accuracy ties."""
 MODEL_DIR = "model"
 
 
@@ -126,6 +129,11 @@ class TeacherRun:
     score: float
     manifest: dict[str, Any]
 
+    @property
+    def strategy(self) -> str:
+        """The registered strategy the teacher run ran (its run may be named otherwise)."""
+        return read_manifest(self.folder).strategy
+
     def fingerprint(self) -> str:
         """Changes when the run is redone (its manifest) or its weights change."""
         digest = hashlib.sha256((self.folder / MANIFEST).read_bytes())
@@ -136,19 +144,21 @@ class TeacherRun:
 
 
 def candidate_teachers(config: DistillConfig) -> list[str]:
-    return list(CANDIDATES) if config.teacher == "best" else [config.teacher]
+    return list(teachers_for("classification")) if config.teacher == "best" else [config.teacher]
 
 
 def find_teacher(
     runs_root: Path,
     teacher: str,
     *,
-    candidates: tuple[str, ...] = CANDIDATES,
+    candidates: tuple[str, ...] | None = None,
     metric: str = "accuracy",
     student: str = "distill",
 ) -> TeacherRun:
     """The named finished run, or for ``best`` the candidate with the highest eval ``metric``
-    (ties go to the first in ``candidates``)."""
+    (ties go to the first in ``candidates``; by default the strategies whose profile says they
+    teach classification, by name)."""
+    candidates = teachers_for("classification") if candidates is None else candidates
     names = candidates if teacher == "best" else (teacher,)
     finished = [run for name in names if (run := _finished_run(runs_root / name, metric))]
     if finished:
@@ -157,12 +167,21 @@ def find_teacher(
         raise RunError(
             f"{student} needs a finished fine-tuned teacher run and none of "
             f"{', '.join(candidates)} has finished in {runs_root}: run one first "
-            f"(adaptlab compare -s {candidates[0]} -s {student})"
+            f"(adaptlab compare -s {_runnable_first(candidates)} -s {student})"
         )
     raise RunError(
         f"{student}'s teacher run '{teacher}' has not finished in {runs_root} (no eval.json and "
         f"manifest.json there): run it first (adaptlab compare -s {teacher} -s {student})"
     )
+
+
+def _runnable_first(candidates: tuple[str, ...]) -> str:
+    """The first candidate this machine can run (qlora needs CUDA), to suggest running."""
+    for name in candidates:
+        strategy = REGISTRY.get(name)
+        if strategy is not None and unavailable_here(strategy(), strategy.config_type()) is None:
+            return name
+    return candidates[0]
 
 
 def _finished_run(folder: Path, metric: str) -> TeacherRun | None:
@@ -209,8 +228,9 @@ def load_teacher(teacher: TeacherRun, run: RunContext) -> EncoderClassifier:
 def _load_through_strategy(teacher: TeacherRun, run: RunContext) -> EncoderClassifier:
     from transformers import PreTrainedModel
 
-    name = str(teacher.manifest.get("strategy", teacher.name))
-    config = strategy_config(name, run.experiment.strategies.get(name))
+    name = teacher.strategy  # from its manifest: the run may be named otherwise (lora_r8)
+    settings = {**(run.experiment.strategies.get(teacher.name) or {}), "strategy": name}
+    config = strategy_config(teacher.name, settings)
     context = RunContext(
         teacher.name, teacher.folder, run.task, run.experiment, config, run.train, run.runs_root
     )
@@ -258,6 +278,12 @@ class DistillStrategy:
     name: ClassVar[str] = "distill"
     config_type: ClassVar[type[StrategyConfig]] = DistillConfig
     trains: ClassVar[bool] = True
+    profile: ClassVar[StrategyProfile] = StrategyProfile(
+        role="tuned",
+        method="full",
+        data_need=FINE_TUNING_NEED,
+        tasks=("classification",),
+    )
 
     def requires(self, config: StrategyConfig) -> list[str]:
         assert isinstance(config, DistillConfig)

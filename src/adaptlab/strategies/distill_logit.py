@@ -29,15 +29,17 @@ from adaptlab.cost.estimate import (
     training_lengths,
 )
 from adaptlab.models.causal_lm import CausalLM
+from adaptlab.profile import StrategyProfile
 from adaptlab.runs import RunError
 from adaptlab.strategies.base import (
+    EXTRACTION_NEED,
     GenerativeTask,
     RunContext,
     StrategyConfig,
-    TaskKind,
     get_strategy,
     register,
     strategy_config,
+    teachers_for,
 )
 from adaptlab.strategies.distill import TeacherRun, find_teacher, kept_layers, require_same_data
 from adaptlab.strategies.sft_full import (
@@ -56,9 +58,6 @@ from adaptlab.train.distillation import (
     lm_kd_loss,
 )
 from adaptlab.train.sft import TunedGenerator, fit_causal_lm
-
-GENERATIVE_TEACHERS = ("sft_full", "sft_lora", "qlora")
-"""Fine-tuned generative runs that can teach, in the order that breaks slot-F1 ties."""
 
 
 class GenerativeDistillConfig(SftConfig):
@@ -81,7 +80,7 @@ class GenerativeDistillConfig(SftConfig):
     )
 
     def candidate_teachers(self) -> list[str]:
-        return list(GENERATIVE_TEACHERS) if self.teacher == "best" else [self.teacher]
+        return list(teachers_for("generative")) if self.teacher == "best" else [self.teacher]
 
 
 class DistillLogitConfig(GenerativeDistillConfig):
@@ -126,13 +125,14 @@ def load_generative_teacher(
     source = find_teacher(
         run.runs_root,
         config.teacher,
-        candidates=GENERATIVE_TEACHERS,
+        candidates=teachers_for("generative"),
         metric="slot_f1",
         student=run.name,
     )
     require_same_data(source, run.task)
-    name = str(source.manifest.get("strategy", source.name))
-    settings = strategy_config(name, run.experiment.strategies.get(name))
+    name = source.strategy  # from its manifest: the run may be named otherwise
+    raw = {**(run.experiment.strategies.get(source.name) or {}), "strategy": name}
+    settings = strategy_config(source.name, raw)
     context = RunContext(
         source.name, source.folder, run.task, run.experiment, settings, run.train, run.runs_root
     )
@@ -187,7 +187,12 @@ class DistillLogitStrategy:
     name: ClassVar[str] = "distill_logit"
     config_type: ClassVar[type[StrategyConfig]] = DistillLogitConfig
     trains: ClassVar[bool] = True
-    tasks: ClassVar[tuple[TaskKind, ...]] = ("generative",)
+    profile: ClassVar[StrategyProfile] = StrategyProfile(
+        role="tuned",
+        method="full",
+        data_need=EXTRACTION_NEED,
+        tasks=("generative",),
+    )
 
     def requires(self, config: StrategyConfig) -> list[str]:
         assert isinstance(config, DistillLogitConfig)

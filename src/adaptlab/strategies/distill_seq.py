@@ -31,13 +31,14 @@ from adaptlab.data.issues import DataError, DataIssue
 from adaptlab.evaluate.generation import generate_chat, request_messages
 from adaptlab.models.causal_lm import CausalLM
 from adaptlab.paths import cache_dir, read_json_object, write_text_atomic
+from adaptlab.profile import StrategyProfile
 from adaptlab.runs import RunError
 from adaptlab.strategies.base import (
+    EXTRACTION_NEED,
     GenerativeTask,
     Messages,
     RunContext,
     StrategyConfig,
-    TaskKind,
     register,
 )
 from adaptlab.strategies.distill_logit import (
@@ -191,7 +192,12 @@ class DistillSeqStrategy:
     name: ClassVar[str] = "distill_seq"
     config_type: ClassVar[type[StrategyConfig]] = DistillSeqConfig
     trains: ClassVar[bool] = True
-    tasks: ClassVar[tuple[TaskKind, ...]] = ("generative",)
+    profile: ClassVar[StrategyProfile] = StrategyProfile(
+        role="tuned",
+        method="full",
+        data_need=EXTRACTION_NEED,
+        tasks=("generative",),
+    )
 
     def requires(self, config: StrategyConfig) -> list[str]:
         assert isinstance(config, DistillSeqConfig)

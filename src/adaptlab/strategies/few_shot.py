@@ -22,12 +22,12 @@ from adaptlab.models.bundled import MINILM
 from adaptlab.models.causal_lm import CausalLM
 from adaptlab.models.retrieval import ExampleIndex
 from adaptlab.paths import write_text_atomic
+from adaptlab.profile import DataNeed, StrategyProfile
 from adaptlab.strategies.base import (
     GenerativeTask,
     Messages,
     RunContext,
     StrategyConfig,
-    TaskKind,
     register,
 )
 from adaptlab.strategies.prompt import (
@@ -100,7 +100,12 @@ class FewShotStrategy:
     name: ClassVar[str] = "few_shot"
     config_type: ClassVar[type[StrategyConfig]] = FewShotConfig
     trains: ClassVar[bool] = False
-    tasks: ClassVar[tuple[TaskKind, ...]] = ("generative",)
+    profile: ClassVar[StrategyProfile] = StrategyProfile(
+        role="prompted",
+        method="none",
+        data_need=DataNeed(0, 0, "it shows a few retrieved training examples per request"),
+        tasks=("generative",),
+    )
 
     def requires(self, config: StrategyConfig) -> list[str]:
         return []

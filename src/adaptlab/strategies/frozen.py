@@ -20,7 +20,8 @@ from safetensors.numpy import load_file, save_file
 
 from adaptlab.models.encoder import FrozenEncoder, softmax
 from adaptlab.models.onnx_encoder import OnnxEncoder, Runtime
-from adaptlab.strategies.base import RunContext, StrategyConfig, register
+from adaptlab.profile import DataNeed, StrategyProfile
+from adaptlab.strategies.base import MIN_PER_CLASS, RunContext, StrategyConfig, register
 
 HEAD = "head.safetensors"
 META = "classifier.json"
@@ -62,6 +63,14 @@ class FrozenStrategy:
     name: ClassVar[str] = "frozen"
     config_type: ClassVar[type[StrategyConfig]] = FrozenConfig
     trains: ClassVar[bool] = False
+    profile: ClassVar[StrategyProfile] = StrategyProfile(
+        role="tuned",
+        method="features",
+        data_need=DataNeed(
+            0, MIN_PER_CLASS, f"a linear head wants ~{MIN_PER_CLASS} examples per class"
+        ),
+        tasks=("classification",),
+    )
 
     def requires(self, config: StrategyConfig) -> list[str]:
         return []

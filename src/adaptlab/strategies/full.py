@@ -28,7 +28,8 @@ from adaptlab.models.encoder import (
     save_classifier,
 )
 from adaptlab.paths import write_folder
-from adaptlab.strategies.base import RunContext, StrategyConfig, register
+from adaptlab.profile import StrategyProfile
+from adaptlab.strategies.base import FINE_TUNING_NEED, RunContext, StrategyConfig, register
 from adaptlab.train.classifier import fit_classifier, freeze
 from adaptlab.train.loop import Batch, LossFunction
 
@@ -202,6 +203,13 @@ class FullStrategy:
     name: ClassVar[str] = "full"
     config_type: ClassVar[type[StrategyConfig]] = FullConfig
     trains: ClassVar[bool] = True
+    profile: ClassVar[StrategyProfile] = StrategyProfile(
+        role="tuned",
+        method="full",
+        data_need=FINE_TUNING_NEED,
+        teaches=True,
+        tasks=("classification",),
+    )
 
     def requires(self, config: StrategyConfig) -> list[str]:
         return []

@@ -18,6 +18,7 @@ from safetensors.numpy import load_file, save_file
 
 from adaptlab.models.encoder import FrozenEncoder
 from adaptlab.models.retrieval import similarities
+from adaptlab.profile import DataNeed, StrategyProfile
 from adaptlab.strategies.base import RunContext, StrategyConfig, register
 
 INDEX = "index.safetensors"
@@ -58,6 +59,14 @@ class KnnStrategy:
     name: ClassVar[str] = "knn"
     config_type: ClassVar[type[StrategyConfig]] = KnnConfig
     trains: ClassVar[bool] = False
+    profile: ClassVar[StrategyProfile] = StrategyProfile(
+        role="prompted",
+        method="features",
+        data_need=DataNeed(
+            0, 5, "a class with fewer than ~5 examples rarely wins a 10-neighbour vote"
+        ),
+        tasks=("classification",),
+    )
 
     def requires(self, config: StrategyConfig) -> list[str]:
         return []

@@ -29,6 +29,7 @@ from adaptlab.models.causal_lm import CausalLM, PromptCache, TokenTree
 from adaptlab.models.encoder import softmax
 from adaptlab.models.retrieval import ExampleIndex
 from adaptlab.paths import write_text_atomic
+from adaptlab.profile import DataNeed, StrategyProfile
 from adaptlab.strategies.base import RunContext, StrategyConfig, register
 from adaptlab.strategies.zero_shot import label_text
 
@@ -245,6 +246,12 @@ class LlmPromptStrategy:
     name: ClassVar[str] = "llm_prompt"
     config_type: ClassVar[type[StrategyConfig]] = LlmPromptConfig
     trains: ClassVar[bool] = False
+    profile: ClassVar[StrategyProfile] = StrategyProfile(
+        role="prompted",
+        method="none",
+        data_need=DataNeed(0, 0, "it uses an instruction and at most a few examples"),
+        tasks=("classification",),
+    )
 
     def requires(self, config: StrategyConfig) -> list[str]:
         return []

@@ -36,7 +36,8 @@ from adaptlab.models.encoder import (
     save_head,
 )
 from adaptlab.paths import write_folder
-from adaptlab.strategies.base import RunContext, StrategyConfig, register
+from adaptlab.profile import StrategyProfile
+from adaptlab.strategies.base import FINE_TUNING_NEED, RunContext, StrategyConfig, register
 from adaptlab.strategies.full import (
     FullConfig,
     classifier_meta,
@@ -132,6 +133,13 @@ class LoraStrategy:
     name: ClassVar[str] = "lora"
     config_type: ClassVar[type[StrategyConfig]] = LoraConfig
     trains: ClassVar[bool] = True
+    profile: ClassVar[StrategyProfile] = StrategyProfile(
+        role="tuned",
+        method="adapter",
+        data_need=FINE_TUNING_NEED,
+        teaches=True,
+        tasks=("classification",),
+    )
 
     def requires(self, config: StrategyConfig) -> list[str]:
         return []

@@ -19,7 +19,8 @@ from torch import nn
 
 from adaptlab.cost.estimate import Workload, meta_classifier, trained_workload, training_lengths
 from adaptlab.models.encoder import EncoderClassifier, load_classifier
-from adaptlab.strategies.base import RunContext, StrategyConfig, register
+from adaptlab.profile import StrategyProfile
+from adaptlab.strategies.base import FINE_TUNING_NEED, RunContext, StrategyConfig, register
 from adaptlab.strategies.full import (
     MODEL_DIR,
     FullConfig,
@@ -80,6 +81,13 @@ class PartialStrategy:
     name: ClassVar[str] = "partial"
     config_type: ClassVar[type[StrategyConfig]] = PartialConfig
     trains: ClassVar[bool] = True
+    profile: ClassVar[StrategyProfile] = StrategyProfile(
+        role="tuned",
+        method="top_blocks",
+        data_need=FINE_TUNING_NEED,
+        teaches=True,
+        tasks=("classification",),
+    )
 
     def requires(self, config: StrategyConfig) -> list[str]:
         return []

@@ -22,13 +22,13 @@ from pydantic import Field
 from adaptlab.evaluate.generation import DecodingConfig, request_messages
 from adaptlab.models.causal_lm import CausalLM
 from adaptlab.paths import write_text_atomic
+from adaptlab.profile import DataNeed, StrategyProfile
 from adaptlab.strategies.base import (
     GenerativeTask,
     Generator,
     Messages,
     RunContext,
     StrategyConfig,
-    TaskKind,
     register,
 )
 from adaptlab.train.chat import encode_prompt
@@ -139,7 +139,12 @@ class PromptStrategy:
     name: ClassVar[str] = "prompt"
     config_type: ClassVar[type[StrategyConfig]] = PromptConfig
     trains: ClassVar[bool] = False
-    tasks: ClassVar[tuple[TaskKind, ...]] = ("generative",)
+    profile: ClassVar[StrategyProfile] = StrategyProfile(
+        role="base",
+        method="none",
+        data_need=DataNeed(0, 0, "it uses only an instruction"),
+        tasks=("generative",),
+    )
 
     def requires(self, config: StrategyConfig) -> list[str]:
         return []

@@ -24,7 +24,14 @@ import torch
 from adaptlab.cost.estimate import Workload
 from adaptlab.models.bundled import ModelNotAvailable, resolve_model, unavailable_message
 from adaptlab.models.causal_lm import CausalLM
-from adaptlab.strategies.base import GenerativeTask, RunContext, StrategyConfig, TaskKind, register
+from adaptlab.profile import StrategyProfile
+from adaptlab.strategies.base import (
+    EXTRACTION_NEED,
+    GenerativeTask,
+    RunContext,
+    StrategyConfig,
+    register,
+)
 from adaptlab.strategies.sft_full import tuned_generator
 from adaptlab.strategies.sft_lora import (
     ADAPTER_DIR,
@@ -89,7 +96,13 @@ class QloraStrategy:
     name: ClassVar[str] = "qlora"
     config_type: ClassVar[type[StrategyConfig]] = SftLoraConfig
     trains: ClassVar[bool] = True
-    tasks: ClassVar[tuple[TaskKind, ...]] = ("generative",)
+    profile: ClassVar[StrategyProfile] = StrategyProfile(
+        role="tuned",
+        method="adapter",
+        data_need=EXTRACTION_NEED,
+        teaches=True,
+        tasks=("generative",),
+    )
 
     def requires(self, config: StrategyConfig) -> list[str]:
         return []

@@ -13,7 +13,14 @@ import torch
 
 from adaptlab.models.bundled import ModelNotAvailable, resolve_model
 from adaptlab.models.encoder import EncoderClassifier, SentenceClassifier, load_classifier
-from adaptlab.strategies.base import RunContext, StrategyConfig, register
+from adaptlab.profile import StrategyProfile
+from adaptlab.strategies.base import (
+    MIN_PER_CLASS,
+    RunContext,
+    StrategyConfig,
+    from_scratch_need,
+    register,
+)
 from adaptlab.strategies.full import (
     MODEL_DIR,
     FineTuneConfig,
@@ -68,6 +75,12 @@ class ScratchStrategy:
     name: ClassVar[str] = "scratch"
     config_type: ClassVar[type[StrategyConfig]] = ScratchConfig
     trains: ClassVar[bool] = True
+    profile: ClassVar[StrategyProfile] = StrategyProfile(
+        role="tuned",
+        method="full",
+        data_need=from_scratch_need(MIN_PER_CLASS, "fine-tuning"),
+        tasks=("classification",),
+    )
 
     def requires(self, config: StrategyConfig) -> list[str]:
         return []

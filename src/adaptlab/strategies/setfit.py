@@ -45,6 +45,7 @@ from adaptlab.models.encoder import (
     tokenize,
 )
 from adaptlab.paths import write_folder, write_text_atomic
+from adaptlab.profile import DataNeed, StrategyProfile
 from adaptlab.strategies.base import RunContext, StrategyConfig, register
 from adaptlab.strategies.frozen import HeadConfig, LinearHeadClassifier, _fit_head, _head_from
 from adaptlab.train.batching import pad_collate
@@ -234,6 +235,12 @@ class SetFitStrategy:
     name: ClassVar[str] = "setfit"
     config_type: ClassVar[type[StrategyConfig]] = SetFitConfig
     trains: ClassVar[bool] = True
+    profile: ClassVar[StrategyProfile] = StrategyProfile(
+        role="tuned",
+        method="full",
+        data_need=DataNeed(0, 8, "SetFit is built for 8 examples per class (Tunstall et al. 2022)"),
+        tasks=("classification",),
+    )
 
     def requires(self, config: StrategyConfig) -> list[str]:
         return []

@@ -21,7 +21,14 @@ from torch import nn
 from adaptlab.evaluate.generation import DecodingConfig
 from adaptlab.models.causal_lm import CausalLM
 from adaptlab.paths import write_folder
-from adaptlab.strategies.base import GenerativeTask, RunContext, StrategyConfig, TaskKind, register
+from adaptlab.profile import StrategyProfile
+from adaptlab.strategies.base import (
+    EXTRACTION_NEED,
+    GenerativeTask,
+    RunContext,
+    StrategyConfig,
+    register,
+)
 from adaptlab.train.chat import Example
 from adaptlab.train.sft import (
     TunedGenerator,
@@ -152,7 +159,13 @@ class SftFullStrategy:
     name: ClassVar[str] = "sft_full"
     config_type: ClassVar[type[StrategyConfig]] = SftConfig
     trains: ClassVar[bool] = True
-    tasks: ClassVar[tuple[TaskKind, ...]] = ("generative",)
+    profile: ClassVar[StrategyProfile] = StrategyProfile(
+        role="tuned",
+        method="full",
+        data_need=EXTRACTION_NEED,
+        teaches=True,
+        tasks=("generative",),
+    )
 
     def requires(self, config: StrategyConfig) -> list[str]:
         return []

@@ -27,7 +27,14 @@ from adaptlab.cost.estimate import Workload, meta_model, trained_workload, train
 from adaptlab.evaluate.generation import DecodingConfig
 from adaptlab.models.causal_lm import CausalLM
 from adaptlab.paths import write_folder
-from adaptlab.strategies.base import GenerativeTask, RunContext, StrategyConfig, TaskKind, register
+from adaptlab.profile import StrategyProfile
+from adaptlab.strategies.base import (
+    EXTRACTION_NEED,
+    GenerativeTask,
+    RunContext,
+    StrategyConfig,
+    register,
+)
 from adaptlab.strategies.lora import AdapterConfig
 from adaptlab.strategies.sft_full import SftConfig, trainable_copy, tuned_generator
 from adaptlab.train.sft import TunedGenerator, read_generator_meta, save_generator_meta
@@ -105,7 +112,13 @@ class SftLoraStrategy:
     name: ClassVar[str] = "sft_lora"
     config_type: ClassVar[type[StrategyConfig]] = SftLoraConfig
     trains: ClassVar[bool] = True
-    tasks: ClassVar[tuple[TaskKind, ...]] = ("generative",)
+    profile: ClassVar[StrategyProfile] = StrategyProfile(
+        role="tuned",
+        method="adapter",
+        data_need=EXTRACTION_NEED,
+        teaches=True,
+        tasks=("generative",),
+    )
 
     def requires(self, config: StrategyConfig) -> list[str]:
         return []

@@ -14,7 +14,14 @@ import torch
 
 from adaptlab.models.bundled import ModelNotAvailable, resolve_model, unavailable_message
 from adaptlab.models.causal_lm import CausalLM
-from adaptlab.strategies.base import GenerativeTask, RunContext, StrategyConfig, TaskKind, register
+from adaptlab.profile import StrategyProfile
+from adaptlab.strategies.base import (
+    GenerativeTask,
+    RunContext,
+    StrategyConfig,
+    from_scratch_need,
+    register,
+)
 from adaptlab.strategies.sft_full import MODEL_DIR, SftConfig, fit_whole_model, load_model
 from adaptlab.train.sft import TunedGenerator
 
@@ -53,7 +60,12 @@ class SftScratchStrategy:
     name: ClassVar[str] = "sft_scratch"
     config_type: ClassVar[type[StrategyConfig]] = SftScratchConfig
     trains: ClassVar[bool] = True
-    tasks: ClassVar[tuple[TaskKind, ...]] = ("generative",)
+    profile: ClassVar[StrategyProfile] = StrategyProfile(
+        role="tuned",
+        method="full",
+        data_need=from_scratch_need(0, "task-specific"),
+        tasks=("generative",),
+    )
 
     def requires(self, config: StrategyConfig) -> list[str]:
         return []

@@ -19,6 +19,7 @@ from pydantic import Field
 from safetensors.numpy import load_file, save_file
 
 from adaptlab.models.encoder import FrozenEncoder, softmax
+from adaptlab.profile import DataNeed, StrategyProfile
 from adaptlab.strategies.base import RunContext, StrategyConfig, register
 
 LABELS = "label_embeddings.safetensors"
@@ -61,6 +62,12 @@ class ZeroShotStrategy:
     name: ClassVar[str] = "zero_shot"
     config_type: ClassVar[type[StrategyConfig]] = ZeroShotConfig
     trains: ClassVar[bool] = False
+    profile: ClassVar[StrategyProfile] = StrategyProfile(
+        role="base",
+        method="none",
+        data_need=DataNeed(0, 0, "it uses only the label names"),
+        tasks=("classification",),
+    )
 
     def requires(self, config: StrategyConfig) -> list[str]:
         return []

@@ -18,6 +18,7 @@ from adaptlab.evaluate.metrics import classification_metrics, reliability_bins
 from adaptlab.evaluate.slots import slot_metrics
 from adaptlab.report.build import ReportFiles, build_report
 from adaptlab.runs import RunFolder, base_manifest
+from adaptlab.strategies.base import get_strategy
 
 LABELS = ("cards", "transfers", "refunds")
 SLOTS = ("people", "date", "time")
@@ -74,7 +75,13 @@ def data_report(task: str) -> dict[str, Any]:
 
 
 def manifest(name: str, config_yaml: str) -> dict[str, Any]:
-    return base_manifest(name, TRAIN_SHA, EVAL_SHA, "tiny-base", "f" * 64, config_yaml, 42, False)
+    """A manifest for run ``name``, of the registered strategy it stands for (``setfit_k8``
+    ran setfit), with that strategy's declared profile."""
+    kind = CLASSIFIERS[name][0] if name in CLASSIFIERS else name
+    profile = get_strategy(kind).profile
+    return base_manifest(
+        name, kind, profile, TRAIN_SHA, EVAL_SHA, "tiny-base", "f" * 64, config_yaml, 42, False
+    )
 
 
 def write_classifier_run(runs: Path, name: str, seed: int) -> Path:

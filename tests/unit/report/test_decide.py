@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from adaptlab.profile import StrategyProfile
 from adaptlab.report.decide import (
     RULES,
     Candidate,
@@ -28,6 +29,7 @@ from adaptlab.report.decide import (
     tuned_vs_base,
     tuned_vs_prompted,
 )
+from adaptlab.strategies.base import get_strategy
 
 PLENTY = DataFacts(train_examples=9_932, classes=77, min_per_class=35)
 BETTER = Difference(0.10, 0.07, 0.13)
@@ -35,8 +37,18 @@ TIE = Difference(0.01, -0.02, 0.04)
 WORSE = Difference(-0.10, -0.13, -0.07)
 
 
+def facts(**kinds: str) -> dict[str, tuple[str, StrategyProfile | None]]:
+    """Run name -> (registered strategy, its declared profile), as run manifests record."""
+    return {name: (kind, get_strategy(kind).profile) for name, kind in kinds.items()}
+
+
 def make(name: str, quality: float, cost: float | None = None, **changes: Any) -> Candidate:
+    """A candidate whose role and data need are what its strategy (``kind``, else ``name``)
+    declares, as a run's manifest would say."""
+    profile = get_strategy(str(changes.get("kind") or name)).profile
     values: dict[str, Any] = {
+        "role": profile.role,
+        "data_need": profile.data_need,
         "quality_ci": (quality - 0.02, quality + 0.02),
         "ece": 0.05,
         "confident_wrong_rate": 0.02,
@@ -338,8 +350,8 @@ def comparison_json() -> dict[str, Any]:
 
 def test_candidates_are_built_from_comparison_rows() -> None:
     costs = {"knn_k10": 3.0, "knn_k5": 2.0, "zero_shot": 1.0}
-    kinds = {"knn_k10": "knn", "knn_k5": "knn"}
-    candidates = candidates_from_comparison(comparison_json(), costs, kinds)
+    runs = facts(knn_k10="knn", knn_k5="knn", zero_shot="zero_shot")
+    candidates = candidates_from_comparison(comparison_json(), costs, runs)
     k10, k5, zero = candidates
     assert (k10.strategy, k10.kind_role, k10.total_cost, k10.vs_best) == (
         "knn",
@@ -357,7 +369,7 @@ def test_evidence_from_comparison_decides_with_vs_best_differences() -> None:
     ev = evidence_from_comparison(
         comparison_json(),
         total_costs={"knn_k10": 3.0, "knn_k5": 2.0, "zero_shot": 1.0},
-        kinds={"knn_k10": "knn", "knn_k5": "knn"},
+        runs=facts(knn_k10="knn", knn_k5="knn", zero_shot="zero_shot"),
         data_report=report,
     )
     assert ev.data == DataFacts(train_examples=100, classes=2, min_per_class=40)

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from adaptlab.profile import StrategyProfile
 from adaptlab.report.decide import (
     DataFacts,
     Evidence,
@@ -25,6 +26,7 @@ from adaptlab.report.decide import (
     tuned_vs_base,
     tuned_vs_prompted,
 )
+from adaptlab.strategies.base import get_strategy
 
 COSTS = {"prompt": 1.0, "few_shot": 2.0, "sft_lora": 10.0, "sft_full": 40.0}
 
@@ -60,7 +62,14 @@ def comparison(*rows: dict[str, Any], best: str = "sft_full") -> dict[str, Any]:
     return {"task": "generative", "metric": "slot_f1", "best": best, "rows": list(rows)}
 
 
+def declared(*rows: dict[str, Any]) -> dict[str, tuple[str, StrategyProfile | None]]:
+    """Each row's run -> its strategy and declared profile, as its manifest records them."""
+    names = [str(r["strategy"]) for r in rows]
+    return {name: (name, get_strategy(name).profile) for name in names}
+
+
 def evidence(*rows: dict[str, Any], best: str = "sft_full", **more: Any) -> Evidence:
+    more.setdefault("runs", declared(*rows))
     return evidence_from_comparison(comparison(*rows, best=best), total_costs=COSTS, **more)
 
 
@@ -77,7 +86,7 @@ FULL = row("sft_full", 0.85, None)
 
 def test_generative_rows_become_candidates_on_slot_f1() -> None:
     prompt, few_shot, lora, full = candidates_from_comparison(
-        comparison(PROMPT, FEW_SHOT, LORA, FULL), COSTS
+        comparison(PROMPT, FEW_SHOT, LORA, FULL), COSTS, declared(PROMPT, FEW_SHOT, LORA, FULL)
     )
     assert (prompt.kind_role, few_shot.kind_role, lora.kind_role) == ("base", "prompted", "tuned")
     assert lora.quality == 0.84 and lora.quality_ci == pytest.approx((0.81, 0.87))

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from adaptlab.cli import app
-from adaptlab.compare import build_comparison
+from adaptlab.comparison import build_comparison
 from adaptlab.config import CompareConfig
 from adaptlab.report.build import (
     REPORT_HTML,
@@ -225,8 +225,7 @@ def test_pairs_agree_with_the_comparison_and_cover_every_two_runs(
     classification_experiment: Path,
 ) -> None:
     inputs = read_inputs([classification_experiment])
-    folders = {name: record.folder for name, record in inputs.runs.items()}
-    pairs = paired_differences(folders, inputs.task, inputs.settings)
+    pairs = paired_differences(inputs.runs.values(), inputs.settings)
     assert len(pairs) == 5 * 4 // 2
     best = inputs.comparison["best"]
     for row in inputs.comparison["rows"]:

@@ -247,7 +247,8 @@ def make_teacher(
     def make(
         runs_root: Path, name: str, score: float, *, weights: str = "model", **manifest: Any
     ) -> Path:
-        generative = "generative" in supported_tasks(get_strategy(name))
+        strategy = str(manifest.pop("strategy", name))
+        generative = "generative" in supported_tasks(get_strategy(strategy))
         task: ClassificationTask | GenerativeTask = tiny_chat_task if generative else tiny_task
         folder = RunFolder(runs_root / name)
         folder.reset()
@@ -255,7 +256,16 @@ def make_teacher(
         metric = "slot_f1" if generative else "accuracy"
         folder.write_json("eval.json", {"strategy": name, "metrics": {metric: score}})
         values = base_manifest(
-            name, task.train_sha256, task.eval_sha256, "tiny", "fp", "", 42, False
+            name,
+            strategy,
+            get_strategy(strategy).profile,
+            task.train_sha256,
+            task.eval_sha256,
+            "tiny",
+            "fp",
+            "",
+            42,
+            False,
         )
         folder.write_json("manifest.json", {**values, **manifest})
         return folder.path

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from adaptlab.compare import build_comparison, compare, leaderboard_markdown
+from adaptlab.compare import compare
+from adaptlab.comparison import build_comparison, leaderboard_markdown
 from adaptlab.config import CompareConfig, ExperimentConfig
 from adaptlab.data.lock import EvalLockError
 from adaptlab.runs import RunError

@@ -17,13 +17,8 @@ import pytest
 from tests.unit.evaluate.test_forgetting import SMALL, replay_trained_llm
 from tests.unit.strategies.test_generative import DECODING, chat_experiment
 
-from adaptlab.compare import (
-    BASE_RETENTION,
-    base_retention,
-    compare,
-    leaderboard_cells,
-    leaderboard_headers,
-)
+from adaptlab.compare import BASE_RETENTION, base_retention, compare
+from adaptlab.comparison import leaderboard_cells, leaderboard_headers
 from adaptlab.config import ExperimentConfig
 from adaptlab.models.encoder import model_fingerprint
 

@@ -14,7 +14,8 @@ from pydantic import ValidationError
 from tests.unit.strategies.conftest import RunFactory, TeacherFactory, copy_run
 
 from adaptlab.models.encoder import load_classifier, load_encoder
-from adaptlab.runs import RunError
+from adaptlab.profile import StrategyProfile
+from adaptlab.runs import RunError, read_manifest
 from adaptlab.strategies.base import (
     REGISTRY,
     ClassificationTask,
@@ -155,6 +156,7 @@ class AdapterStrategy:
     name = "adapted"
     config_type = StrategyConfig
     trains = True
+    profile = StrategyProfile(role="tuned", method="adapter", teaches=True)
     loads: ClassVar[list[Path]] = []
 
     def load(self, run: RunContext) -> Any:
@@ -179,6 +181,22 @@ def test_a_teacher_without_model_is_rebuilt_by_its_own_strategy(
     fit(run)
     assert AdapterStrategy.loads == [folder]
     assert run.facts["teacher"] == "adapted" and run.facts["student_layers"] == 1
+
+
+def test_a_teacher_run_named_otherwise_is_loaded_by_its_registered_strategy(
+    make_run: RunFactory, make_teacher: TeacherFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``lora_r8: {strategy: adapted}`` and ``distill: {teacher: lora_r8}``: the student finds
+    the teacher's strategy in its manifest, not by taking the run name for a strategy name."""
+    monkeypatch.setitem(REGISTRY, "adapted", AdapterStrategy)
+    run = make_run("distill", {"teacher": "lora_r8"})
+    folder = make_teacher(run.runs_root, "lora_r8", 0.9, weights="adapter", strategy="adapted")
+    assert read_manifest(folder).run == "lora_r8"
+    assert read_manifest(folder).strategy == "adapted"
+    AdapterStrategy.loads.clear()
+    fit(run)
+    assert AdapterStrategy.loads == [folder]
+    assert run.facts["teacher"] == "lora_r8"
 
 
 def test_a_teacher_that_is_no_encoder_classifier_is_refused_clearly(

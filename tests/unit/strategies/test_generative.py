@@ -19,7 +19,8 @@ from safetensors.numpy import load_file
 from tests.unit.strategies.conftest import RunFactory, chat_records
 from tests.unit.strategies.test_compare import experiment as classification_experiment
 
-from adaptlab.compare import build_comparison, compare, runnable_here
+from adaptlab.compare import compare, runnable_here
+from adaptlab.comparison import build_comparison
 from adaptlab.config import CompareConfig, ExperimentConfig
 from adaptlab.data.convert import DEFAULT_SLOT_SYSTEM_PROMPT, SLOT_ORDER
 from adaptlab.data.lock import EvalLockError

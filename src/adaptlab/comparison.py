@@ -1,0 +1,374 @@
+"""The comparison of finished runs: leaderboard rows, paired differences, leaderboard columns.
+
+Built from run folders alone (:func:`adaptlab.runs.read_run`), below both ``compare`` (which
+writes ``comparison.json`` after running the strategies) and the report (which rebuilds it when
+it is stale and pairs every two runs for the decision rules). The paired bootstrap of two runs
+on the eval items both scored lives here once (:func:`paired_difference`): accuracy from
+per-item correctness, slot F1 from per-item slot counts (pooled).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adaptlab.config import CompareConfig
+from adaptlab.data.lock import require_same_eval
+from adaptlab.evaluate.bootstrap import paired_bootstrap, paired_bootstrap_micro_f1
+from adaptlab.runs import RunError, RunRecord, read_run
+
+
+@dataclass(frozen=True)
+class Difference:
+    """Quality of one run minus another's on the same eval items, with its CI."""
+
+    difference: float
+    low: float
+    high: float
+    n: int = field(default=0, compare=False)
+    """Eval items both runs scored (0: not recorded); not part of equality."""
+
+    @property
+    def significant(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+    def flipped(self) -> Difference:
+        """The other run minus this one."""
+        return Difference(-self.difference, -self.high, -self.low, self.n)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "difference": self.difference,
+            "low": self.low,
+            "high": self.high,
+            "significant": self.significant,
+            "n": self.n,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any] | None) -> Difference | None:
+        if raw is None:
+            return None
+        return cls(
+            float(raw["difference"]), float(raw["low"]), float(raw["high"]), int(raw.get("n", 0))
+        )
+
+
+def per_item(record: RunRecord) -> np.ndarray | None:
+    """The run's per-item scores on its eval items (``record.indices``): correctness of a
+    classifier, slot counts of a generator; ``None`` when its predictions lack them or cannot
+    be read."""
+    try:
+        arrays = record.predictions
+    except RunError:
+        return None
+    if record.kind == "generative":
+        counts: np.ndarray | None = arrays.get("counts")
+        return counts
+    probabilities, gold = arrays.get("probabilities"), arrays.get("gold")
+    if probabilities is None or gold is None:
+        return None
+    correct: np.ndarray = (probabilities.argmax(axis=1) == gold).astype(np.float64)
+    return correct
+
+
+def paired_difference(a: RunRecord, b: RunRecord, settings: CompareConfig) -> Difference | None:
+    """``a - b`` in the primary metric on the eval items both scored (paired bootstrap);
+    ``None`` when they share no item or either lacks per-item scores."""
+    scores_a, scores_b = per_item(a), per_item(b)
+    if scores_a is None or scores_b is None:
+        return None
+    shared, in_a, in_b = np.intersect1d(a.indices, b.indices, return_indices=True)
+    if len(shared) == 0:
+        return None
+    options: dict[str, Any] = {
+        "names": (a.name, b.name),
+        "resamples": settings.bootstrap_resamples,
+        "confidence": settings.confidence,
+    }
+    if a.kind == "generative":
+        result = paired_bootstrap_micro_f1(
+            scores_a[in_a], scores_b[in_b], metric="slot_f1", **options
+        )
+    else:
+        result = paired_bootstrap(scores_a[in_a], scores_b[in_b], metric="accuracy", **options)
+    return Difference(result.difference, result.low, result.high, len(shared))
+
+
+def pairwise_differences(
+    records: Sequence[RunRecord], settings: CompareConfig
+) -> dict[tuple[str, str], Difference]:
+    """``(a, b) -> a - b`` for every two runs that share eval items (each pair once)."""
+    pairs = {}
+    for a, b in combinations(records, 2):
+        difference = paired_difference(a, b, settings)
+        if difference is not None:
+            pairs[(a.name, b.name)] = difference
+    return pairs
+
+
+def read_runs(folders: Sequence[Path]) -> tuple[list[RunRecord], list[str]]:
+    """The finished runs in ``folders``, and a message for each one that cannot be read."""
+    records, problems = [], []
+    for folder in folders:
+        try:
+            records.append(read_run(folder))
+        except RunError as exc:
+            problems.append(str(exc))
+    return records, problems
+
+
+PRIMARY_METRIC: dict[str, str] = {"classification": "accuracy", "generative": "slot_f1"}
+"""What runs of each task kind are ranked on (and the paired bootstrap compares)."""
+
+METRIC_WORDS = {"accuracy": "accuracy", "slot_f1": "slot F1 (micro)"}
+
+
+def score(record: RunRecord) -> float:
+    """The run's primary metric (accuracy, or micro slot F1) on its eval items."""
+    return float(record.eval["metrics"][PRIMARY_METRIC[record.kind]])
+
+
+def build_comparison(
+    folders: Sequence[Path], settings: CompareConfig
+) -> tuple[dict[str, Any], list[str]]:
+    """Leaderboard data from run directories; unreadable runs are named and left out."""
+    results, problems = read_runs(folders)
+    if not results:
+        why = "; ".join(problems) or f"none of {len(folders)} run folders finished"
+        raise RunError(f"no finished runs to compare: {why}")
+    require_same_eval({r.name: r.manifest.eval_sha256 for r in results})
+    kinds = {r.kind for r in results}
+    if len(kinds) > 1:
+        named = ", ".join(f"{r.name} ({r.kind})" for r in results)
+        raise RunError(f"runs of different task kinds cannot be compared: {named}")
+    kind = kinds.pop()
+    best = max(results, key=lambda r: (not r.eval["sampled"], score(r)))
+    rows = [_row(result, best, settings) for result in results]
+    metric = PRIMARY_METRIC[kind]
+    rows.sort(key=lambda row: -row[metric])
+    comparison = {
+        "task": kind,
+        "metric": metric,
+        "best": best.name,
+        "eval_sha256": best.manifest.eval_sha256,
+        "confidence": settings.confidence,
+        "rows": rows,
+        "problems": problems,
+    }
+    return comparison, problems
+
+
+def _row(result: RunRecord, best: RunRecord, settings: CompareConfig) -> dict[str, Any]:
+    generative = result.kind == "generative"
+    if generative:
+        measured = {**_generative_fields(result), **_retention_fields(result)}
+    else:
+        measured = _accuracy_fields(result)
+    return {
+        "strategy": result.name,
+        "registered_strategy": result.strategy,
+        "task": result.kind,
+        "n": result.eval["n"],
+        "sampled": result.eval["sampled"],
+        **measured,
+        "vs_best": _difference_to(result, best, settings),
+        "size_on_disk_bytes": result.cost.get("size_on_disk_bytes"),
+        "trainable_params": result.cost.get("trainable_params"),
+        "total_params": result.cost.get("total_params"),
+        "fit_wall_s": result.cost.get("fit_wall_s"),
+        "peak_memory_bytes": result.cost.get("peak_rss_bytes"),
+    }
+
+
+def _accuracy_fields(result: RunRecord) -> dict[str, Any]:
+    metrics = result.eval["metrics"]
+    latency = result.eval.get("latency", {})
+    return {
+        "accuracy": metrics["accuracy"],
+        "accuracy_ci": result.eval["accuracy_ci"],
+        "macro_f1": metrics["macro_f1"],
+        "ece": metrics["ece"],
+        "confident_wrong_rate": metrics["confident_wrong_rate"],
+        "latency_batch1_p50_ms": latency.get("batch_1", {}).get("p50_ms"),
+        "latency_batch1_p95_ms": latency.get("batch_1", {}).get("p95_ms"),
+        "latency_batch32_per_example_ms": latency.get("batch_32", {}).get("per_example_ms"),
+    }
+
+
+def _generative_fields(result: RunRecord) -> dict[str, Any]:
+    metrics = result.eval["metrics"]
+    cost = result.eval.get("cost", {})
+    latency = cost.get("latency", {})
+    return {
+        "slot_f1": metrics["slot_f1"],
+        "slot_f1_ci": result.eval["slot_f1_ci"],
+        "slot_precision": metrics["slot_precision"],
+        "slot_recall": metrics["slot_recall"],
+        "json_valid_rate": metrics["json_valid_rate"],
+        "exact_match": metrics["exact_match"],
+        "latency_batch1_p50_ms": latency.get("p50_ms"),
+        "latency_batch1_p95_ms": latency.get("p95_ms"),
+        "output_tokens_per_s": cost.get("output_tokens_per_s"),
+        "prompt_tokens_per_request": result.eval.get("tokens", {}).get("prompt", {}).get("mean"),
+        "prompt_build_p50_ms": cost.get("prompt_build_latency", {}).get("p50_ms"),
+    }
+
+
+def _retention_fields(result: RunRecord) -> dict[str, Any]:
+    """The change against the base model (``None`` where retention was not measured)."""
+    change = result.eval.get("retention", {}).get("vs_base", {})
+    keys = ("forgetting", "instruction_pass_rate", "perplexity", "perplexity_ratio")
+    return {key: change.get(key) for key in keys}
+
+
+def _difference_to(
+    result: RunRecord, best: RunRecord, settings: CompareConfig
+) -> dict[str, Any] | None:
+    """The paired difference of the primary metric against the best run, as
+    ``comparison.json`` records it (``None`` for the best itself, or with no shared items)."""
+    if result.name == best.name:
+        return None
+    difference = paired_difference(result, best, settings)
+    return None if difference is None else difference.to_dict()
+
+
+# (markdown header, compact header for the terminal) of each leaderboard column, per task kind
+COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "classification": (
+        ("strategy", "strategy"),
+        ("accuracy", "accuracy"),
+        ("Δ vs best ({level}% CI)", "Δ vs best ({level}% CI)"),
+        ("macro-F1", "macro-F1"),
+        ("ECE", "ECE"),
+        ("confidently wrong", "conf. wrong"),
+        ("p50 ms (batch 1)", "p50 ms b1"),
+        ("ms/example (batch 32)", "ms/ex b32"),
+        ("size MB", "size MB"),
+        ("trainable params", "trainable"),
+        ("fit s", "fit s"),
+        ("peak MB", "peak MB"),
+    ),
+    "generative": (
+        ("strategy", "strategy"),
+        ("slot F1", "slot F1"),
+        ("Δ vs best ({level}% CI)", "Δ vs best ({level}% CI)"),
+        ("JSON valid", "JSON valid"),
+        ("exact match", "exact"),
+        ("general instructions (Δ pts vs base)", "general (Δ)"),
+        ("held-out perplexity (× base)", "ppl (× base)"),
+        ("p50 ms (batch 1)", "p50 ms b1"),
+        ("output tokens/s", "out tok/s"),
+        ("prompt tokens/request", "prompt tok"),
+        ("size MB", "size MB"),
+        ("trainable params", "trainable"),
+        ("fit s", "fit s"),
+        ("peak MB", "peak MB"),
+    ),
+}
+
+
+def leaderboard_headers(comparison: dict[str, Any], compact: bool = False) -> list[str]:
+    """Column titles for the comparison's task kind (``compact``: for a terminal)."""
+    level = round(comparison["confidence"] * 100)
+    columns = COLUMNS[comparison.get("task", "classification")]
+    return [pair[compact].format(level=level) for pair in columns]
+
+
+def leaderboard_markdown(comparison: dict[str, Any]) -> str:
+    headers = leaderboard_headers(comparison)
+    lines = [
+        "| " + " | ".join(headers) + " |",
+        "|---|" + "---:|" * (len(headers) - 1),
+    ]
+    for row in comparison["rows"]:
+        lines.append("| " + " | ".join(leaderboard_cells(row)) + " |")
+    lines.append("")
+    metric = METRIC_WORDS[comparison.get("metric", "accuracy")]
+    lines.append(
+        f"Best: **{comparison['best']}**. Δ is the paired-bootstrap difference in "
+        f"{metric} to the best run on the same eval items; * marks a significant one."
+    )
+    if comparison.get("task") == "generative":
+        lines.append(
+            "Retention (catastrophic forgetting): the pass rate on adaptlab's fixed general "
+            "instructions, Δ in points against the base model (a drop is the `forgetting` the "
+            "decision rules read), and perplexity on held-out BBC News text, × the base "
+            "model's; — where not measured."
+        )
+    for row in comparison["rows"]:
+        if row["sampled"]:
+            lines.append(
+                f"- {row['strategy']} was scored on a fixed sample of {row['n']:,} eval "
+                "examples (too slow for the whole set); its Δ is on that sample."
+            )
+    return "\n".join(lines) + "\n"
+
+
+def leaderboard_cells(row: dict[str, Any]) -> list[str]:
+    name = row["strategy"] + (" (sample)" if row["sampled"] else "")
+    if row.get("task") == "generative":
+        low, high = row["slot_f1_ci"]
+        measured = [
+            f"{row['slot_f1'] * 100:.2f} [{low * 100:.1f}, {high * 100:.1f}]",
+            _delta(row["vs_best"]),
+            f"{row['json_valid_rate'] * 100:.1f}%",
+            f"{row['exact_match'] * 100:.1f}%",
+            *_retention_cells(row),
+            _number(row["latency_batch1_p50_ms"], "{:.1f}"),
+            _number(row["output_tokens_per_s"], "{:.1f}"),
+            _number(row["prompt_tokens_per_request"], "{:.0f}"),
+        ]
+    else:
+        low, high = row["accuracy_ci"]
+        measured = [
+            f"{row['accuracy'] * 100:.2f}% [{low * 100:.1f}, {high * 100:.1f}]",
+            _delta(row["vs_best"]),
+            f"{row['macro_f1'] * 100:.2f}",
+            f"{row['ece']:.3f}",
+            f"{row['confident_wrong_rate'] * 100:.1f}%",
+            _number(row["latency_batch1_p50_ms"], "{:.1f}"),
+            _number(row["latency_batch32_per_example_ms"], "{:.2f}"),
+        ]
+    return [name, *measured, *_cost_cells(row)]
+
+
+def _retention_cells(row: dict[str, Any]) -> list[str]:
+    """Pass rate on the general instructions with its change in points against the base
+    model, and held-out perplexity with its ratio to the base's; "—" where not measured."""
+    rate, lost = row.get("instruction_pass_rate"), row.get("forgetting")
+    general = "—" if rate is None else f"{rate * 100:.1f}%"
+    if rate is not None and lost is not None:
+        general += f" ({(0.0 - lost) * 100:+.1f})"  # 0.0 - x: an unchanged model shows +0.0
+    perplexity, ratio = row.get("perplexity"), row.get("perplexity_ratio")
+    held_out = "—" if perplexity is None else f"{perplexity:.2f} (×{ratio:.3f})"
+    return [general, held_out]
+
+
+def _delta(difference: dict[str, Any] | None) -> str:
+    """A paired difference in points (×100), its CI, and * when significant."""
+    if difference is None:
+        return "—"
+    return (
+        f"{difference['difference'] * 100:+.1f} [{difference['low'] * 100:+.1f}, "
+        f"{difference['high'] * 100:+.1f}]{'*' if difference['significant'] else ''}"
+    )
+
+
+def _cost_cells(row: dict[str, Any]) -> list[str]:
+    size, peak = row["size_on_disk_bytes"], row["peak_memory_bytes"]
+    return [
+        _number(None if size is None else size / 2**20, "{:.1f}"),
+        _number(row["trainable_params"], "{:,}"),
+        _number(row["fit_wall_s"], "{:.1f}"),
+        _number(None if peak is None else peak / 2**20, "{:.0f}"),
+    ]
+
+
+def _number(value: Any, pattern: str) -> str:
+    return "—" if value is None else pattern.format(value)

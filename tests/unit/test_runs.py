@@ -1,0 +1,99 @@
+"""The run folder's one reader: typed records, the schema version, run and strategy names kept
+apart, and errors that name the file and field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from adaptlab.profile import DataNeed, StrategyProfile
+from adaptlab.runs import (
+    SCHEMA_VERSION,
+    RunError,
+    RunFolder,
+    base_manifest,
+    read_manifest,
+    read_run,
+)
+
+PROFILE = StrategyProfile(role="tuned", method="adapter", data_need=DataNeed(10, 2, "why"))
+
+
+def write_run(folder: Path, **manifest: Any) -> Path:
+    run = RunFolder(folder)
+    run.reset()
+    run.write_text("config.yaml", "run: lora_r8\nstrategy: lora\n")
+    run.write_json("eval.json", {"run": "lora_r8", "strategy": "lora", "metrics": {}})
+    run.write_json("cost.json", {"fit_wall_s": 1.0})
+    run.write_predictions(np.eye(2), np.array([0, 1]), np.array([0, 1]))
+    values = base_manifest("lora_r8", "lora", PROFILE, "t" * 64, "e" * 64, "m", "f", "", 42, False)
+    run.write_json("manifest.json", {**values, **manifest})
+    return folder
+
+
+def test_a_renamed_run_keeps_its_name_and_its_strategy_apart(tmp_path: Path) -> None:
+    record = read_run(write_run(tmp_path / "lora_r8"))
+    assert (record.name, record.strategy) == ("lora_r8", "lora")
+    assert record.manifest.schema_version == SCHEMA_VERSION
+    assert record.profile == PROFILE
+    assert record.indices.tolist() == [0, 1]
+    assert record.config_yaml.startswith("run: lora_r8")
+
+
+def test_a_folder_from_a_newer_adaptlab_is_refused_by_name(tmp_path: Path) -> None:
+    folder = write_run(tmp_path / "lora_r8", schema_version=SCHEMA_VERSION + 1)
+    with pytest.raises(RunError, match=r"manifest.json: written with run-folder schema_version 2"):
+        read_manifest(folder)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"schema_version": "1"}, "schema_version = '1' is not a version number"),
+        ({"eval_sha256": None}, "field 'eval_sha256' is missing"),
+        ({"profile": {"role": "wizard", "method": "full"}}, "field 'profile': role 'wizard'"),
+        ({"profile": {"method": "full"}}, "field 'profile': no role"),
+        ({"run": None}, "fields 'run' \\(string\\) and 'profile' \\(object\\) are required"),
+    ],
+)
+def test_a_bad_manifest_names_the_file_and_field(
+    tmp_path: Path, changes: dict[str, Any], message: str
+) -> None:
+    folder = write_run(tmp_path / "lora_r8", **changes)
+    with pytest.raises(RunError, match=message) as caught:
+        read_run(folder)
+    assert str(folder / "manifest.json") in str(caught.value)
+
+
+def test_a_folder_from_before_the_schema_version_reads_with_its_profile_unknown(
+    tmp_path: Path,
+) -> None:
+    folder = write_run(tmp_path / "knn")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for key in ("schema_version", "run", "profile"):
+        del manifest[key]
+    manifest["strategy"] = "knn"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    record = read_run(folder)
+    assert (record.manifest.schema_version, record.name, record.strategy) == (0, "knn", "knn")
+    assert record.profile is None
+
+
+def test_corrupt_predictions_are_a_run_error_not_a_crash(tmp_path: Path) -> None:
+    folder = write_run(tmp_path / "lora_r8")
+    (folder / "predictions.safetensors").write_bytes(b"\xff" * 16)
+    with pytest.raises(RunError, match="unreadable predictions"):
+        read_run(folder)
+    assert read_run(folder, predictions=False).name == "lora_r8"  # read on use only
+
+
+def test_a_profile_round_trips_and_refuses_unknown_values() -> None:
+    assert StrategyProfile.from_dict(PROFILE.to_dict()) == PROFILE
+    with pytest.raises(ValueError, match="method 'magic'"):
+        StrategyProfile(role="tuned", method="magic")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="tasks"):
+        StrategyProfile(role="tuned", method="full", tasks=("poetry",))  # type: ignore[arg-type]
