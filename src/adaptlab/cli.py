@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import sys
 import warnings
-from importlib.metadata import version as installed_version
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Annotated, Any
 

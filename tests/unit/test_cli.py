@@ -153,3 +153,22 @@ def test_estimate_unknown_profile_or_strategy_is_a_clear_error(
     assert result.exit_code == 2 and "unknown strategy 'fulll'" in result.output
     result = runner.invoke(app, ["estimate", str(tmp_path / "missing.yaml")])
     assert result.exit_code == 2 and "cannot read config" in result.output
+
+
+def test_help_opens_with_what_adaptlab_is_for() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    opening = text[text.index("Usage:") :].split("Options")[0]
+    assert "runs every way to adapt a pretrained model" in opening
+    assert "recommends one" in opening and "locked eval set" in opening
+    assert "parses, calls the library" not in text  # the developers' note is not for users
+    assert text.index("recommends one") < text.index("compare") < text.index("Commands")
+
+
+def test_version_prints_the_installed_version() -> None:
+    from importlib.metadata import version
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"adaptlab {version('adaptlab')}"
