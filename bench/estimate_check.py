@@ -14,7 +14,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from adaptlab.cost.estimate import CheckRow, check_against_runs
+from adaptlab.estimate import CheckRow, check_against_runs
 
 TARGET = 0.25
 

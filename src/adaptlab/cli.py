@@ -323,8 +323,8 @@ def estimate_command(
 ) -> None:
     """Before any training: wall time, peak memory and cost of each strategy, with the
     assumptions behind them."""
-    from adaptlab.cost.estimate import estimate_experiment
     from adaptlab.cost.hardware import load_hardware
+    from adaptlab.estimate import estimate_experiment
     from adaptlab.models.bundled import ModelNotAvailable
 
     _quiet_libraries()

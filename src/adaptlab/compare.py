@@ -105,7 +105,7 @@ def experiment_dir(experiment: ExperimentConfig) -> Path:
 def prepare_experiment_data(experiment: ExperimentConfig, track: Track, log: Log) -> PreparedData:
     """The experiment's prepared data folder, made once and then reused while it is valid."""
     folder = experiment_dir(experiment) / "data"
-    if _prepared_is_current(folder, experiment):
+    if prepared_is_current(folder, experiment):
         log(f"Using prepared data in {folder} (eval set locked)")
     else:
         log(f"Preparing data into {folder}")
@@ -115,7 +115,7 @@ def prepare_experiment_data(experiment: ExperimentConfig, track: Track, log: Log
     return open_prepared(folder, allow_contaminated=experiment.data.allow_contaminated)
 
 
-def _prepared_is_current(folder: Path, experiment: ExperimentConfig) -> bool:
+def prepared_is_current(folder: Path, experiment: ExperimentConfig) -> bool:
     """A lock exists and was made from the same source files with the same split settings."""
     try:
         lock = read_lock(folder)

@@ -5,7 +5,8 @@ forward pass uses, N_t the trainable ones and T the tokens processed (examples x
 example x epochs):
 
 - **Measured cost** = wall seconds / 3600 x the profile's price per hour.
-- **Training FLOPs** (:func:`training_flops`), counting a multiply-add as 2 FLOPs:
+- **Training FLOPs** (:func:`training_flops`), counting a multiply-add as 2 FLOPs, by the
+  training method a strategy declares (``profile.method``, :mod:`adaptlab.profile`):
 
   - ``full`` (every weight trains: full fine-tuning, distillation's student, from scratch,
     SetFit's body): 6·N·T — forward 2·N·T, backward 4·N·T (gradients with respect to the
@@ -46,30 +47,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from adaptlab.cost.hardware import HardwareProfile
-
-TrainingMethod = Literal["full", "adapter", "top_blocks", "features", "none"]
-
-STRATEGY_METHODS: dict[str, TrainingMethod] = {
-    "full": "full",
-    "distill": "full",  # the student trains fully; teacher logits are computed once
-    "scratch": "full",
-    "setfit": "full",  # the contrastive stage tunes the whole body on sentence pairs
-    "lora": "adapter",
-    "partial": "top_blocks",
-    "frozen": "features",
-    "knn": "features",
-    "zero_shot": "none",  # embeds the label names only
-    "llm_prompt": "none",
-    "prompt": "none",
-    "few_shot": "none",  # embeds the training requests once, for retrieval
-    "sft_full": "full",
-    "sft_scratch": "full",
-    "distill_logit": "full",  # the student; the teacher's top-k logits are computed once
-    "distill_seq": "full",  # the student; the teacher answers every input once
-    "sft_lora": "adapter",
-    "qlora": "adapter",
-}
-"""How each built-in strategy trains, for :func:`training_flops`."""
+from adaptlab.profile import TrainingMethod
 
 SECONDS_PER_HOUR = 3600.0
 REQUESTS_PER_QUOTE = 1_000_000

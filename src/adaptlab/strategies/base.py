@@ -163,19 +163,23 @@ class Generator(Protocol):
 TaskT = TypeVar("TaskT", bound=Task, default=ClassificationTask)
 
 
-@dataclass
-class RunContext(Generic[TaskT]):
+ConfigT = TypeVar("ConfigT", bound=StrategyConfig, default=StrategyConfig, covariant=True)
+
+
+@dataclass(frozen=True)
+class RunContext(Generic[TaskT, ConfigT]):
     """Everything a strategy may use while fitting, and the folder it writes to.
 
-    ``RunContext`` alone is a classification run; a generative strategy takes
-    ``RunContext[GenerativeTask]``.
+    ``RunContext`` alone is a classification run with any config; a strategy names its task
+    and config, ``RunContext[GenerativeTask, SftLoraConfig]``, so ``run.config`` has its own
+    type and nothing re-asserts it.
     """
 
     name: str
     folder: Path
     task: TaskT
     experiment: ExperimentConfig
-    config: StrategyConfig
+    config: ConfigT
     train: TrainConfig
     runs_root: Path
     track: Track = no_progress

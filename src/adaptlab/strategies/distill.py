@@ -21,7 +21,7 @@ import torch
 from annotated_types import Ge, Gt, Le
 from pydantic import Field, model_validator
 
-from adaptlab.cost.estimate import (
+from adaptlab.cost.workload import (
     Workload,
     distilled_workload,
     meta_classifier,
@@ -40,6 +40,7 @@ from adaptlab.runs import EVAL, MANIFEST, RunError, RunFolder, read_manifest
 from adaptlab.strategies.base import (
     FINE_TUNING_NEED,
     REGISTRY,
+    ClassificationTask,
     RunContext,
     StrategyConfig,
     Task,
@@ -285,13 +286,11 @@ class DistillStrategy:
         tasks=("classification",),
     )
 
-    def requires(self, config: StrategyConfig) -> list[str]:
-        assert isinstance(config, DistillConfig)
+    def requires(self, config: DistillConfig) -> list[str]:
         return candidate_teachers(config)
 
-    def fit(self, run: RunContext) -> EncoderClassifier:
+    def fit(self, run: RunContext[ClassificationTask, DistillConfig]) -> EncoderClassifier:
         config = run.config
-        assert isinstance(config, DistillConfig)
         source = find_teacher(run.runs_root, config.teacher)
         teacher = load_teacher(source, run)
         logits = teacher_logits(
@@ -311,11 +310,10 @@ class DistillStrategy:
         run.record(needs_base_model=False, **facts)  # model/ holds every weight
         return EncoderClassifier(student, teacher.tokenizer, run.task.label_names, run.max_length)
 
-    def workload(self, run: RunContext) -> Workload:
+    def workload(self, run: RunContext[ClassificationTask, DistillConfig]) -> Workload:
         """The half-depth student trains fully; the teacher (the base model's architecture, as
         every candidate teacher has) is held and computes its logits over the texts once."""
         config = run.config
-        assert isinstance(config, DistillConfig)
         teacher = meta_classifier(
             run.base_model, run.task.num_labels, run.experiment.model.revision
         )

@@ -22,7 +22,7 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import Field, model_validator
 from torch import nn
 
-from adaptlab.cost.estimate import (
+from adaptlab.cost.workload import (
     Workload,
     distilled_workload,
     meta_model,
@@ -194,13 +194,11 @@ class DistillLogitStrategy:
         tasks=("generative",),
     )
 
-    def requires(self, config: StrategyConfig) -> list[str]:
-        assert isinstance(config, DistillLogitConfig)
+    def requires(self, config: DistillLogitConfig) -> list[str]:
         return config.candidate_teachers()
 
-    def fit(self, run: RunContext[GenerativeTask]) -> TunedGenerator:
+    def fit(self, run: RunContext[GenerativeTask, DistillLogitConfig]) -> TunedGenerator:
         config = run.config
-        assert isinstance(config, DistillLogitConfig)
         source, teacher = load_generative_teacher(run, config)
         tokenizer = teacher.lm.tokenizer
         rows = training_examples(run, tokenizer, config)
@@ -228,9 +226,8 @@ class DistillLogitStrategy:
         run.record(needs_base_model=False, **facts)
         return TunedGenerator(CausalLM(run.name, tokenizer, student), config.decoding)
 
-    def workload(self, run: RunContext[GenerativeTask]) -> Workload:
+    def workload(self, run: RunContext[GenerativeTask, DistillLogitConfig]) -> Workload:
         config = run.config
-        assert isinstance(config, DistillLogitConfig)
         return student_workload(run, config)
 
     def load(self, run: RunContext[GenerativeTask]) -> TunedGenerator:

@@ -25,7 +25,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from annotated_types import Ge
 from pydantic import Field
 
-from adaptlab.cost.estimate import Workload, meta_model
+from adaptlab.cost.workload import Workload, meta_model
 from adaptlab.data.formats import read_rows
 from adaptlab.data.issues import DataError, DataIssue
 from adaptlab.evaluate.generation import generate_chat, request_messages
@@ -199,13 +199,11 @@ class DistillSeqStrategy:
         tasks=("generative",),
     )
 
-    def requires(self, config: StrategyConfig) -> list[str]:
-        assert isinstance(config, DistillSeqConfig)
+    def requires(self, config: DistillSeqConfig) -> list[str]:
         return config.candidate_teachers()
 
-    def fit(self, run: RunContext[GenerativeTask]) -> TunedGenerator:
+    def fit(self, run: RunContext[GenerativeTask, DistillSeqConfig]) -> TunedGenerator:
         config = run.config
-        assert isinstance(config, DistillSeqConfig)
         source, teacher = load_generative_teacher(run, config)
         requests, gold, facts = self._inputs(run, config)
         answers = teacher_answers(teacher, requests, source.fingerprint())
@@ -269,12 +267,11 @@ class DistillSeqStrategy:
         ]
         write_text_atomic(run.folder / ANSWERS_FILE, "\n".join(lines) + "\n")
 
-    def workload(self, run: RunContext[GenerativeTask]) -> Workload:
+    def workload(self, run: RunContext[GenerativeTask, DistillSeqConfig]) -> Workload:
         """As ``distill_logit``'s, with the teacher answering instead of scoring. Its answers
         are unknown before it answers: a labelled input's gold answer stands in for it, and
         for an unlabeled input the gold answer of median length."""
         config = run.config
-        assert isinstance(config, DistillSeqConfig)
         student = None if config.student == "half" else meta_model(config.student)
         lengths = self._lengths_with_unlabeled(run, config) if config.unlabeled else None
         workload = student_workload(

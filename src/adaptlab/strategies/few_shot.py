@@ -110,9 +110,8 @@ class FewShotStrategy:
     def requires(self, config: StrategyConfig) -> list[str]:
         return []
 
-    def fit(self, run: RunContext[GenerativeTask]) -> FewShotGenerator:
+    def fit(self, run: RunContext[GenerativeTask, FewShotConfig]) -> FewShotGenerator:
         config = run.config
-        assert isinstance(config, FewShotConfig)
         spec = PromptSpec.from_run(run)
         examples = [example_turns(record) for record in run.task.train_records]
         queries = [query_text(turns[:-1]) for turns in examples]

@@ -21,7 +21,13 @@ from safetensors.numpy import load_file, save_file
 from adaptlab.models.encoder import FrozenEncoder, softmax
 from adaptlab.models.onnx_encoder import OnnxEncoder, Runtime
 from adaptlab.profile import DataNeed, StrategyProfile
-from adaptlab.strategies.base import MIN_PER_CLASS, RunContext, StrategyConfig, register
+from adaptlab.strategies.base import (
+    MIN_PER_CLASS,
+    ClassificationTask,
+    RunContext,
+    StrategyConfig,
+    register,
+)
 
 HEAD = "head.safetensors"
 META = "classifier.json"
@@ -75,9 +81,8 @@ class FrozenStrategy:
     def requires(self, config: StrategyConfig) -> list[str]:
         return []
 
-    def fit(self, run: RunContext) -> LinearHeadClassifier:
+    def fit(self, run: RunContext[ClassificationTask, FrozenConfig]) -> LinearHeadClassifier:
         config = run.config
-        assert isinstance(config, FrozenConfig)
         encoder = load_embedder(run.base_model, run.max_length, config.runtime)
         task = run.task
         embeddings = encoder.embed_cached(run.base_model, task.train_texts)

@@ -29,7 +29,13 @@ from adaptlab.models.encoder import (
 )
 from adaptlab.paths import write_folder
 from adaptlab.profile import StrategyProfile
-from adaptlab.strategies.base import FINE_TUNING_NEED, RunContext, StrategyConfig, register
+from adaptlab.strategies.base import (
+    FINE_TUNING_NEED,
+    ClassificationTask,
+    RunContext,
+    StrategyConfig,
+    register,
+)
 from adaptlab.train.classifier import fit_classifier, freeze
 from adaptlab.train.loop import Batch, LossFunction
 
@@ -214,9 +220,8 @@ class FullStrategy:
     def requires(self, config: StrategyConfig) -> list[str]:
         return []
 
-    def fit(self, run: RunContext) -> EncoderClassifier:
+    def fit(self, run: RunContext[ClassificationTask, FullConfig]) -> EncoderClassifier:
         config = run.config
-        assert isinstance(config, FullConfig)
         model, tokenizer = pretrained_classifier(run, config)
         # The pooler is frozen, not dropped: saved as it was, the folder loads as a plain model.
         freeze(model, except_=lambda name: not is_pooler(name))

@@ -19,7 +19,7 @@ from safetensors.numpy import load_file, save_file
 from adaptlab.models.encoder import FrozenEncoder
 from adaptlab.models.retrieval import similarities
 from adaptlab.profile import DataNeed, StrategyProfile
-from adaptlab.strategies.base import RunContext, StrategyConfig, register
+from adaptlab.strategies.base import ClassificationTask, RunContext, StrategyConfig, register
 
 INDEX = "index.safetensors"
 
@@ -71,9 +71,8 @@ class KnnStrategy:
     def requires(self, config: StrategyConfig) -> list[str]:
         return []
 
-    def fit(self, run: RunContext) -> NearestNeighbourClassifier:
+    def fit(self, run: RunContext[ClassificationTask, KnnConfig]) -> NearestNeighbourClassifier:
         config = run.config
-        assert isinstance(config, KnnConfig)
         encoder = FrozenEncoder.load(run.base_model, run.max_length)
         task = run.task
         vectors = encoder.embed_cached(run.base_model, task.train_texts)
@@ -91,9 +90,8 @@ class KnnStrategy:
             encoder, vectors, task.train_labels, config, task.label_names
         )
 
-    def load(self, run: RunContext) -> NearestNeighbourClassifier:
+    def load(self, run: RunContext[ClassificationTask, KnnConfig]) -> NearestNeighbourClassifier:
         config = run.config
-        assert isinstance(config, KnnConfig)
         tensors = load_file(str(run.folder / INDEX))
         encoder = FrozenEncoder.load(run.base_model, run.max_length)
         return NearestNeighbourClassifier(

@@ -30,7 +30,7 @@ from adaptlab.models.encoder import softmax
 from adaptlab.models.retrieval import ExampleIndex
 from adaptlab.paths import write_text_atomic
 from adaptlab.profile import DataNeed, StrategyProfile
-from adaptlab.strategies.base import RunContext, StrategyConfig, register
+from adaptlab.strategies.base import ClassificationTask, RunContext, StrategyConfig, register
 from adaptlab.strategies.zero_shot import label_text
 
 PROMPT = "prompt.json"
@@ -256,9 +256,8 @@ class LlmPromptStrategy:
     def requires(self, config: StrategyConfig) -> list[str]:
         return []
 
-    def fit(self, run: RunContext) -> PromptClassifier:
+    def fit(self, run: RunContext[ClassificationTask, LlmPromptConfig]) -> PromptClassifier:
         config = run.config
-        assert isinstance(config, LlmPromptConfig)
         spec = PromptSpec.from_config(config, run.task.label_names)
         retriever = save_examples(run, spec) if spec.few_shot_k else None
         classifier = PromptClassifier(spec, CausalLM.load(spec.model), retriever)

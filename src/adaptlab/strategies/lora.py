@@ -25,7 +25,7 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from adaptlab.config import LoraConfig as LoraSettings
-from adaptlab.cost.estimate import Workload, meta_classifier, trained_workload, training_lengths
+from adaptlab.cost.workload import Workload, meta_classifier, trained_workload, training_lengths
 from adaptlab.models.encoder import (
     CLASSIFIER_FILE,
     EncoderClassifier,
@@ -37,7 +37,13 @@ from adaptlab.models.encoder import (
 )
 from adaptlab.paths import write_folder
 from adaptlab.profile import StrategyProfile
-from adaptlab.strategies.base import FINE_TUNING_NEED, RunContext, StrategyConfig, register
+from adaptlab.strategies.base import (
+    FINE_TUNING_NEED,
+    ClassificationTask,
+    RunContext,
+    StrategyConfig,
+    register,
+)
 from adaptlab.strategies.full import (
     FullConfig,
     classifier_meta,
@@ -144,9 +150,8 @@ class LoraStrategy:
     def requires(self, config: StrategyConfig) -> list[str]:
         return []
 
-    def fit(self, run: RunContext) -> EncoderClassifier:
+    def fit(self, run: RunContext[ClassificationTask, LoraConfig]) -> EncoderClassifier:
         config = run.config
-        assert isinstance(config, LoraConfig)
         model, tokenizer = pretrained_classifier(run, config)
         # get_peft_model freezes every encoder weight; the head stays trainable. Seeded so
         # that the A factors start the same on a resume.
@@ -160,10 +165,9 @@ class LoraStrategy:
         model = merged(model).eval()
         return EncoderClassifier(model, tokenizer, run.task.label_names, run.max_length)
 
-    def workload(self, run: RunContext) -> Workload:
+    def workload(self, run: RunContext[ClassificationTask, LoraConfig]) -> Workload:
         """The adapters (and the head) train; the frozen encoder is run through both ways."""
         config = run.config
-        assert isinstance(config, LoraConfig)
         model = meta_classifier(run.base_model, run.task.num_labels, run.experiment.model.revision)
         settings = config.adapter_settings(run.experiment.lora)
         with torch.device("meta"):

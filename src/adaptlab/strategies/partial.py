@@ -17,10 +17,16 @@ from annotated_types import Ge
 from pydantic import Field
 from torch import nn
 
-from adaptlab.cost.estimate import Workload, meta_classifier, trained_workload, training_lengths
+from adaptlab.cost.workload import Workload, meta_classifier, trained_workload, training_lengths
 from adaptlab.models.encoder import EncoderClassifier, load_classifier
 from adaptlab.profile import StrategyProfile
-from adaptlab.strategies.base import FINE_TUNING_NEED, RunContext, StrategyConfig, register
+from adaptlab.strategies.base import (
+    FINE_TUNING_NEED,
+    ClassificationTask,
+    RunContext,
+    StrategyConfig,
+    register,
+)
 from adaptlab.strategies.full import (
     MODEL_DIR,
     FullConfig,
@@ -57,10 +63,11 @@ def layer_count(encoder: nn.Module) -> int:
     return max((index for index in indices if index is not None), default=-1) + 1
 
 
-def trains_top_layers(run: RunContext, encoder: nn.Module) -> Callable[[str], bool]:
+def trains_top_layers(
+    run: RunContext[ClassificationTask, PartialConfig], encoder: nn.Module
+) -> Callable[[str], bool]:
     """Whether a ``SentenceClassifier`` parameter trains: the head and the top blocks do."""
     config = run.config
-    assert isinstance(config, PartialConfig)
     layers, unfreeze_layers = layer_count(encoder), config.unfreeze_layers
     if unfreeze_layers > layers:
         raise ValueError(
@@ -92,14 +99,13 @@ class PartialStrategy:
     def requires(self, config: StrategyConfig) -> list[str]:
         return []
 
-    def fit(self, run: RunContext) -> EncoderClassifier:
+    def fit(self, run: RunContext[ClassificationTask, PartialConfig]) -> EncoderClassifier:
         config = run.config
-        assert isinstance(config, PartialConfig)
         model, tokenizer = pretrained_classifier(run, config)
         freeze(model, except_=trains_top_layers(run, model.encoder))
         return fit_and_save(run, model, tokenizer, config)
 
-    def workload(self, run: RunContext) -> Workload:
+    def workload(self, run: RunContext[ClassificationTask, PartialConfig]) -> Workload:
         model = meta_classifier(run.base_model, run.task.num_labels, run.experiment.model.revision)
         freeze(model, except_=trains_top_layers(run, model.encoder))
         return trained_workload("top_blocks", model, training_lengths(run), run.train)

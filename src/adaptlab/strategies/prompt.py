@@ -75,9 +75,8 @@ class PromptSpec:
     decoding: dict[str, Any]
 
     @classmethod
-    def from_run(cls, run: RunContext[GenerativeTask]) -> PromptSpec:
+    def from_run(cls, run: RunContext[GenerativeTask, PromptConfig]) -> PromptSpec:
         config = run.config
-        assert isinstance(config, PromptConfig)
         return cls(
             config.model or run.base_model,
             system_message(config.instruction, run.task.slots),
@@ -149,9 +148,8 @@ class PromptStrategy:
     def requires(self, config: StrategyConfig) -> list[str]:
         return []
 
-    def fit(self, run: RunContext[GenerativeTask]) -> PromptGenerator:
+    def fit(self, run: RunContext[GenerativeTask, PromptConfig]) -> PromptGenerator:
         config = run.config
-        assert isinstance(config, PromptConfig)
         spec = PromptSpec.from_run(run)
         generator = PromptGenerator.from_spec(spec)
         spec.save(run.folder)

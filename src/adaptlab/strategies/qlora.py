@@ -21,7 +21,7 @@ from typing import ClassVar
 
 import torch
 
-from adaptlab.cost.estimate import Workload
+from adaptlab.cost.workload import Workload
 from adaptlab.models.bundled import ModelNotAvailable, resolve_model, unavailable_message
 from adaptlab.models.causal_lm import CausalLM
 from adaptlab.profile import StrategyProfile
@@ -114,9 +114,8 @@ class QloraStrategy:
             return str(error)
         return None
 
-    def fit(self, run: RunContext[GenerativeTask]) -> TunedGenerator:
+    def fit(self, run: RunContext[GenerativeTask, SftLoraConfig]) -> TunedGenerator:
         config = run.config
-        assert isinstance(config, SftLoraConfig)
         require_qlora_support()
         lm = quantized_base(run.base_model)
         adapted = with_adapter(run, lm.model)
@@ -126,7 +125,7 @@ class QloraStrategy:
         run.record(needs_base_model=True, quantization="nf4-double-quant")
         return generator
 
-    def workload(self, run: RunContext[GenerativeTask]) -> Workload:
+    def workload(self, run: RunContext[GenerativeTask, SftLoraConfig]) -> Workload:
         # NF4 with double quantisation stores ~4.1 bits per weight (Dettmers et al. 2023, §3).
         note = "the frozen base counted at 0.5 bytes per weight (4-bit NF4)"
         return replace(adapter_workload(run), weight_bytes=0.5, notes=(note,))

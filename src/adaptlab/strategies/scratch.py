@@ -16,6 +16,7 @@ from adaptlab.models.encoder import EncoderClassifier, SentenceClassifier, load_
 from adaptlab.profile import StrategyProfile
 from adaptlab.strategies.base import (
     MIN_PER_CLASS,
+    ClassificationTask,
     RunContext,
     StrategyConfig,
     from_scratch_need,
@@ -85,9 +86,8 @@ class ScratchStrategy:
     def requires(self, config: StrategyConfig) -> list[str]:
         return []
 
-    def fit(self, run: RunContext) -> EncoderClassifier:
+    def fit(self, run: RunContext[ClassificationTask, ScratchConfig]) -> EncoderClassifier:
         config = run.config
-        assert isinstance(config, ScratchConfig)
         model, tokenizer = random_classifier(run, config)
         freeze(model, except_=lambda name: not is_pooler(name))
         return fit_and_save(run, model, tokenizer, config)

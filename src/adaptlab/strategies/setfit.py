@@ -35,7 +35,7 @@ from pydantic import Field
 from safetensors.numpy import load_file, save_file
 from torch import nn
 
-from adaptlab.cost.estimate import Workload, architecture, meta_model, trained_workload
+from adaptlab.cost.workload import Workload, architecture, meta_model, trained_workload
 from adaptlab.models.bundled import load_tokenizer
 from adaptlab.models.encoder import (
     FrozenEncoder,
@@ -46,7 +46,7 @@ from adaptlab.models.encoder import (
 )
 from adaptlab.paths import write_folder, write_text_atomic
 from adaptlab.profile import DataNeed, StrategyProfile
-from adaptlab.strategies.base import RunContext, StrategyConfig, register
+from adaptlab.strategies.base import ClassificationTask, RunContext, StrategyConfig, register
 from adaptlab.strategies.frozen import HeadConfig, LinearHeadClassifier, _fit_head, _head_from
 from adaptlab.train.batching import pad_collate
 from adaptlab.train.classifier import freeze
@@ -245,9 +245,8 @@ class SetFitStrategy:
     def requires(self, config: StrategyConfig) -> list[str]:
         return []
 
-    def fit(self, run: RunContext) -> LinearHeadClassifier:
+    def fit(self, run: RunContext[ClassificationTask, SetFitConfig]) -> LinearHeadClassifier:
         config = run.config
-        assert isinstance(config, SetFitConfig)
         task, seed = run.task, run.train.seed
         shots = sample_shots(task.train_labels, config.shots, seed)
         texts = [task.train_texts[i] for i in shots]
@@ -260,11 +259,10 @@ class SetFitStrategy:
         _record(run, config, encoder, tensors, labels, pairs)
         return LinearHeadClassifier(encoder, head, task.label_names)
 
-    def workload(self, run: RunContext) -> Workload:
+    def workload(self, run: RunContext[ClassificationTask, SetFitConfig]) -> Workload:
         """The contrastive stage over the pairs (both sides of a pair in one batch); the shots
         are embedded once to mine hard negatives and once more for the head."""
         config = run.config
-        assert isinstance(config, SetFitConfig)
         task = run.task
         shots = sample_shots(task.train_labels, config.shots, run.train.seed)
         tokenizer = load_tokenizer(run.base_model, run.experiment.model.revision)

@@ -29,15 +29,13 @@ from adaptlab.strategies.base import (
     StrategyConfig,
     register,
 )
-from adaptlab.train.chat import Example
 from adaptlab.train.sft import (
     TunedGenerator,
     fit_causal_lm,
     read_generator_meta,
     save_generator_meta,
-    sft_examples,
-    training_records,
 )
+from adaptlab.train.sft import training_examples as training_examples  # re-exported (moved)
 
 MODEL_DIR = "model"
 
@@ -83,32 +81,6 @@ class SftConfig(StrategyConfig):
         }
 
 
-def training_examples(
-    run: RunContext[GenerativeTask], tokenizer: Any, config: SftConfig
-) -> list[Example]:
-    """The run's training conversations encoded (and packed), with replayed general text
-    mixed in at ``replay_ratio``; what encoding cut or dropped goes into the run's facts."""
-    records = training_records(run.task)
-
-    def replay(count: int) -> list[Example]:
-        from adaptlab.evaluate.forgetting import replay_examples  # BBC News: load on use
-
-        # Indices above every chat record's, so packing and per-example losses keep them apart.
-        seed = run.train.seed
-        return replay_examples(tokenizer, count, run.max_length, seed, first_index=len(records))
-
-    examples, report = sft_examples(
-        tokenizer,
-        records,
-        run.max_length,
-        packing=config.packing,
-        replay_share=config.replay_ratio,
-        replay=replay,
-    )
-    run.record(sft_data=report)
-    return examples
-
-
 def tuned_generator(
     run: RunContext[GenerativeTask], lm: CausalLM, config: SftConfig
 ) -> TunedGenerator:
@@ -126,11 +98,10 @@ def trainable_copy(name: str) -> CausalLM:
     return lm
 
 
-def fit_whole_model(run: RunContext[GenerativeTask], lm: CausalLM) -> TunedGenerator:
+def fit_whole_model(run: RunContext[GenerativeTask, SftConfig], lm: CausalLM) -> TunedGenerator:
     """Fine-tune every weight of ``lm`` and save it whole as ``model/`` (sft_full and
     sft_scratch, which differ only in where ``lm``'s weights start)."""
     config = run.config
-    assert isinstance(config, SftConfig)
     generator = tuned_generator(run, lm, config)
     decoding = config.decoding.model_dump(mode="json")
     save_model(lm.model, lm.tokenizer, run.folder / MODEL_DIR, decoding=decoding)
@@ -170,7 +141,7 @@ class SftFullStrategy:
     def requires(self, config: StrategyConfig) -> list[str]:
         return []
 
-    def fit(self, run: RunContext[GenerativeTask]) -> TunedGenerator:
+    def fit(self, run: RunContext[GenerativeTask, SftConfig]) -> TunedGenerator:
         return fit_whole_model(run, trainable_copy(run.base_model))
 
     def load(self, run: RunContext[GenerativeTask]) -> TunedGenerator:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from adaptlab.config import LoraConfig as LoraSettings
-from adaptlab.cost.estimate import Workload, meta_model, trained_workload, training_lengths
+from adaptlab.cost.workload import Workload, meta_model, trained_workload, training_lengths
 from adaptlab.evaluate.generation import DecodingConfig
 from adaptlab.models.causal_lm import CausalLM
 from adaptlab.paths import write_folder
@@ -68,17 +68,18 @@ def causal_lm_peft_config(settings: LoraSettings) -> peft.LoraConfig:
     )
 
 
-def with_adapter(run: RunContext[GenerativeTask], model: nn.Module) -> peft.PeftModel:
+def with_adapter(
+    run: RunContext[GenerativeTask, SftLoraConfig], model: nn.Module
+) -> peft.PeftModel:
     """``model`` with fresh adapters (every base weight frozen), seeded so that the A factors
     start the same on a resume."""
     config = run.config
-    assert isinstance(config, SftLoraConfig)
     torch.manual_seed(run.train.seed)
     settings = config.adapter_settings(run.experiment.lora)
     return peft.get_peft_model(model, causal_lm_peft_config(settings))
 
 
-def adapter_workload(run: RunContext[GenerativeTask]) -> Workload:
+def adapter_workload(run: RunContext[GenerativeTask, SftLoraConfig]) -> Workload:
     """Adapters on the base model train; the frozen base is run through both ways."""
     model = meta_model(run.base_model, revision=run.experiment.model.revision)
     with torch.device("meta"):
@@ -123,9 +124,8 @@ class SftLoraStrategy:
     def requires(self, config: StrategyConfig) -> list[str]:
         return []
 
-    def fit(self, run: RunContext[GenerativeTask]) -> TunedGenerator:
+    def fit(self, run: RunContext[GenerativeTask, SftLoraConfig]) -> TunedGenerator:
         config = run.config
-        assert isinstance(config, SftLoraConfig)
         lm = trainable_copy(run.base_model)
         adapted = with_adapter(run, lm.model)
         tuned_generator(run, CausalLM(lm.name, lm.tokenizer, adapted), config)
@@ -135,7 +135,7 @@ class SftLoraStrategy:
         merged = adapted.merge_and_unload().eval()
         return TunedGenerator(CausalLM(lm.name, lm.tokenizer, merged), config.decoding)
 
-    def workload(self, run: RunContext[GenerativeTask]) -> Workload:
+    def workload(self, run: RunContext[GenerativeTask, SftLoraConfig]) -> Workload:
         return adapter_workload(run)
 
     def load(self, run: RunContext[GenerativeTask], merge: bool = True) -> TunedGenerator:

@@ -70,7 +70,7 @@ class SftScratchStrategy:
     def requires(self, config: StrategyConfig) -> list[str]:
         return []
 
-    def fit(self, run: RunContext[GenerativeTask]) -> TunedGenerator:
+    def fit(self, run: RunContext[GenerativeTask, SftScratchConfig]) -> TunedGenerator:
         return fit_whole_model(run, random_model(run.base_model, run.train.seed))
 
     def load(self, run: RunContext[GenerativeTask]) -> TunedGenerator:

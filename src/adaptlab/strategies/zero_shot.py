@@ -20,7 +20,7 @@ from safetensors.numpy import load_file, save_file
 
 from adaptlab.models.encoder import FrozenEncoder, softmax
 from adaptlab.profile import DataNeed, StrategyProfile
-from adaptlab.strategies.base import RunContext, StrategyConfig, register
+from adaptlab.strategies.base import ClassificationTask, RunContext, StrategyConfig, register
 
 LABELS = "label_embeddings.safetensors"
 META = "zero_shot.json"
@@ -72,9 +72,8 @@ class ZeroShotStrategy:
     def requires(self, config: StrategyConfig) -> list[str]:
         return []
 
-    def fit(self, run: RunContext) -> NearestLabelClassifier:
+    def fit(self, run: RunContext[ClassificationTask, ZeroShotConfig]) -> NearestLabelClassifier:
         config = run.config
-        assert isinstance(config, ZeroShotConfig)
         encoder = FrozenEncoder.load(run.base_model, run.max_length)
         names = list(run.task.label_names)
         texts = [label_text(n, config.template, config.descriptions) for n in names]

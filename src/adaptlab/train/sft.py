@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from torch import nn
 
@@ -102,6 +102,45 @@ def sft_examples(
         examples = pack_examples(examples, sequence_len)
         report["packed_rows"] = len(examples)
     return examples, report
+
+
+@runtime_checkable
+class SftDataSettings(Protocol):
+    """The settings that decide an SFT run's training examples: ``SftConfig``'s (in
+    ``strategies.sft_full``) and every config built on it. A protocol, so the cost estimate
+    can tell an SFT run by its settings without importing the strategies."""
+
+    @property
+    def packing(self) -> bool: ...
+
+    @property
+    def replay_ratio(self) -> float: ...
+
+
+def training_examples(
+    run: RunContext[GenerativeTask], tokenizer: Any, config: SftDataSettings
+) -> list[Example]:
+    """The run's training conversations encoded (and packed), with replayed general text
+    mixed in at ``replay_ratio``; what encoding cut or dropped goes into the run's facts."""
+    records = training_records(run.task)
+
+    def replay(count: int) -> list[Example]:
+        from adaptlab.evaluate.forgetting import replay_examples  # BBC News: load on use
+
+        # Indices above every chat record's, so packing and per-example losses keep them apart.
+        seed = run.train.seed
+        return replay_examples(tokenizer, count, run.max_length, seed, first_index=len(records))
+
+    examples, report = sft_examples(
+        tokenizer,
+        records,
+        run.max_length,
+        packing=config.packing,
+        replay_share=config.replay_ratio,
+        replay=replay,
+    )
+    run.record(sft_data=report)
+    return examples
 
 
 def replay_windows(chat_tokens: int, share: float, sequence_len: int) -> int:

@@ -11,21 +11,23 @@ import pytest
 import torch
 
 from adaptlab.config import ExperimentConfig, TrainConfig
-from adaptlab.cost.estimate import (
+from adaptlab.cost.hardware import BUILTIN_PROFILES, MEASURED_PROFILE
+from adaptlab.cost.workload import (
     Architecture,
-    RecordedRun,
     Workload,
     activation_bytes,
-    calibrated_baseline,
-    calibrated_utilisation,
-    estimate_workload,
     formula_bytes,
     meta_classifier,
     trained_workload,
     training_lengths,
+)
+from adaptlab.estimate import (
+    RecordedRun,
+    calibrated_baseline,
+    calibrated_utilisation,
+    estimate_workload,
     workload_for,
 )
-from adaptlab.cost.hardware import BUILTIN_PROFILES, MEASURED_PROFILE
 from adaptlab.models.encoder import SentenceClassifier, load_encoder
 from adaptlab.strategies.base import ClassificationTask, RunContext, resolve_run
 from adaptlab.strategies.lora import peft_config
@@ -155,7 +157,7 @@ def test_activation_and_memory_arithmetic() -> None:
 
 def recorded(name: str, seconds: float, peak: int, folder: Path) -> RecordedRun:
     workload = Workload("full", ARCH, tokens=1_000_000, batch=(3, 4))
-    return RecordedRun(folder / name, name, "full", "m", workload, seconds, peak)
+    return RecordedRun(folder / name, name, "full", "full", "m", workload, seconds, peak)
 
 
 def test_a_run_never_calibrates_its_own_estimate(tmp_path: Path) -> None:
@@ -165,18 +167,26 @@ def test_a_run_never_calibrates_its_own_estimate(tmp_path: Path) -> None:
     profiles = dict(BUILTIN_PROFILES)
     measured = profiles[MEASURED_PROFILE]
     mine = calibrated_utilisation(
-        slow.workload, "full", "m", pool, MEASURED_PROFILE, profiles, exclude=slow.folder
+        "full", "full", "m", pool, MEASURED_PROFILE, profiles, exclude=slow.folder
     )
     assert mine.value == pytest.approx(fast.utilisation(measured) or 0) and mine.runs == ("fast",)
     estimate = estimate_workload(
-        "slow", "full", "m", slow.workload, pool, MEASURED_PROFILE, profiles, exclude=slow.folder
+        "slow",
+        "full",
+        "full",
+        "m",
+        slow.workload,
+        pool,
+        MEASURED_PROFILE,
+        profiles,
+        exclude=slow.folder,
     )
     assert estimate.seconds == pytest.approx(50.0)  # the other run's speed, not its own
     assert estimate.peak_bytes == pytest.approx(20_000_000)  # the other run's residual + formula
     baseline = calibrated_baseline(pool, exclude=fast.folder)
     assert baseline.value == pytest.approx(10_000_000 - formula_bytes(slow.workload))
     alone = calibrated_utilisation(
-        slow.workload, "full", "m", [slow], MEASURED_PROFILE, profiles, exclude=slow.folder
+        "full", "full", "m", [slow], MEASURED_PROFILE, profiles, exclude=slow.folder
     )
     assert alone.value == measured.assumed_utilisation and "assumed" in alone.source
 
@@ -184,5 +194,30 @@ def test_a_run_never_calibrates_its_own_estimate(tmp_path: Path) -> None:
 def test_other_profiles_use_their_assumed_utilisation(tmp_path: Path) -> None:
     run = recorded("a", 100.0, 1, tmp_path)
     profiles = dict(BUILTIN_PROFILES)
-    used = calibrated_utilisation(run.workload, "full", "m", [run], "h100", profiles)
+    used = calibrated_utilisation("full", "full", "m", [run], "h100", profiles)
     assert used.value == profiles["h100"].assumed_utilisation
+
+
+def test_runs_on_record_are_read_with_their_declared_method(
+    tmp_path: Path, tiny_encoder: Path
+) -> None:
+    from tests.unit.strategies.test_compare import experiment
+
+    from adaptlab.compare import compare
+    from adaptlab.estimate import check_against_runs, recorded_runs
+
+    config = experiment(
+        tmp_path,
+        tiny_encoder,
+        strategies={"tuned": {"strategy": "full"}},
+        train={"max_steps": 2},
+    )
+    result = compare(config, ["tuned", "frozen"], log=lambda _: None)
+    assert result.failures == {}
+    pool, problems = recorded_runs([result.folder])
+    assert problems == {}
+    runs = {run.name: run for run in pool}
+    assert (runs["tuned"].strategy, runs["tuned"].method) == ("full", "full")
+    assert (runs["frozen"].strategy, runs["frozen"].method) == ("frozen", "features")
+    rows, _ = check_against_runs([result.folder])
+    assert {row.run: row.method for row in rows} == {"tuned": "full", "frozen": "features"}

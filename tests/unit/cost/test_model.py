@@ -4,13 +4,12 @@ hand."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import get_args
 
 import pytest
 
 from adaptlab.cost.hardware import BUILTIN_PROFILES, MEASURED_PROFILE
 from adaptlab.cost.model import (
-    STRATEGY_METHODS,
     MeasuredRun,
     api_cost_per_million,
     cost_of,
@@ -22,10 +21,10 @@ from adaptlab.cost.model import (
     training_flops,
     utilisation,
 )
+from adaptlab.profile import StrategyProfile, TrainingMethod
 
 CPU = BUILTIN_PROFILES[MEASURED_PROFILE]  # 0.32 TFLOP/s, $0.096/h
 A100 = BUILTIN_PROFILES["a100_40gb"]  # 312 TFLOP/s, $4.0966/h
-STRATEGIES = Path(__file__).resolve().parents[3] / "src" / "adaptlab" / "strategies"
 
 
 def test_full_training_is_six_flops_per_parameter_per_token() -> None:
@@ -51,9 +50,14 @@ def test_training_flops_rejects_impossible_counts() -> None:
         training_flops("full", 10, 10, -1)
 
 
-def test_every_strategy_file_has_a_training_method() -> None:
-    files = {p.stem for p in STRATEGIES.glob("*.py")} - {"__init__", "base"}
-    assert files <= set(STRATEGY_METHODS)
+def test_every_registered_strategy_declares_a_training_method() -> None:
+    import adaptlab.strategies  # noqa: F401  (importing the package registers every strategy)
+    from adaptlab.strategies.base import REGISTRY
+
+    assert REGISTRY
+    for name, strategy in REGISTRY.items():
+        assert isinstance(strategy.profile, StrategyProfile), name
+        assert strategy.profile.method in get_args(TrainingMethod), name
 
 
 def test_measured_cost_is_hours_times_price() -> None:
