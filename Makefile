@@ -1,4 +1,4 @@
-.PHONY: install check test test-all format
+.PHONY: install check test test-integration test-all format
 
 install:
 	pip install torch==2.13.0
@@ -16,6 +16,9 @@ format:
 
 test:
 	python -m pytest -q
+
+test-integration:
+	python -m pytest -q -m integration
 
 test-all:
 	python -m pytest -q -m ""

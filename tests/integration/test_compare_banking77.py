@@ -8,16 +8,20 @@ import json
 from pathlib import Path
 
 import pytest
+from tests.integration.conftest import require_shared
 from typer.testing import CliRunner
 
 from adaptlab.cli import app
 
 BANKING77 = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "banking77"
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(not (BANKING77 / "train.csv").exists(), reason="../shared/data absent"),
-]
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _shared_data() -> None:
+    require_shared(BANKING77 / "train.csv")
+
 
 CLASSES = 12
 PER_CLASS = 24

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.integration.conftest import require_shared
 
 from adaptlab.data.convert import (
     SLOT_ORDER,
@@ -19,10 +20,12 @@ from adaptlab.data.formats import load
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is absent"),
-]
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _shared_data() -> None:
+    require_shared(SHARED)
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:

@@ -108,8 +108,12 @@ def test_require_clean_reports_line_numbers_and_truncates() -> None:
 
 def test_require_clean_passes_when_allowed_or_clean() -> None:
     overlaps = find_contamination(TRAIN, EVAL)
-    require_clean(overlaps, allow_contaminated=True, source="eval.csv")
-    require_clean([], allow_contaminated=False, source="eval.csv")
+    assert overlaps  # the same overlaps that raise when not allowed (test above) ...
+    with pytest.raises(ContaminationError):
+        require_clean(overlaps, allow_contaminated=False, source="eval.csv")
+    # ... pass when allowed, and no overlaps pass either way: nothing raised, nothing returned
+    assert require_clean(overlaps, allow_contaminated=True, source="eval.csv") is None  # type: ignore[func-returns-value]
+    assert require_clean([], allow_contaminated=False, source="eval.csv") is None  # type: ignore[func-returns-value]
 
 
 # --- decontaminate_train -------------------------------------------------------------------
