@@ -9,6 +9,7 @@ check:
 	ruff check src tests
 	ruff format --check src tests
 	mypy
+	lint-imports
 
 format:
 	ruff format src tests

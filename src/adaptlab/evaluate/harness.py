@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,8 +26,10 @@ from adaptlab.evaluate.generation import (
 from adaptlab.evaluate.latency import measure_latency
 from adaptlab.evaluate.metrics import classification_metrics, reliability_bins
 from adaptlab.evaluate.slots import SlotMetrics, slot_metrics
-from adaptlab.strategies.base import ClassificationTask, Classifier, GenerativeTask, Generator
 from adaptlab.train.chat import encode_prompt
+
+if TYPE_CHECKING:  # the task and model protocols, as annotations only: evaluate reads no strategy
+    from adaptlab.strategies.base import ClassificationTask, Classifier, GenerativeTask, Generator
 
 
 def sample_indices(n: int, limit: int | None, seed: int = 0) -> np.ndarray:
