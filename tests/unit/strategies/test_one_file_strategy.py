@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from adaptlab.estimate import estimate_experiment
 from tests.unit.strategies.test_compare import experiment
 
 from adaptlab.compare import compare
+from adaptlab.estimate import estimate_experiment
 from adaptlab.report.build import ReportConfig, report_data
 from adaptlab.report.inputs import read_inputs
 from adaptlab.runs import read_run
