@@ -33,7 +33,7 @@ import torch
 from safetensors.numpy import load_file, save_file
 
 from adaptlab import __version__
-from adaptlab.paths import write_text_atomic
+from adaptlab.paths import atomic_path, write_text_atomic
 from adaptlab.profile import StrategyProfile
 
 MANIFEST = "manifest.json"
@@ -307,9 +307,8 @@ class RunFolder:
 
     def write_prediction_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         """Per-example arrays on the locked eval set, ``indices`` (their positions) among them."""
-        tmp = self.path / f".{PREDICTIONS}.tmp"
-        save_file(arrays, str(tmp))
-        tmp.replace(self.path / PREDICTIONS)
+        with atomic_path(self.path / PREDICTIONS) as tmp:
+            save_file(arrays, str(tmp))
 
     def read_prediction_arrays(self) -> dict[str, np.ndarray]:
         path = self.path / PREDICTIONS

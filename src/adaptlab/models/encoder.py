@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from adaptlab.models.bundled import ModelNotAvailable, resolve_model
-from adaptlab.paths import cache_dir
+from adaptlab.paths import atomic_path, cache_dir, write_text_atomic
 from adaptlab.train.batching import pad_collate
 
 HEAD_FILE = "head.safetensors"
@@ -156,13 +156,14 @@ def save_classifier(
     model.encoder.save_pretrained(folder, safe_serialization=True)  # type: ignore[operator]
     tokenizer.save_pretrained(folder)
     save_head(model, folder)
-    (folder / CLASSIFIER_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    write_text_atomic(folder / CLASSIFIER_FILE, json.dumps(meta, indent=2) + "\n")
 
 
 def save_head(model: SentenceClassifier, folder: Path) -> None:
     tensors = {f"head.{k}": v.detach().contiguous() for k, v in model.head.state_dict().items()}
     tensors["scale"] = model.scale.detach().reshape(1).contiguous()
-    save_file(tensors, str(folder / HEAD_FILE))
+    with atomic_path(folder / HEAD_FILE) as tmp:
+        save_file(tensors, str(tmp))
 
 
 def load_head(model: SentenceClassifier, folder: Path) -> None:
@@ -250,10 +251,8 @@ def cached_embeddings(
     if path.exists():
         return np.asarray(load_file(str(path))["embeddings"].numpy())
     vectors = np.ascontiguousarray(compute(), dtype=np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({"embeddings": torch.from_numpy(vectors)}, str(tmp))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:  # processes embedding the same texts race here
+        save_file({"embeddings": torch.from_numpy(vectors)}, str(tmp))
     return vectors
 
 

@@ -19,6 +19,7 @@ import torch
 from safetensors.numpy import load_file, save_file
 
 from adaptlab.models.encoder import FrozenEncoder
+from adaptlab.paths import atomic_path
 
 VECTORS = "vectors"
 
@@ -63,9 +64,8 @@ class ExampleIndex:
 
     def save(self, path: Path, **extra: np.ndarray) -> None:
         """The vectors (and ``extra`` arrays, e.g. labels) as safetensors, written atomically."""
-        tmp = path.with_name(f".{path.name}.tmp")
-        save_file({VECTORS: self.vectors, **extra}, str(tmp))
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            save_file({VECTORS: self.vectors, **extra}, str(tmp))
 
     @classmethod
     def load(

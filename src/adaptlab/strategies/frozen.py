@@ -20,6 +20,7 @@ from safetensors.numpy import load_file, save_file
 
 from adaptlab.models.encoder import FrozenEncoder, softmax
 from adaptlab.models.onnx_encoder import OnnxEncoder, Runtime
+from adaptlab.paths import atomic_path, write_text_atomic
 from adaptlab.profile import DataNeed, StrategyProfile
 from adaptlab.strategies.base import (
     MIN_PER_CLASS,
@@ -89,8 +90,10 @@ class FrozenStrategy:
         head, tensors = _fit_head(
             config, embeddings, task.train_labels, task.num_labels, run.train.seed
         )
-        save_file(tensors, str(run.folder / HEAD))
-        (run.folder / META).write_text(
+        with atomic_path(run.folder / HEAD) as tmp:
+            save_file(tensors, str(tmp))
+        write_text_atomic(
+            run.folder / META,
             json.dumps(
                 {
                     "head": config.head,
@@ -98,7 +101,7 @@ class FrozenStrategy:
                     "label_names": list(task.label_names),
                 }
             )
-            + "\n"
+            + "\n",
         )
         head_params = sum(int(t.size) for t in tensors.values())
         run.record(

@@ -18,6 +18,7 @@ from safetensors.numpy import load_file, save_file
 
 from adaptlab.models.encoder import FrozenEncoder
 from adaptlab.models.retrieval import similarities
+from adaptlab.paths import atomic_path
 from adaptlab.profile import DataNeed, StrategyProfile
 from adaptlab.strategies.base import ClassificationTask, RunContext, StrategyConfig, register
 
@@ -76,10 +77,8 @@ class KnnStrategy:
         encoder = FrozenEncoder.load(run.base_model, run.max_length)
         task = run.task
         vectors = encoder.embed_cached(run.base_model, task.train_texts)
-        save_file(
-            {"vectors": vectors, "labels": task.train_labels.astype(np.int64)},
-            str(run.folder / INDEX),
-        )
+        with atomic_path(run.folder / INDEX) as tmp:
+            save_file({"vectors": vectors, "labels": task.train_labels.astype(np.int64)}, str(tmp))
         run.record(
             trainable_params=0,
             total_params=encoder.parameter_count(),

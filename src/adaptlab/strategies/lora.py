@@ -35,7 +35,7 @@ from adaptlab.models.encoder import (
     read_meta,
     save_head,
 )
-from adaptlab.paths import write_folder
+from adaptlab.paths import write_folder, write_text_atomic
 from adaptlab.profile import StrategyProfile
 from adaptlab.strategies.base import (
     FINE_TUNING_NEED,
@@ -132,7 +132,7 @@ def save_adapter(model: SentenceClassifier, folder: Path, meta: dict[str, Any]) 
     # second, empty one.
     (folder / "README.md").unlink(missing_ok=True)
     save_head(model, folder)
-    (folder / CLASSIFIER_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    write_text_atomic(folder / CLASSIFIER_FILE, json.dumps(meta, indent=2) + "\n")
 
 
 class LoraStrategy:

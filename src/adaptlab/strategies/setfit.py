@@ -44,7 +44,7 @@ from adaptlab.models.encoder import (
     pad_values,
     tokenize,
 )
-from adaptlab.paths import write_folder, write_text_atomic
+from adaptlab.paths import atomic_path, write_folder, write_text_atomic
 from adaptlab.profile import DataNeed, StrategyProfile
 from adaptlab.strategies.base import ClassificationTask, RunContext, StrategyConfig, register
 from adaptlab.strategies.frozen import HeadConfig, LinearHeadClassifier, _fit_head, _head_from
@@ -363,9 +363,8 @@ def _save(
         encoder.tokenizer.save_pretrained(staging, legacy_format=False)  # tokenizer.json only
 
     write_folder(run.folder / MODEL, write_model)
-    head_tmp = run.folder / f".{HEAD}.tmp"
-    save_file(tensors, str(head_tmp))
-    head_tmp.replace(run.folder / HEAD)
+    with atomic_path(run.folder / HEAD) as tmp:
+        save_file(tensors, str(tmp))
     meta = {
         "head": head,
         "label_names": list(run.task.label_names),

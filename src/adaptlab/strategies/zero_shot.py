@@ -19,6 +19,7 @@ from pydantic import Field
 from safetensors.numpy import load_file, save_file
 
 from adaptlab.models.encoder import FrozenEncoder, softmax
+from adaptlab.paths import atomic_path, write_text_atomic
 from adaptlab.profile import DataNeed, StrategyProfile
 from adaptlab.strategies.base import ClassificationTask, RunContext, StrategyConfig, register
 
@@ -78,9 +79,10 @@ class ZeroShotStrategy:
         names = list(run.task.label_names)
         texts = [label_text(n, config.template, config.descriptions) for n in names]
         vectors = encoder.embed(texts)
-        save_file({"labels": vectors}, str(run.folder / LABELS))
+        with atomic_path(run.folder / LABELS) as tmp:
+            save_file({"labels": vectors}, str(tmp))
         meta = {"label_names": names, "label_texts": texts, "temperature": config.temperature}
-        (run.folder / META).write_text(json.dumps(meta, indent=2) + "\n")
+        write_text_atomic(run.folder / META, json.dumps(meta, indent=2) + "\n")
         run.record(
             trainable_params=0, total_params=encoder.parameter_count(), needs_base_model=True
         )

@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import math
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from safetensors.torch import save_file as save_torch_file
 from torch import nn
 
 from adaptlab.models.encoder import EncoderClassifier, run_batched, texts_fingerprint
-from adaptlab.paths import cache_dir
+from adaptlab.paths import atomic_path, cache_dir
 from adaptlab.train.chat import trained_logits, trained_owners
 from adaptlab.train.loop import Batch, LossFunction
 
@@ -341,10 +340,8 @@ def teacher_logits(
     if path.exists():
         return load_file(str(path))["logits"]
     logits = classifier_logits(teacher, texts, length).numpy()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # processes of one run race here
-    save_file({"logits": logits}, str(tmp))
-    tmp.replace(path)  # a crash half-way leaves no truncated cache entry
+    with atomic_path(path) as tmp:  # processes of one run race here; each has its own name
+        save_file({"logits": logits}, str(tmp))
     return logits
 
 
@@ -389,10 +386,8 @@ class TopLogits:
 
     def save(self, path: Path) -> None:
         tensors = {"values": self.values, "indices": self.indices, "offsets": self.offsets}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_torch_file({name: t.contiguous() for name, t in tensors.items()}, str(tmp))
-        tmp.replace(path)  # a crash half-way leaves no truncated cache entry
+        with atomic_path(path) as tmp:  # a crash half-way leaves no truncated cache entry
+            save_torch_file({name: t.contiguous() for name, t in tensors.items()}, str(tmp))
 
     @classmethod
     def load(cls, path: Path) -> TopLogits:

@@ -22,6 +22,7 @@ from torch import nn
 
 from adaptlab.evaluate.generation import DecodingConfig
 from adaptlab.models.causal_lm import CausalLM
+from adaptlab.paths import write_text_atomic
 from adaptlab.train.chat import (
     IGNORE_INDEX,
     ChatCollator,
@@ -180,7 +181,7 @@ def fit_causal_lm(
 
 def save_generator_meta(folder: Path, **meta: Any) -> None:
     """``generator.json``: what loading needs besides the weights (decoding, base model)."""
-    (folder / GENERATOR_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    write_text_atomic(folder / GENERATOR_FILE, json.dumps(meta, indent=2) + "\n")
 
 
 def read_generator_meta(folder: Path) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """``compare`` ends by writing the report: on the tiny encoder and on the tiny Llama (real
-runs, seconds)."""
+runs, seconds); every file it writes into the experiment folder is renamed into place."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from tests.unit.strategies.test_generative import chat_experiment
+from tests.unit.writes import trace_writes, written_in_place
 
 from adaptlab.compare import compare
 from adaptlab.config import ExperimentConfig
@@ -36,7 +37,11 @@ def test_compare_writes_the_report(tmp_path: Path, tiny_encoder: Path) -> None:
         }
     )
     logs: list[str] = []
-    result = compare(experiment, ["zero_shot", "knn"], log=logs.append)
+    with trace_writes() as writes:
+        result = compare(experiment, ["zero_shot", "knn"], log=logs.append)
+    # every file of the experiment folder (its runs, the comparison, the report) was written
+    # under a temporary name and renamed into place
+    assert written_in_place(writes, result.folder) == []
     html = (result.folder / "report.html").read_text()
     markdown = (result.folder / "report.md").read_text()
     assert not any(line.startswith("report not built") for line in logs), logs
@@ -54,7 +59,9 @@ def test_compare_on_chat_data_writes_the_generative_report(
     monkeypatch.setenv("ADAPTLAB_CACHE", str(tmp_path / "cache"))
     experiment = chat_experiment(tmp_path, tiny_llm, tiny_encoder)
     logs: list[str] = []
-    result = compare(experiment, ["prompt", "few_shot"], log=logs.append)
+    with trace_writes() as writes:
+        result = compare(experiment, ["prompt", "few_shot"], log=logs.append)
+    assert written_in_place(writes, result.folder) == []
     assert not any(line.startswith("report not built") for line in logs), logs
     html = (result.folder / "report.html").read_text()
     for plot in ("plot-quality-cost", "plot-per-slot", "plot-forgetting"):

@@ -5,7 +5,8 @@ adding a strategy is one line in ``ROWS``. A strategy for classification tasks r
 tiny encoder and 3-class task, one for generative tasks on the tiny Llama and chat task (see
 ``make_run``). Every row gets: fit gives valid outputs (a probability for every label; an
 answer for every request) and records its cost facts; save → load gives the same outputs
-(probabilities; prompts and generated tokens); the run folder holds no pickle. ``trains`` rows
+(probabilities; prompts and generated tokens); the run folder holds no pickle
+and every file in it was written under a temporary name and renamed into place. ``trains`` rows
 also get: the shared loop ran once, every trainable parameter changed and every frozen one is
 bit-identical (the loop is spied on, so no strategy needs a hook); other rows must not run the
 loop. ``merges`` rows: the merged adapter gives the
@@ -28,6 +29,7 @@ import numpy as np
 import pytest
 import torch
 from tests.unit.strategies.conftest import TeacherFactory, copy_run
+from tests.unit.writes import trace_writes, written_in_place
 
 import adaptlab.strategies  # every strategy module, so the loop spy finds their imports
 import adaptlab.train.loop
@@ -289,7 +291,11 @@ SENTENCEPIECE_FILES = {"spiece.model", "sentencepiece.bpe.model", "tokenizer.mod
 def test_run_folder_holds_no_pickle_and_no_half_written_files(
     row: Row, run_for: RowRunFactory
 ) -> None:
-    run, _ = fitted(run_for, row)
+    with trace_writes() as writes:
+        run, _ = fitted(run_for, row)
+
+    assert writes  # the tracing sees the strategy's writes
+    assert written_in_place(writes, run.folder) == []  # every file renamed into place
 
     files = [path for path in run.folder.rglob("*") if path.is_file()]
     assert files
