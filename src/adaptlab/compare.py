@@ -59,11 +59,8 @@ from adaptlab.report.build import report_after_compare
 from adaptlab.report.inputs import COMPARISON, EXPERIMENT
 from adaptlab.runs import (
     CONFIG,
-    COST,
     ERROR,
-    EVAL,
     GENERATIONS,
-    MANIFEST,
     RunFolder,
     base_manifest,
     dependency_fingerprints,
@@ -332,9 +329,9 @@ def run_strategy(
     if experiment.compare.retention.enabled and isinstance(task, GenerativeTask):
         assert isinstance(model, Generator)  # _evaluate refused anything else
         payload["retention"] = measure_retention(name, model, experiment, log)
-    folder.write_json(EVAL, {"run": name, "strategy": registered, **payload})
-    folder.write_json(COST, _cost(context, fit_seconds, folder.path))
-    folder.write_json(MANIFEST, manifest)  # last: its presence marks the run finished
+    folder.write_eval({"run": name, "strategy": registered, **payload})
+    folder.write_cost(_cost(context, fit_seconds, folder.path))
+    folder.write_manifest(manifest)  # last: its presence marks the run finished
     return folder
 
 

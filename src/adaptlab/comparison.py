@@ -20,7 +20,7 @@ import numpy as np
 from adaptlab.config import CompareConfig
 from adaptlab.data.lock import require_same_eval
 from adaptlab.evaluate.bootstrap import paired_bootstrap, paired_bootstrap_micro_f1
-from adaptlab.runs import RunError, RunRecord, read_run
+from adaptlab.runs import PRIMARY_METRIC, RunError, RunRecord, read_run
 
 
 @dataclass(frozen=True)
@@ -123,15 +123,12 @@ def read_runs(folders: Sequence[Path]) -> tuple[list[RunRecord], list[str]]:
     return records, problems
 
 
-PRIMARY_METRIC: dict[str, str] = {"classification": "accuracy", "generative": "slot_f1"}
-"""What runs of each task kind are ranked on (and the paired bootstrap compares)."""
-
 METRIC_WORDS = {"accuracy": "accuracy", "slot_f1": "slot F1 (micro)"}
 
 
 def score(record: RunRecord) -> float:
     """The run's primary metric (accuracy, or micro slot F1) on its eval items."""
-    return float(record.eval["metrics"][PRIMARY_METRIC[record.kind]])
+    return record.eval.score
 
 
 def build_comparison(
@@ -148,7 +145,7 @@ def build_comparison(
         named = ", ".join(f"{r.name} ({r.kind})" for r in results)
         raise RunError(f"runs of different task kinds cannot be compared: {named}")
     kind = kinds.pop()
-    best = max(results, key=lambda r: (not r.eval["sampled"], score(r)))
+    best = max(results, key=lambda r: (not r.eval.sampled, score(r)))
     rows = [_row(result, best, settings) for result in results]
     metric = PRIMARY_METRIC[kind]
     rows.sort(key=lambda row: -row[metric])
@@ -174,24 +171,24 @@ def _row(result: RunRecord, best: RunRecord, settings: CompareConfig) -> dict[st
         "strategy": result.name,
         "registered_strategy": result.strategy,
         "task": result.kind,
-        "n": result.eval["n"],
-        "sampled": result.eval["sampled"],
+        "n": result.eval.n,
+        "sampled": result.eval.sampled,
         **measured,
         "vs_best": _difference_to(result, best, settings),
-        "size_on_disk_bytes": result.cost.get("size_on_disk_bytes"),
-        "trainable_params": result.cost.get("trainable_params"),
-        "total_params": result.cost.get("total_params"),
-        "fit_wall_s": result.cost.get("fit_wall_s"),
-        "peak_memory_bytes": result.cost.get("peak_rss_bytes"),
+        "size_on_disk_bytes": result.cost.size_on_disk_bytes,
+        "trainable_params": result.cost.trainable_params,
+        "total_params": result.cost.total_params,
+        "fit_wall_s": result.cost.fit_wall_s,
+        "peak_memory_bytes": result.cost.peak_rss_bytes,
     }
 
 
 def _accuracy_fields(result: RunRecord) -> dict[str, Any]:
-    metrics = result.eval["metrics"]
-    latency = result.eval.get("latency", {})
+    metrics = result.eval.metrics
+    latency = result.eval.latency
     return {
         "accuracy": metrics["accuracy"],
-        "accuracy_ci": result.eval["accuracy_ci"],
+        "accuracy_ci": list(result.eval.interval),
         "macro_f1": metrics["macro_f1"],
         "ece": metrics["ece"],
         "confident_wrong_rate": metrics["confident_wrong_rate"],
@@ -202,12 +199,13 @@ def _accuracy_fields(result: RunRecord) -> dict[str, Any]:
 
 
 def _generative_fields(result: RunRecord) -> dict[str, Any]:
-    metrics = result.eval["metrics"]
-    cost = result.eval.get("cost", {})
+    metrics = result.eval.metrics
+    cost = result.eval.raw.get("cost", {})
     latency = cost.get("latency", {})
+    prompt = result.eval.raw.get("tokens", {}).get("prompt", {})
     return {
         "slot_f1": metrics["slot_f1"],
-        "slot_f1_ci": result.eval["slot_f1_ci"],
+        "slot_f1_ci": list(result.eval.interval),
         "slot_precision": metrics["slot_precision"],
         "slot_recall": metrics["slot_recall"],
         "json_valid_rate": metrics["json_valid_rate"],
@@ -215,14 +213,14 @@ def _generative_fields(result: RunRecord) -> dict[str, Any]:
         "latency_batch1_p50_ms": latency.get("p50_ms"),
         "latency_batch1_p95_ms": latency.get("p95_ms"),
         "output_tokens_per_s": cost.get("output_tokens_per_s"),
-        "prompt_tokens_per_request": result.eval.get("tokens", {}).get("prompt", {}).get("mean"),
+        "prompt_tokens_per_request": prompt.get("mean"),
         "prompt_build_p50_ms": cost.get("prompt_build_latency", {}).get("p50_ms"),
     }
 
 
 def _retention_fields(result: RunRecord) -> dict[str, Any]:
     """The change against the base model (``None`` where retention was not measured)."""
-    change = result.eval.get("retention", {}).get("vs_base", {})
+    change = result.eval.raw.get("retention", {}).get("vs_base", {})
     keys = ("forgetting", "instruction_pass_rate", "perplexity", "perplexity_ratio")
     return {key: change.get(key) for key in keys}
 

@@ -155,7 +155,7 @@ def recorded_run(folder: Path) -> RecordedRun:
     experiment's prepared data (``<experiment>/data``, next to ``runs/``); read-only."""
     record = read_run(folder, predictions=False)
     cost = record.cost
-    if "fit_wall_s" not in cost:
+    if cost.fit_wall_s is None:
         raise ConfigError(f"{folder}: no cost.json with fit_wall_s")
     resolved = yaml.safe_load(record.config_yaml) if record.config_yaml else None
     if not isinstance(resolved, dict) or "train" not in resolved:
@@ -168,7 +168,6 @@ def recorded_run(folder: Path) -> RecordedRun:
     task = _prepared_task(experiment_folder / "data", experiment)
     train = TrainConfig.model_validate(resolved["train"])
     workload = workload_for(name, experiment, task, train, resolved.get("strategy_config"))
-    peak = cost.get("peak_rss_bytes")
     return RecordedRun(
         folder,
         name,
@@ -176,8 +175,8 @@ def recorded_run(folder: Path) -> RecordedRun:
         profile.method,
         experiment.model.base_model,
         workload,
-        float(cost["fit_wall_s"]),
-        int(peak) if isinstance(peak, int) and cost.get("peak_rss_scope") == "fit" else None,
+        cost.fit_wall_s,
+        cost.peak_rss_bytes if cost.peak_rss_scope == "fit" else None,
     )
 
 

@@ -22,11 +22,12 @@ import json
 import platform
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ from safetensors.numpy import load_file, save_file
 
 from adaptlab import __version__
 from adaptlab.paths import atomic_path, write_text_atomic
-from adaptlab.profile import StrategyProfile
+from adaptlab.profile import StrategyProfile, TaskKind
 
 MANIFEST = "manifest.json"
 EVAL = "eval.json"
@@ -176,14 +177,133 @@ def read_manifest(folder: Path) -> Manifest:
     return parse_manifest(RunFolder(folder).read_json(MANIFEST), folder)
 
 
+PRIMARY_METRIC: dict[str, str] = {"classification": "accuracy", "generative": "slot_f1"}
+"""What runs of each task kind are ranked on: ``eval.json``'s ``metrics.<name>``, with its
+interval in ``<name>_ci``."""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """``eval.json``: the run's quality on the locked eval set (or the sample it was scored on)."""
+
+    task: TaskKind
+    n: int
+    """Eval items scored."""
+    eval_size: int | None
+    """Items in the locked eval set (``None`` in folders written before it was recorded)."""
+    sampled: bool
+    """Scored on a sample (``eval_limit``), not on the whole eval set."""
+    metrics: dict[str, Any]
+    score: float
+    """The primary metric (:data:`PRIMARY_METRIC`): accuracy, or micro slot F1."""
+    interval: tuple[float, float]
+    """The bootstrap interval of :attr:`score`."""
+    latency: dict[str, dict[str, Any]]
+    """A classifier's latency per batch size (``batch_1``...); a generator's is in
+    ``raw["cost"]``."""
+    raw: dict[str, Any]
+    """The whole file, for fields one stage reads (reliability, tokens, retention, cost...)."""
+
+
+@dataclass(frozen=True)
+class Cost:
+    """``cost.json``: what fitting the run took and what serving it needs."""
+
+    fit_wall_s: float | None
+    artefact_bytes: int | None
+    size_on_disk_bytes: int | None
+    """The run's own weights plus the base model's (and any other model's) when serving needs
+    them."""
+    trainable_params: int | None
+    total_params: int | None
+    peak_rss_bytes: int | None
+    peak_rss_scope: str | None
+    """``fit`` (the peak was reset before fitting) or ``process``."""
+    raw: dict[str, Any]
+    """The whole file: a strategy's own cost facts (index sizes, forward tokens...)."""
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+_KINDS: dict[str, Callable[[Any], bool]] = {
+    "number": _number,
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "string": lambda v: isinstance(v, str),
+    "boolean": lambda v: isinstance(v, bool),
+    "object": lambda v: isinstance(v, dict),
+}
+
+
+def _field(path: Path, payload: dict[str, Any], key: str, kind: str, required: bool) -> Any:
+    """``payload[key]`` checked to be a ``kind`` (a key of :data:`_KINDS`)."""
+    value = payload.get(key)
+    if value is None and not required:
+        return None
+    if not _KINDS[kind](value):
+        found = "missing" if value is None else f"{value!r}"
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise RunError(f"{path}: field '{key}' should be {article} {kind}, found {found}")
+    return value
+
+
+def parse_evaluation(payload: dict[str, Any], folder: Path) -> Evaluation:
+    """The typed ``eval.json`` of ``folder``, or :class:`RunError` naming the file and field."""
+    path = folder / EVAL
+    task = payload.get("task", "classification")  # folders from before generative tasks
+    if task not in get_args(TaskKind):
+        raise RunError(f"{path}: field 'task' = {task!r} is not one of {get_args(TaskKind)}")
+    metrics = _field(path, payload, "metrics", "object", True)
+    primary = PRIMARY_METRIC[task]
+    if not _number(metrics.get(primary)):
+        raise RunError(f"{path}: field 'metrics.{primary}' is missing or not a number")
+    interval = payload.get(f"{primary}_ci")
+    if not (isinstance(interval, list) and len(interval) == 2 and all(map(_number, interval))):
+        raise RunError(f"{path}: field '{primary}_ci' should be [low, high], found {interval!r}")
+    latency = _field(path, payload, "latency", "object", False) or {}
+    return Evaluation(
+        task=task,
+        n=_field(path, payload, "n", "integer", True),
+        eval_size=_field(path, payload, "eval_size", "integer", False),
+        sampled=bool(_field(path, payload, "sampled", "boolean", False)),
+        metrics=metrics,
+        score=float(metrics[primary]),
+        interval=(float(interval[0]), float(interval[1])),
+        latency=latency,
+        raw=payload,
+    )
+
+
+def parse_cost(payload: dict[str, Any], folder: Path) -> Cost:
+    """The typed ``cost.json`` of ``folder``, or :class:`RunError` naming the file and field."""
+    path = folder / COST
+
+    def integer(key: str) -> int | None:
+        value = _field(path, payload, key, "integer", False)
+        return None if value is None else int(value)
+
+    fit = _field(path, payload, "fit_wall_s", "number", False)
+    return Cost(
+        fit_wall_s=None if fit is None else float(fit),
+        artefact_bytes=integer("artefact_bytes"),
+        size_on_disk_bytes=integer("size_on_disk_bytes"),
+        trainable_params=integer("trainable_params"),
+        total_params=integer("total_params"),
+        peak_rss_bytes=integer("peak_rss_bytes"),
+        peak_rss_scope=_field(path, payload, "peak_rss_scope", "string", False),
+        raw=payload,
+    )
+
+
 @dataclass(frozen=True)
 class RunRecord:
     """One finished run, as read from its folder: the only way later stages see a run."""
 
     folder: Path
     manifest: Manifest
-    eval: dict[str, Any]
-    cost: dict[str, Any]
+    eval: Evaluation
+    cost: Cost
     config_yaml: str
     """The run's resolved config (``config.yaml``); empty when the file is missing."""
 
@@ -200,9 +320,9 @@ class RunRecord:
         return self.manifest.profile
 
     @property
-    def kind(self) -> str:
+    def kind(self) -> TaskKind:
         """The task kind (runs finished before generative tasks existed: classification)."""
-        return str(self.eval.get("task", "classification"))
+        return self.eval.task
 
     @cached_property
     def predictions(self) -> dict[str, np.ndarray]:
@@ -226,7 +346,9 @@ def read_run(folder: Path, *, predictions: bool = True) -> RunRecord:
         config_yaml = (folder / CONFIG).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         config_yaml = ""
-    record = RunRecord(folder, manifest, run.read_json(EVAL), run.read_json(COST), config_yaml)
+    evaluation = parse_evaluation(run.read_json(EVAL), folder)
+    cost = parse_cost(run.read_json(COST), folder)
+    record = RunRecord(folder, manifest, evaluation, cost, config_yaml)
     if predictions:
         _ = record.predictions
     return record
@@ -281,6 +403,22 @@ class RunFolder:
         if not isinstance(value, dict):
             raise RunError(f"{path}: expected a JSON object")
         return value
+
+    def write_eval(self, payload: dict[str, Any]) -> None:
+        """``eval.json``, refused (before anything is written) when :func:`read_run` could not
+        read it back."""
+        parse_evaluation(payload, self.path)
+        self.write_json(EVAL, payload)
+
+    def write_cost(self, payload: dict[str, Any]) -> None:
+        """``cost.json``, checked as :meth:`write_eval` checks ``eval.json``."""
+        parse_cost(payload, self.path)
+        self.write_json(COST, payload)
+
+    def write_manifest(self, payload: dict[str, Any]) -> None:
+        """``manifest.json``, checked, and written last: its presence marks the run finished."""
+        parse_manifest(payload, self.path)
+        self.write_json(MANIFEST, payload)
 
     def write_jsonl(self, name: str, rows: list[dict[str, Any]]) -> None:
         text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)

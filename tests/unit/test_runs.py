@@ -23,12 +23,27 @@ from adaptlab.runs import (
 PROFILE = StrategyProfile(role="tuned", method="adapter", data_need=DataNeed(10, 2, "why"))
 
 
-def write_run(folder: Path, **manifest: Any) -> Path:
+EVAL = {
+    "run": "lora_r8",
+    "strategy": "lora",
+    "task": "classification",
+    "n": 2,
+    "eval_size": 2,
+    "sampled": False,
+    "metrics": {"accuracy": 0.5, "macro_f1": 0.4},
+    "accuracy_ci": [0.0, 1.0],
+    "latency": {"batch_1": {"p50_ms": 3.0}},
+    "reliability": [],
+}
+COST = {"fit_wall_s": 1.5, "total_params": 100, "trainable_params": 10, "index_vectors": 7}
+
+
+def write_run(folder: Path, evaluation: Any = None, cost: Any = None, **manifest: Any) -> Path:
     run = RunFolder(folder)
     run.reset()
     run.write_text("config.yaml", "run: lora_r8\nstrategy: lora\n")
-    run.write_json("eval.json", {"run": "lora_r8", "strategy": "lora", "metrics": {}})
-    run.write_json("cost.json", {"fit_wall_s": 1.0})
+    run.write_json("eval.json", EVAL if evaluation is None else evaluation)
+    run.write_json("cost.json", COST if cost is None else cost)
     run.write_predictions(np.eye(2), np.array([0, 1]), np.array([0, 1]))
     values = base_manifest("lora_r8", "lora", PROFILE, "t" * 64, "e" * 64, "m", "f", "", 42, False)
     run.write_json("manifest.json", {**values, **manifest})
@@ -42,6 +57,50 @@ def test_a_renamed_run_keeps_its_name_and_its_strategy_apart(tmp_path: Path) -> 
     assert record.profile == PROFILE
     assert record.indices.tolist() == [0, 1]
     assert record.config_yaml.startswith("run: lora_r8")
+
+
+def test_eval_and_cost_are_typed_records(tmp_path: Path) -> None:
+    record = read_run(write_run(tmp_path / "lora_r8"))
+    evaluation, cost = record.eval, record.cost
+    assert (evaluation.task, evaluation.n, evaluation.sampled) == ("classification", 2, False)
+    assert (evaluation.score, evaluation.interval) == (0.5, (0.0, 1.0))
+    assert evaluation.latency["batch_1"]["p50_ms"] == 3.0
+    assert (cost.fit_wall_s, cost.total_params, cost.trainable_params) == (1.5, 100, 10)
+    assert cost.peak_rss_bytes is None  # not measured: None, never 0
+    assert cost.raw["index_vectors"] == 7  # a strategy's own facts stay readable
+
+
+@pytest.mark.parametrize(
+    ("file", "changes", "message"),
+    [
+        ("eval.json", {"metrics": {"macro_f1": 0.4}}, "field 'metrics.accuracy' is missing"),
+        ("eval.json", {"n": "2"}, "field 'n' should be an integer, found '2'"),
+        ("eval.json", {"accuracy_ci": [0.1]}, "field 'accuracy_ci' should be \\[low, high\\]"),
+        ("eval.json", {"task": "poetry"}, "field 'task' = 'poetry'"),
+        ("eval.json", {"metrics": None}, "field 'metrics' should be an object, found missing"),
+        ("cost.json", {"fit_wall_s": "slow"}, "field 'fit_wall_s' should be a number"),
+        ("cost.json", {"total_params": 1.5}, "field 'total_params' should be an integer"),
+    ],
+)
+def test_a_bad_eval_or_cost_names_the_file_and_field(
+    tmp_path: Path, file: str, changes: dict[str, Any], message: str
+) -> None:
+    evaluation = {**EVAL, **changes} if file == "eval.json" else None
+    cost = {**COST, **changes} if file == "cost.json" else None
+    folder = write_run(tmp_path / "lora_r8", evaluation, cost)
+    with pytest.raises(RunError, match=message) as caught:
+        read_run(folder)
+    assert str(folder / file) in str(caught.value)
+
+
+def test_the_writer_refuses_what_the_reader_could_not_read(tmp_path: Path) -> None:
+    folder = RunFolder(tmp_path / "lora_r8")
+    folder.reset()
+    with pytest.raises(RunError, match="metrics.accuracy"):
+        folder.write_eval({**EVAL, "metrics": {}})
+    with pytest.raises(RunError, match="schema_version"):
+        folder.write_manifest({"schema_version": "new"})
+    assert list(folder.path.iterdir()) == []  # nothing half-written, no manifest
 
 
 def test_a_folder_from_a_newer_adaptlab_is_refused_by_name(tmp_path: Path) -> None:

@@ -93,7 +93,7 @@ def run_costs(
     settings: ProjectionConfig,
     profiles: Mapping[str, HardwareProfile],
 ) -> StrategyCosts:
-    fit = record.cost.get("fit_wall_s")
+    fit = record.cost.fit_wall_s
     if fit is None:
         raise ValueError(f"{record.folder / 'cost.json'}: no fit_wall_s measured")
     return strategy_costs(
@@ -111,7 +111,7 @@ def _training_flops(record: RunRecord, inputs: ReportInputs) -> float | None:
     """FLOPs of the run's training (None when a fact is missing: then only pricing on the
     measured profile works, and :func:`strategy_costs` says so for another one)."""
     method = None if record.profile is None else record.profile.method
-    total, trainable = record.cost.get("total_params"), record.cost.get("trainable_params")
+    total, trainable = record.cost.total_params, record.cost.trainable_params
     tokens = _train_tokens(inputs)
     if method is None or total is None or trainable is None or tokens is None:
         return None
@@ -137,7 +137,7 @@ def _epochs(record: RunRecord) -> float:
 
 def _request_flops(record: RunRecord, inputs: ReportInputs) -> tuple[float, float] | None:
     """(parameters, tokens computed per request) for serving on an unmeasured profile."""
-    params = record.cost.get("total_params")
+    params = record.cost.total_params
     tokens = _tokens_per_request(record, inputs)
     return None if params is None or tokens is None else (float(params), tokens)
 
@@ -145,10 +145,10 @@ def _request_flops(record: RunRecord, inputs: ReportInputs) -> tuple[float, floa
 def _tokens_per_request(record: RunRecord, inputs: ReportInputs) -> float | None:
     """Tokens the model computes per request: as measured by the run (an LLM prompt with a
     cached prefix, a generator's prompt and answer), else the eval set's mean input length."""
-    forward = record.cost.get("forward_tokens_per_request")
+    forward = record.cost.raw.get("forward_tokens_per_request")
     if forward is not None:
         return float(forward)
-    generated = record.eval.get("tokens") or {}
+    generated = record.eval.raw.get("tokens") or {}
     prompt, answer = generated.get("prompt") or {}, generated.get("generated") or {}
     if prompt.get("mean") is not None and answer.get("mean") is not None:
         return float(prompt["mean"]) + float(answer["mean"])

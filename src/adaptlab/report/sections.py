@@ -380,7 +380,7 @@ def per_label(data: ReportData) -> Section:
     generative = data.inputs.task == "generative"
     what = "slot" if generative else "class"
     scores = {
-        name: label_scores(record.eval, generative) for name, record in data.inputs.runs.items()
+        name: label_scores(record.eval.raw, generative) for name, record in data.inputs.runs.items()
     }
     scores = {name: s for name, s in scores.items() if s}
     title = f"Per-{what} results"
@@ -441,9 +441,9 @@ def calibration(data: ReportData) -> Section:
         )
         return Section("calibration", title, (Paragraph(text),))
     reliability = {
-        name: record.eval["reliability"]
+        name: record.eval.raw["reliability"]
         for name, record in data.inputs.runs.items()
-        if record.eval.get("reliability")
+        if record.eval.raw.get("reliability")
     }
     ece = {str(r["strategy"]): r.get("ece") for r in data.rows}
     blocks: list[Block] = []
