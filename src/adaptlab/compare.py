@@ -53,7 +53,7 @@ from adaptlab.evaluate.harness import evaluate_classifier, evaluate_generator, s
 from adaptlab.evaluate.slots import normalise_value
 from adaptlab.models.causal_lm import CausalLM
 from adaptlab.models.encoder import model_fingerprint, weights_bytes
-from adaptlab.paths import read_json_object, write_text_atomic
+from adaptlab.paths import inside, read_json_object, write_text_atomic
 from adaptlab.profile import TaskKind
 from adaptlab.report.build import report_after_compare
 from adaptlab.report.inputs import COMPARISON, EXPERIMENT
@@ -93,7 +93,12 @@ LEADERBOARD = "leaderboard.md"
 
 
 def experiment_dir(experiment: ExperimentConfig) -> Path:
-    return Path(experiment.output_dir) / experiment.name
+    return inside(Path(experiment.output_dir), experiment.name)
+
+
+def run_dir(experiment: ExperimentConfig, name: str) -> Path:
+    """``<output_dir>/<experiment>/runs/<name>``, never outside ``runs/``."""
+    return inside(experiment_dir(experiment) / "runs", name)
 
 
 # --------------------------------------------------------------------------- data
@@ -273,7 +278,7 @@ def run_strategy(
     strategy, config = resolve_run(name, raw)
     require_supported(name, strategy, task.kind)
     train = merged_train_config(experiment.train, experiment.train.model_fields_set, config)
-    folder = RunFolder(experiment_dir(experiment) / "runs" / name)
+    folder = RunFolder(run_dir(experiment, name))
     registered = strategy_name(name, raw)
     config_yaml = _run_config_yaml(experiment, name, registered, config, train)
     manifest = base_manifest(
@@ -447,6 +452,7 @@ def compare(
     ordered = ordered_strategies(names, experiment, task.kind)
     for name in ordered:  # a strategy for another kind of task is a mistake: refuse it at once
         require_supported(name, resolve_run(name, experiment.strategies.get(name))[0], task.kind)
+        run_dir(experiment, name)  # and so is a name that is a path
     ordered = runnable_here(
         ordered, experiment, chosen=bool(names or experiment.compare.strategies), log=log
     )
@@ -458,7 +464,7 @@ def compare(
         except Exception as exc:  # one failing strategy must not sink the comparison
             failures[name] = f"{exc.__class__.__name__}: {exc}"
             log(f"[{name}] FAILED: {failures[name]}")
-            failed = experiment_dir(experiment) / "runs" / name
+            failed = run_dir(experiment, name)
             failed.mkdir(parents=True, exist_ok=True)
             write_text_atomic(failed / ERROR, traceback.format_exc())
     comparison, _ = build_comparison(folders, experiment.compare)

@@ -14,13 +14,21 @@ Errors name the file, the line, the key, the value and what is allowed, e.g.::
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from annotated_types import Ge, Gt, Le, Lt
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_CAUSAL_LM = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -31,6 +39,27 @@ DataFormat = Literal["auto", "classification", "chat", "completion", "alpaca"]
 PII_TYPES: tuple[str, ...] = ("EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "US_SSN", "IP_ADDRESS")
 """The PII types :mod:`adaptlab.data.pii` detects (``data.pii_types`` takes these); defined
 here so that this module imports no other adaptlab module."""
+
+
+NAME_MAX = 64
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def check_name(value: str) -> str:
+    """``value`` when it is safe as a folder name (an experiment, a run): letters, digits,
+    ``_``, ``-`` and ``.``, starting with a letter or digit, no ``..``, at most
+    :data:`NAME_MAX` characters. Names are data, never paths: ``../x`` or ``/tmp/x`` is
+    refused here rather than written (or deleted) outside the output folder."""
+    if len(value) > NAME_MAX or not _NAME.fullmatch(value) or ".." in value:
+        raise ValueError(
+            f"{value!r} is not a name: use letters, digits, '_', '-' and '.', starting with a "
+            f"letter or digit, without '..', at most {NAME_MAX} characters (it becomes a "
+            "folder name)"
+        )
+    return value
+
+
+Name = Annotated[str, AfterValidator(check_name)]
 
 
 class Section(BaseModel):
@@ -243,17 +272,20 @@ class CompareConfig(Section):
 class ExperimentConfig(Section):
     """A whole adaptlab run: one file, one section per concern."""
 
-    name: str = Field("adaptlab", description="A name for the run, used in folder names.")
+    name: Name = Field(
+        "adaptlab",
+        description="A name for the experiment, its folder's name: letters, digits, '_', '-', '.'.",
+    )
     output_dir: str = Field("runs", description="Where run directories are written.")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)
-    strategies: dict[str, dict[str, Any]] = Field(
+    strategies: dict[Name, dict[str, Any]] = Field(
         default_factory=dict,
         description="Per-strategy settings, e.g. `setfit: {shots: 10}`; each strategy's keys "
-        "are listed by `adaptlab strategies`.",
+        "are listed by `adaptlab strategies`. A key is a run's name (its folder's name).",
     )
 
 
@@ -328,7 +360,8 @@ def _describe(
     messages = []
     for error in exc.errors():
         loc = tuple(str(part) for part in error["loc"] if not isinstance(part, int))
-        key_path = prefix + tuple(str(part) for part in error["loc"])
+        # a dict key's error ends its location with the key and "[key]": name the key once
+        key_path = prefix + tuple(str(part) for part in error["loc"] if part != "[key]")
         line = _nearest_line(lines, key_path)
         where = f"{source}:{line}" if line else source
         key = ".".join(key_path) or "(top level)"
@@ -336,8 +369,11 @@ def _describe(
             messages.append(f"{where}: {key}: unknown key. {_suggest(model, loc)}")
             continue
         value = error.get("input")
-        allowed = _allowed(model, loc)
-        detail = f"{error['msg']}" + (f"; allowed: {allowed}" if allowed else "")
+        if error["type"] == "value_error":  # our own check: its message says what is allowed
+            detail = str(error["msg"]).removeprefix("Value error, ")
+        else:
+            allowed = _allowed(model, loc)
+            detail = f"{error['msg']}" + (f"; allowed: {allowed}" if allowed else "")
         messages.append(f"{where}: {key} = {value!r} is not allowed: {detail}")
     return "\n".join(messages)
 

@@ -12,6 +12,18 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def inside(root: Path, name: str) -> Path:
+    """``root / name``, refused unless it resolves to a folder strictly inside ``root``: a name
+    is data, never a path (config validation refuses such names first; this holds even where
+    a name did not come through it)."""
+    path = root / name
+    base = root.resolve()
+    resolved = path.resolve()
+    if resolved == base or not resolved.is_relative_to(base):
+        raise ValueError(f"{name!r} is not a name: {path} would be outside {root}")
+    return path
+
+
 def cache_dir() -> Path:
     """The cache for derived artefacts (demo data, converted models, embeddings).
 

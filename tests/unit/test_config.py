@@ -11,6 +11,7 @@ from adaptlab.config import (
     DataConfig,
     ExperimentConfig,
     load_config,
+    parse_config,
     reference,
     to_yaml,
 )
@@ -134,3 +135,28 @@ def test_demo_config_file_equals_the_built_in_demo() -> None:
 
     path = next(p for p in CONFIGS if p.name == "demo.yaml")
     assert load_config(path) == demo_experiment()
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key"),
+    [
+        ("strategies:\n  ../../../victim: {strategy: frozen}\n", 2, "strategies.../../../victim"),
+        ("strategies:\n  /tmp/victim: {strategy: frozen}\n", 2, "strategies./tmp/victim"),
+        ("name: ../../etc/x\n", 1, "name"),
+        ("name: a/b\n", 1, "name"),
+        ("name: .hidden\n", 1, "name"),
+        (f"name: {'x' * 65}\n", 1, "name"),
+    ],
+)
+def test_names_are_data_never_paths(text: str, line: int, key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "x.yaml", ExperimentConfig)
+    message = str(caught.value)
+    assert message.startswith(f"x.yaml:{line}: {key} = ")
+    assert "is not a name: use letters, digits" in message
+
+
+def test_ordinary_names_pass() -> None:
+    text = "name: demo-1.2_b\nstrategies:\n  lora_r8: {strategy: lora}\n  setfit.k8: {}\n"
+    config = parse_config(text, "x.yaml", ExperimentConfig)
+    assert (config.name, list(config.strategies)) == ("demo-1.2_b", ["lora_r8", "setfit.k8"])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from adaptlab.paths import atomic_write, write_folder, write_text_atomic
+from adaptlab.paths import atomic_write, inside, write_folder, write_text_atomic
 
 
 def test_an_atomic_write_gets_the_permissions_of_any_other_new_file(tmp_path: Path) -> None:
@@ -40,3 +40,13 @@ def test_a_failed_folder_write_leaves_the_previous_folder(tmp_path: Path) -> Non
         write_folder(folder, crash)
     assert (folder / "weights.safetensors").read_text() == "v1"
     assert sorted(os.listdir(tmp_path)) == ["model"]
+
+
+@pytest.mark.parametrize("name", ["../victim", "/tmp/victim", "..", ".", "a/../../b"])
+def test_inside_refuses_a_name_that_leaves_its_root(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ValueError, match="is not a name"):
+        inside(tmp_path / "runs", name)
+
+
+def test_inside_keeps_a_plain_name_under_its_root(tmp_path: Path) -> None:
+    assert inside(tmp_path / "runs", "lora_r8") == tmp_path / "runs" / "lora_r8"

@@ -205,3 +205,18 @@ def test_cli_compare_skips_finished_runs_unless_forced(tmp_path: Path, tiny_enco
     assert first.exit_code == again.exit_code == forced.exit_code == 0, forced.output
     assert "up to date" not in first.output and "up to date" in again.output
     assert "up to date" not in forced.output and "knn" in forced.output
+
+
+def test_a_run_name_that_is_a_path_is_refused_before_anything_is_deleted(
+    tmp_path: Path, tiny_encoder: Path
+) -> None:
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("precious")
+    # model_copy skips validation, as a config built in code might: compare still refuses
+    config = experiment(tmp_path, tiny_encoder).model_copy(
+        update={"strategies": {"../../victim": {"strategy": "frozen"}}}
+    )
+    with pytest.raises(ValueError, match="'../../victim' is not a name"):
+        compare(config, ["../../victim"], log=lambda _: None)
+    assert (victim / "keep.txt").read_text() == "precious"
