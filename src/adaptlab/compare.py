@@ -84,6 +84,7 @@ from adaptlab.strategies.base import (
     strategy_name,
     unavailable_here,
 )
+from adaptlab.train.checkpoint import remove_checkpoint
 
 Log = Callable[[str], None]
 
@@ -336,7 +337,8 @@ def run_strategy(
         payload["retention"] = measure_retention(name, model, experiment, log)
     folder.write_eval({"run": name, "strategy": registered, **payload})
     folder.write_cost(_cost(context, fit_seconds, folder.path))
-    folder.write_manifest(manifest)  # last: its presence marks the run finished
+    folder.write_manifest(manifest)  # its presence marks the run finished: the commit
+    remove_checkpoint(folder.path)  # only now: a crash before the commit resumes from it
     return folder
 
 
@@ -422,8 +424,10 @@ def _cost(context: RunContext[Any], fit_seconds: float, folder: Path) -> dict[st
     # only stores a head, an index or an adapter on top of it, plus any other model it uses.
     base = weights_bytes(context.base_model) if facts.get("needs_base_model") else 0
     base += sum(weights_bytes(name) for name in context.config.other_models())
+    # a resumed run's fit time adds the training done before the interruption
+    earlier = float(facts.get("resumed_after_train_s", 0.0))
     return {
-        "fit_wall_s": round(fit_seconds, 2),
+        "fit_wall_s": round(fit_seconds + earlier, 2),
         "artefact_bytes": artefacts,
         "size_on_disk_bytes": artefacts + base,
         "trainable_params": facts.pop("trainable_params", None),

@@ -45,6 +45,9 @@ PREDICTIONS = "predictions.safetensors"
 GENERATIONS = "generations.jsonl"
 METRICS = "metrics.jsonl"
 ERROR = "error.txt"
+CHECKPOINT = "checkpoint"
+"""The training loop's checkpoint folder (``train/checkpoint.py`` owns it); kept until the
+run is committed."""
 """What ``compare`` leaves in the folder of a run that failed."""
 SCHEMA_VERSION = 1
 """Version of the run-folder layout this adaptlab writes and reads. 0 is a folder written
@@ -375,7 +378,7 @@ class RunFolder:
         config = self.path / CONFIG
         return (
             not self.is_complete()
-            and (self.path / "checkpoint").is_dir()
+            and (self.path / CHECKPOINT).is_dir()
             and config.is_file()
             and config.read_text(encoding="utf-8") == config_yaml
         )

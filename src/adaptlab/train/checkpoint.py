@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 CHECKPOINT_DIR = "checkpoint"
 _STAGING_DIR = ".checkpoint.tmp"
 _PREVIOUS_DIR = ".checkpoint.old"
+_REMOVED_DIR = ".checkpoint.removed"
 
 
 def find_checkpoint(run_dir: Path) -> Path | None:
@@ -60,6 +61,17 @@ def staged_checkpoint(
         raise
     if is_main:
         _commit(run_dir, staging)
+
+
+def remove_checkpoint(run_dir: Path) -> None:
+    """Drop the checkpoint of a committed run. It is renamed aside first, so a crash half-way
+    through the removal never leaves a partial ``checkpoint/`` to resume from."""
+    doomed = run_dir / _REMOVED_DIR
+    shutil.rmtree(doomed, ignore_errors=True)
+    if (run_dir / CHECKPOINT_DIR).is_dir():
+        (run_dir / CHECKPOINT_DIR).rename(doomed)
+    for name in (_PREVIOUS_DIR, _STAGING_DIR, _REMOVED_DIR):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
 
 
 def _commit(run_dir: Path, staging: Path) -> None:

@@ -7,12 +7,12 @@ drop the resume checkpoint, record parameters, steps, time and throughput for ``
 
 from __future__ import annotations
 
-import shutil
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from adaptlab.train.checkpoint import remove_checkpoint
 from adaptlab.train.loop import TrainResult, TrainTask, train
 
 if TYPE_CHECKING:  # importing strategies.base at run time would import every strategy
@@ -28,16 +28,19 @@ def parameter_counts(model: nn.Module) -> tuple[int, int]:
 def run_loop(run: RunContext[Any], task: TrainTask) -> TrainResult:
     """Train ``task.model`` with the run's settings into its folder; record what it cost."""
     torch.manual_seed(run.train.seed)
+    if not run.resume:  # a fresh run starts over: a checkpoint left by an earlier fit is stale
+        remove_checkpoint(run.folder)
     result = train(task, run.train, run.folder, resume=run.resume, show_progress=True)
-    # The checkpoint (weights + optimizer state) exists to resume an interrupted run; once the
-    # run is complete the strategy saves its own artefacts and the checkpoint is dead weight.
-    shutil.rmtree(run.folder / "checkpoint", ignore_errors=True)
+    # The checkpoint stays until the run is committed (compare removes it after the manifest):
+    # a crash while the strategy saves or the run is evaluated then resumes without retraining.
     trainable, total = parameter_counts(task.model)
+    if result.earlier_wall_time_s:
+        run.record(resumed_after_train_s=round(result.earlier_wall_time_s, 2))
     run.record(
         trainable_params=trainable,
         total_params=total,
         train_steps=result.steps,
-        train_wall_s=round(result.wall_time_s, 2),
+        train_wall_s=round(result.wall_time_s + result.earlier_wall_time_s, 2),
         train_examples_per_s=round(result.examples_per_s, 1),
         skipped_steps=result.skipped_steps,
     )

@@ -87,6 +87,9 @@ class TrainResult:
     completed: bool
     """False when ``stop_after_steps`` ended the call before the planned last step."""
     wall_time_s: float
+    earlier_wall_time_s: float
+    """Training time of the calls before this one resumed (0.0 for a fresh run): the run's
+    whole training time is the sum."""
     examples_per_s: float
     peak_rss_bytes: int
     """Peak resident memory of the process (includes whatever ran before in it)."""
@@ -283,7 +286,11 @@ def train(
                 if _evaluation_due(run, epoch_ended):
                     write_row(_evaluate(run))
                 interrupted = run.state.global_step == last_step < total
-                if interrupted or _checkpoint_due(run, epoch_ended, checkpoint_steps):
+                # The last step is checkpointed too: the run's owner removes the checkpoint
+                # once the run is committed, so a crash before then (while saving or
+                # evaluating) resumes with nothing left to train.
+                finished = run.state.global_step == total
+                if interrupted or finished or _checkpoint_due(run, epoch_ended, checkpoint_steps):
                     _save_checkpoint(run)
     _restore_best_weights(run)
     run.accelerator.wait_for_everyone()
@@ -739,6 +746,7 @@ def _result(run: _Run, *, completed: bool) -> TrainResult:
         stopped_early=run.state.stopped_early,
         completed=completed,
         wall_time_s=time.perf_counter() - run.started,
+        earlier_wall_time_s=run.state.elapsed_s,
         examples_per_s=session.examples / session.seconds if session.seconds else 0.0,
         # ru_maxrss is in kilobytes on Linux and in bytes on macOS.
         peak_rss_bytes=rss if sys.platform == "darwin" else rss * 1024,
