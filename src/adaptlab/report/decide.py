@@ -423,6 +423,10 @@ def _money(value: float | None) -> str:
 # --------------------------------------------------------------------------- the decision
 
 
+EFFECT_ORDER: tuple[Effect, ...] = ("ranking", "confidence", "flag", "none")
+"""Effects from the one that changes most (the ranking) to the one that changes nothing."""
+
+
 @dataclass(frozen=True)
 class Decision:
     recommended: str
@@ -442,6 +446,29 @@ class Decision:
 
     def fired(self, rule: str) -> tuple[Finding, ...]:
         return tuple(f for f in self.findings if f.fired and f.rule == rule)
+
+    def by_priority(self) -> tuple[Finding, ...]:
+        """Every fired finding, the most telling about this decision first (:meth:`priority`);
+        ties keep the order the rules ran in, so the order is the same on every build."""
+        fired = [f for f in self.findings if f.fired]
+        return tuple(sorted(fired, key=self.priority))
+
+    def priority(self, finding: Finding) -> tuple[int, int]:
+        """Lower comes first: whom the finding is about, then what firing did.
+
+        About the recommendation itself first (what a reader must know before adopting it),
+        then about runs that lost to it (why it won), then about the runner-up (the
+        alternative), then the rest; within each, a finding that moved the ranking before one
+        that lowered confidence, before one that is only reported."""
+        if finding.subject == self.recommended:
+            whom = 0
+        elif finding.other == self.recommended:
+            whom = 1
+        elif self.runner_up is not None and self.runner_up in (finding.subject, finding.other):
+            whom = 2
+        else:
+            whom = 3
+        return whom, EFFECT_ORDER.index(finding.effect)
 
 
 def rank(evidence: Evidence, findings: Sequence[Finding]) -> list[Candidate]:

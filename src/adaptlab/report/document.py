@@ -61,7 +61,15 @@ class Code:
     language: str = ""
 
 
-Block = Paragraph | Bullets | Notice | Table | Image | Code
+@dataclass(frozen=True)
+class Details:
+    """Blocks folded away under a one-line ``summary``, closed until the reader opens them."""
+
+    summary: str
+    blocks: tuple[Block, ...]
+
+
+Block = Paragraph | Bullets | Notice | Table | Image | Code | Details
 
 
 @dataclass(frozen=True)

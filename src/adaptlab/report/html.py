@@ -13,6 +13,7 @@ from adaptlab.report.document import (
     Block,
     Bullets,
     Code,
+    Details,
     Document,
     Image,
     Notice,
@@ -33,10 +34,13 @@ section { margin-top: 2rem; }
 .notice { background: #fff4e5; border-left: 4px solid #e65100; padding: 0.4rem 0.8rem;
           margin: 0.4rem 0; font-family: ui-monospace, monospace; font-size: 0.85rem; }
 .table-wrap { overflow-x: auto; }
-table { border-collapse: collapse; font-size: 0.85rem; margin: 0.6rem 0; }
-th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; }
-th { background: #f0f0f0; } td { max-width: 28rem; } td:first-child { white-space: nowrap; }
-.num { text-align: right; white-space: nowrap; }
+table { border-collapse: collapse; font-size: 0.85rem; margin: 0.6rem 0; max-width: 100%; }
+th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; overflow-wrap: break-word; }
+th { background: #f0f0f0; font-size: 0.8rem; vertical-align: bottom; }
+td { max-width: 28rem; } td:first-child { white-space: nowrap; }
+.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num { white-space: nowrap; font-size: 0.8rem; }
+.ci { display: block; color: #555; font-size: 0.72rem; }
 tbody tr:nth-child(even) { background: #fafafa; }
 figure { margin: 1rem 0; } img { max-width: 100%; height: auto; }
 figcaption { color: #555; font-size: 0.85rem; max-width: 900px; }
@@ -77,6 +81,11 @@ def _block(block: Block) -> str:
         return _table(block)
     if isinstance(block, Image):
         return _image(block)
+    if isinstance(block, Details):
+        inner = "\n".join(_block(b) for b in block.blocks)
+        return (
+            f'<details class="fold"><summary>{escape(block.summary)}</summary>\n{inner}\n</details>'
+        )
     return _code(block)
 
 
@@ -88,7 +97,7 @@ def _table(table: Table) -> str:
     )
     rows = "".join(
         "<tr>"
-        + "".join(f"<td{kind}>{escape(cell)}</td>" for cell, kind in zip(row, kinds, strict=True))
+        + "".join(f"<td{kind}>{_cell(cell)}</td>" for cell, kind in zip(row, kinds, strict=True))
         + "</tr>"
         for row in table.rows
     )
@@ -96,6 +105,15 @@ def _table(table: Table) -> str:
         f'<div class="table-wrap"><table{ident}><thead><tr>{head}</tr></thead>'
         f"<tbody>{rows}</tbody></table></div>"
     )
+
+
+def _cell(cell: str) -> str:
+    """A score's interval ("94.9% [92.8, 96.9]") on a line of its own under the score, so a
+    table of many such columns stays narrow enough for the window."""
+    value, bracket, interval = cell.partition(" [")
+    if not bracket or not value:
+        return escape(cell)
+    return f'{escape(value)} <span class="ci">[{escape(interval)}</span>'
 
 
 def _image(image: Image) -> str:

@@ -7,6 +7,7 @@ from adaptlab.report.document import (
     Block,
     Bullets,
     Code,
+    Details,
     Document,
     Image,
     Notice,
@@ -38,6 +39,10 @@ def _block(block: Block) -> str:
     if isinstance(block, Image):
         plot = block.plot
         return f"_Plot ({plot.title}, in report.html): {_inline(plot.alt)}_"
+    if isinstance(block, Details):
+        # Blank lines around the blocks let GitHub render them as Markdown inside the HTML.
+        inner = "\n\n".join(_block(b) for b in block.blocks)
+        return f"<details><summary>{_inline(block.summary)}</summary>\n\n{inner}\n\n</details>"
     return _code(block)
 
 

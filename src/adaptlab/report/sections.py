@@ -23,6 +23,7 @@ from adaptlab.report.document import (
     Block,
     Bullets,
     Code,
+    Details,
     Document,
     Image,
     Notice,
@@ -100,31 +101,56 @@ def document(data: ReportData) -> Document:
 # --------------------------------------------------------------------------- recommendation
 
 
+REASONS_SHOWN = 3
+"""Findings the recommendation opens with; the rest are folded away under one line."""
+
+
 def recommendation(data: ReportData) -> Section:
     decision = data.decision
     chosen = decision.recommended
+    ranked = decision.by_priority()
+    shown, folded = ranked[:REASONS_SHOWN], ranked[REASONS_SHOWN:]
     blocks: list[Block] = [
         Paragraph(
             f"Recommended: {chosen} (confidence: {decision.confidence}). "
             f"Runner-up: {decision.runner_up or 'none'}."
         ),
         Paragraph(_recommended_facts(data)),
-        Paragraph("Why (the decision rules that fired about it, or about runs it beat):"),
-        Bullets(tuple(_cite(f) for f in decision.reasons) or ("no rule fired about it",)),
+        Paragraph(
+            f"Why (the {len(shown)} most telling of {len(ranked)} findings: about {chosen} "
+            "first, then about runs it beat, then about the runner-up):"
+            if folded
+            else "Why (the decision rules that fired):"
+        ),
+        Bullets(tuple(_cite(f) for f in shown) or ("no rule fired about it",)),
     ]
-    others = [f for f in decision.findings if f.fired and f not in decision.reasons]
-    if others:
-        blocks += [Paragraph("Other findings:"), Bullets(tuple(_cite(f) for f in others))]
+    more = _more_findings(data, folded)
+    if more is not None:
+        blocks.append(more)
+    blocks.append(Paragraph(_ranking_text(data)))
+    return Section("recommendation", "Recommendation", tuple(blocks))
+
+
+def _more_findings(data: ReportData, folded: tuple[Finding, ...]) -> Details | None:
+    """The fired findings past the first few, and every tuned run against the prompted base,
+    folded under one line that says how many there are."""
+    blocks: list[Block] = []
+    if folded:
+        blocks += [Paragraph("Other findings:"), Bullets(tuple(_cite(f) for f in folded))]
     # Every tuned run against the well-prompted base, also where it wins (the rule is quiet
     # then): by how much training beat a good prompt is the question a team lead asks first.
-    prompted = [f for f in decision.findings if f.rule == "tuned_vs_prompted" and f.other]
+    prompted = [f for f in data.decision.findings if f.rule == "tuned_vs_prompted" and f.other]
     if prompted:
         blocks += [
             Paragraph("Each tuned run against the well-prompted base:"),
             Bullets(tuple(_cite(f) for f in prompted)),
         ]
-    blocks.append(Paragraph(_ranking_text(data)))
-    return Section("recommendation", "Recommendation", tuple(blocks))
+    if not blocks:
+        return None
+    parts = [f"{len(folded)} more finding{'' if len(folded) == 1 else 's'}"] if folded else []
+    if prompted:
+        parts.append("each tuned run against the well-prompted base")
+    return Details("; ".join(parts), tuple(blocks))
 
 
 def _recommended_facts(data: ReportData) -> str:

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+from html import escape
 from pathlib import Path
 
 import pytest
@@ -19,10 +20,13 @@ from adaptlab.config import CompareConfig
 from adaptlab.report.build import (
     REPORT_HTML,
     REPORT_MARKDOWN,
+    ReportConfig,
     ReportFiles,
     build_report,
     report_after_compare,
+    report_data,
 )
+from adaptlab.report.decide import Decision, Effect, Finding
 from adaptlab.report.inputs import ReportError, read_inputs
 from adaptlab.report.pairs import paired_differences
 from adaptlab.report.plots import Point, frontier
@@ -271,3 +275,57 @@ def test_hardest_labels_follow_the_recommended_run() -> None:
     scores = {"chosen": {"a": 0.9, "b": 0.2, "c": 0.5}, "other": {"a": 0.0, "b": 1.0, "c": 0.5}}
     assert hardest_first(scores, "chosen") == ["b", "c", "a"]
     assert hardest_first(scores, None) == ["a", "c", "b"]  # by mean: 0.45, 0.5, 0.6
+
+
+def recommendation_box(text: str, start: str, end: str) -> str:
+    return text[text.index(start) :].split(end)[0]
+
+
+@pytest.mark.parametrize("report", ["classification_report", "demo_sized_report"])
+def test_the_recommendation_opens_with_three_reasons_and_folds_every_other_finding(
+    report: str, request: pytest.FixtureRequest
+) -> None:
+    files: ReportFiles = request.getfixturevalue(report)
+    data = report_data(read_inputs([files.html.parent]), ReportConfig())
+    ranked = data.decision.by_priority()
+    cites = [f"[{f.rule}] {f.message}" for f in ranked]
+    html_box = recommendation_box(
+        files.html.read_text(), '<section id="recommendation">', "</section>"
+    )
+    markdown_box = recommendation_box(files.markdown.read_text(), "## Recommendation", "\n## ")
+    for box, quote, opening in (
+        (html_box, escape, '<details class="fold"><summary>'),
+        (markdown_box, str, "<details><summary>"),
+    ):
+        assert box.count("<details") == 1 and "<details open" not in box
+        top, folded = box.split(opening)
+        assert f"Recommended: {files.recommended} (confidence:" in top
+        shown = [cite for cite in cites if quote(cite) in top]
+        assert shown == cites[:3]  # at most three, in the order of priority
+        summary = folded.split("</summary>")[0]
+        assert summary.startswith(f"{len(cites) - 3} more findings")
+        inside = folded.split("</details>")[0]
+        assert all(quote(cite) in inside for cite in cites[3:])  # nothing is lost
+
+
+def test_reasons_about_the_recommendation_come_first() -> None:
+    def finding(rule: str, subject: str, effect: Effect, other: str | None = None) -> Finding:
+        return Finding(rule, subject, True, effect, f"{rule} {subject}", other)
+
+    findings = (
+        finding("sampled_eval", "c", "confidence"),
+        finding("cheaper_within_ci", "b", "ranking", "d"),
+        finding("cheaper_within_ci", "d", "ranking", "a"),
+        finding("tuned_vs_base", "a", "flag"),
+        finding("too_little_data", "a", "confidence"),
+        Finding("tuned_vs_base", "a", False, "none", "quiet"),
+    )
+    decision = Decision("a", "b", "medium", ("a", "b", "c", "d"), findings)
+    ordered = [(f.rule, f.subject) for f in decision.by_priority()]
+    assert ordered == [
+        ("too_little_data", "a"),  # about the recommendation, lowering trust in it
+        ("tuned_vs_base", "a"),
+        ("cheaper_within_ci", "d"),  # a run that lost to it
+        ("cheaper_within_ci", "b"),  # the runner-up
+        ("sampled_eval", "c"),
+    ]

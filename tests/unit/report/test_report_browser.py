@@ -1,15 +1,22 @@
 """The report as a person sees it: headless Chromium renders report.html from a hand-written
 experiment, the rendered DOM holds the recommendation, the leaderboard and every plot (loaded,
 with its alt text), and a screenshot is taken. Skipped, saying why, where no Chromium is
-installed (``.ci/run`` installs Debian's ``chromium`` where apt is available)."""
+installed (``.ci/run`` installs Debian's ``chromium`` where apt is available).
+
+Layout is measured by a script added to a copy of the report (the report itself has none): it
+writes what it measured into the DOM that ``--dump-dom`` prints."""
 
 from __future__ import annotations
 
+import html
+import json
+import re
 import shutil
 import struct
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +32,31 @@ PLOTS = (
 )
 # Chromium as the issue asks; a private profile so parallel runs do not share a lock.
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars")
+WIDTH = 1280
+"""A laptop's browser window: the leaderboard must fit it without sideways scrolling."""
+MEASURE = """<script>
+window.addEventListener("load", () => {
+  const box = document.getElementById("recommendation");
+  const table = document.getElementById("leaderboard-table").getBoundingClientRect();
+  const items = [...box.querySelectorAll("li")];
+  const folds = [...box.querySelectorAll("details")];
+  const measured = {
+    viewport: window.innerWidth,
+    scrollWidth: document.documentElement.scrollWidth,
+    tableLeft: table.left,
+    tableRight: table.right,
+    shown: items.filter((li) => !li.closest("details")).map((li) => li.textContent),
+    folded: items.filter((li) => li.closest("details")).map((li) => li.textContent),
+    foldedVisible: items.filter((li) => li.closest("details") && li.checkVisibility())
+      .length,
+    folds: folds.map((d) => ({open: d.open, summary: d.querySelector("summary").textContent})),
+  };
+  const out = document.createElement("pre");
+  out.id = "measured";
+  out.textContent = JSON.stringify(measured);
+  document.body.appendChild(out);
+});
+</script>"""
 
 
 @pytest.fixture(scope="module")
@@ -94,3 +126,42 @@ def test_chromium_renders_the_report(
     )
     assert png_size(screenshot) == (1280, 2000)
     assert screenshot.stat().st_size > 50_000  # a blank page compresses to a few KB
+
+
+def measure(binary: str, report: Path, tmp_path: Path) -> dict[str, Any]:
+    """The layout of ``report`` in a window ``WIDTH`` pixels wide, as :data:`MEASURE` saw it."""
+    page = tmp_path / "measured.html"
+    page.write_text(report.read_text().replace("</body>", f"{MEASURE}</body>"))
+    dom = chromium(
+        binary,
+        tmp_path / "profile",
+        f"--window-size={WIDTH},900",
+        "--virtual-time-budget=5000",  # let the load event fire before the DOM is dumped
+        "--dump-dom",
+        page.as_uri(),
+    ).stdout
+    found = re.search(r'<pre id="measured">(.*?)</pre>', dom, re.DOTALL)
+    assert found, "the measuring script did not run"
+    measured: dict[str, Any] = json.loads(html.unescape(found.group(1)))
+    return measured
+
+
+def test_a_demo_sized_report_fits_a_laptop_window(
+    browser: str, demo_sized_report: ReportFiles, tmp_path: Path
+) -> None:
+    layout = measure(browser, demo_sized_report.html, tmp_path)
+    assert layout["viewport"] == WIDTH
+    assert layout["scrollWidth"] <= WIDTH, layout
+    assert layout["tableLeft"] >= 0 and layout["tableRight"] <= WIDTH, layout
+
+
+def test_the_recommendation_shows_three_reasons_and_folds_the_rest(
+    browser: str, demo_sized_report: ReportFiles, tmp_path: Path
+) -> None:
+    layout = measure(browser, demo_sized_report.html, tmp_path)
+    assert 1 <= len(layout["shown"]) <= 3
+    assert all(item.startswith("[") for item in layout["shown"])  # each cites its rule
+    (fold,) = layout["folds"]
+    assert fold["open"] is False
+    assert re.match(r"\d+ more findings?\b", fold["summary"])
+    assert layout["folded"] and layout["foldedVisible"] == 0  # closed: nothing of it shows
