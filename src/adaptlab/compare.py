@@ -60,7 +60,6 @@ from adaptlab.report.inputs import COMPARISON, EXPERIMENT
 from adaptlab.runs import (
     CONFIG,
     ERROR,
-    GENERATIONS,
     RunFolder,
     base_manifest,
     dependency_fingerprints,
@@ -356,7 +355,7 @@ def _evaluate(
             raise TypeError(f"strategy '{name}' returned {type(model).__name__}, not a Generator")
         payload, answers = evaluate_generator(model, task, settings, indices)
         folder.write_prediction_arrays(answers.arrays())
-        folder.write_jsonl(GENERATIONS, answers.rows())
+        folder.write_generations(answers.rows())
         return payload
     if not isinstance(model, Classifier):
         raise TypeError(f"strategy '{name}' returned {type(model).__name__}, not a Classifier")

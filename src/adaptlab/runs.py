@@ -300,6 +300,47 @@ def parse_cost(payload: dict[str, Any], folder: Path) -> Cost:
 
 
 @dataclass(frozen=True)
+class GenerationRow:
+    """One line of ``generations.jsonl``: a generator's answer to one eval request."""
+
+    index: int
+    """The request's position in the locked eval set."""
+    text: str
+    finished: bool
+    """It ended by itself (end of turn), not at ``max_new_tokens``."""
+    prompt_tokens: int
+    generated_tokens: int
+
+
+_GENERATION_FIELDS = {
+    "index": "integer",
+    "text": "string",
+    "finished": "boolean",
+    "prompt_tokens": "integer",
+    "generated_tokens": "integer",
+}
+
+
+def parse_generations(text: str, folder: Path) -> tuple[GenerationRow, ...]:
+    """The rows of ``generations.jsonl``, or :class:`RunError` naming the file, line and field."""
+    path = folder / GENERATIONS
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        where = Path(f"{path}:{number}")
+        try:
+            payload = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RunError(f"{where}: not JSON: {exc.msg}") from None
+        if not isinstance(payload, dict):
+            raise RunError(f"{where}: expected a JSON object")
+        values = {
+            k: _field(where, payload, k, kind, True) for k, kind in _GENERATION_FIELDS.items()
+        }
+        rows.append(GenerationRow(**values))
+    return tuple(rows)
+
+
+@dataclass(frozen=True)
 class RunRecord:
     """One finished run, as read from its folder: the only way later stages see a run."""
 
@@ -337,6 +378,18 @@ class RunRecord:
     @property
     def indices(self) -> np.ndarray:
         return self.predictions["indices"]
+
+    @cached_property
+    def generations(self) -> tuple[GenerationRow, ...]:
+        """A generator's answers (read on first use); empty for a classifier's run."""
+        path = self.folder / GENERATIONS
+        if self.kind != "generative" and not path.exists():
+            return ()
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RunError(f"{path}: unreadable: {exc}") from None
+        return parse_generations(text, self.folder)
 
 
 def read_run(folder: Path, *, predictions: bool = True) -> RunRecord:
@@ -423,9 +476,11 @@ class RunFolder:
         parse_manifest(payload, self.path)
         self.write_json(MANIFEST, payload)
 
-    def write_jsonl(self, name: str, rows: list[dict[str, Any]]) -> None:
+    def write_generations(self, rows: list[dict[str, Any]]) -> None:
+        """``generations.jsonl``, checked as :meth:`write_eval` checks ``eval.json``."""
         text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        write_text_atomic(self.path / name, text)
+        parse_generations(text, self.path)
+        write_text_atomic(self.path / GENERATIONS, text)
 
     def write_predictions(
         self, probabilities: np.ndarray, gold: np.ndarray, indices: np.ndarray

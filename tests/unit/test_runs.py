@@ -156,3 +156,31 @@ def test_a_profile_round_trips_and_refuses_unknown_values() -> None:
         StrategyProfile(role="tuned", method="magic")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="tasks"):
         StrategyProfile(role="tuned", method="full", tasks=("poetry",))  # type: ignore[arg-type]
+
+
+GENERATION = {"index": 3, "text": '{"time": "7pm"}', "finished": True, "prompt_tokens": 40}
+
+
+def test_generations_are_typed_rows_and_a_bad_line_is_named(tmp_path: Path) -> None:
+    folder = write_run(tmp_path / "sft_lora")
+    run = RunFolder(folder)
+    run.write_generations([{**GENERATION, "generated_tokens": 6}])
+    [row] = read_run(folder).generations
+    assert (row.index, row.text, row.finished, row.generated_tokens) == (
+        3,
+        '{"time": "7pm"}',
+        True,
+        6,
+    )
+
+    with pytest.raises(RunError, match="generated_tokens' should be an integer, found missing"):
+        run.write_generations([{**GENERATION, "generated_tokens": 6}, GENERATION])
+    (folder / "generations.jsonl").write_text(
+        json.dumps({**GENERATION, "generated_tokens": 6}) + "\n{"
+    )
+    with pytest.raises(RunError, match=r"generations.jsonl:2: not JSON"):
+        _ = read_run(folder).generations
+
+
+def test_a_classifier_run_has_no_generations(tmp_path: Path) -> None:
+    assert read_run(write_run(tmp_path / "lora_r8")).generations == ()
