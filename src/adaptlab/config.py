@@ -310,6 +310,11 @@ def load_config(
     """Read a YAML file and validate it into ``model``, or raise :class:`ConfigError`."""
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:  # before reading it: a config is never this large
+            raise ConfigError(
+                f"{path}: {size:,} bytes; a config may have at most {MAX_CONFIG_BYTES:,}: refused"
+            )
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config: {exc}") from exc
@@ -320,11 +325,7 @@ def parse_config(
     text: str, source: str, model: type[ModelT], check: ExperimentCheck | None = None
 ) -> ModelT:
     """Validate YAML ``text`` (named ``source`` in errors) into ``model``."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+    node, raw = read_yaml(text, source)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -337,6 +338,83 @@ def parse_config(
     if check is not None and isinstance(config, ExperimentConfig):
         check(config, source, lines)
     return config
+
+
+MAX_CONFIG_BYTES = 1_000_000
+"""A config is a page of settings; a larger file is refused before it is parsed."""
+MAX_CONFIG_VALUES = 100_000
+"""Values a config may hold once its aliases are expanded (a 700-byte "billion laughs" file
+expands to billions): counted on the composed graph, without expanding it."""
+
+
+def read_yaml(text: str, source: str) -> tuple[yaml.Node | None, Any]:
+    """The composed YAML tree and the value of ``text``, bounded: at most
+    :data:`MAX_CONFIG_BYTES`, at most :data:`MAX_CONFIG_VALUES` values with aliases expanded,
+    and no key twice in one mapping (YAML keeps the last silently; here both lines are named)."""
+    size = len(text.encode("utf-8"))
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{source}: {size:,} bytes; a config may have at most {MAX_CONFIG_BYTES:,}: refused"
+        )
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+    if node is None:
+        return None, None
+    values = _expanded_size(node, {}, MAX_CONFIG_VALUES)
+    if values > MAX_CONFIG_VALUES:
+        raise ConfigError(
+            f"{source}: its aliases expand to more than {MAX_CONFIG_VALUES:,} values (a YAML "
+            "alias bomb?): refused without expanding them"
+        )
+    _refuse_duplicate_keys(node, source, set())
+    try:
+        return node, yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], limit: int) -> int:
+    """How many values ``node`` holds with every alias expanded; computed once per node (an
+    alias is the same node object), so the count costs the size of the file, not of the
+    expansion. Stops counting past ``limit``."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    total = 1
+    children: list[yaml.Node] = []
+    if isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    elif isinstance(node, yaml.SequenceNode):
+        children = list(node.value)
+    for child in children:
+        total += _expanded_size(child, sizes, limit)
+        if total > limit:
+            break
+    sizes[id(node)] = total
+    return total
+
+
+def _refuse_duplicate_keys(node: yaml.Node, source: str, seen: set[int]) -> None:
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                line = key_node.start_mark.line + 1
+                if key_node.value in first:
+                    raise ConfigError(
+                        f"{source}:{line}: key '{key_node.value}' is given twice in one mapping "
+                        f"(first on line {first[key_node.value]}): keep one"
+                    )
+                first[key_node.value] = line
+            _refuse_duplicate_keys(value_node, source, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            _refuse_duplicate_keys(child, source, seen)
 
 
 def _key_lines(node: yaml.Node, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:

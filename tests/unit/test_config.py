@@ -160,3 +160,44 @@ def test_ordinary_names_pass() -> None:
     text = "name: demo-1.2_b\nstrategies:\n  lora_r8: {strategy: lora}\n  setfit.k8: {}\n"
     config = parse_config(text, "x.yaml", ExperimentConfig)
     assert (config.name, list(config.strategies)) == ("demo-1.2_b", ["lora_r8", "setfit.k8"])
+
+
+BOMB = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{name}: &{name} [{', '.join([f'*{previous}'] * 9)}]\n"
+    for previous, name in zip("abcdefgh", "bcdefghi", strict=True)
+)  # 9**9 = 387 million values once expanded, from 400 bytes
+
+
+def test_an_alias_bomb_is_refused_without_expanding_it() -> None:
+    assert len(BOMB) < 500
+    with pytest.raises(ConfigError, match="aliases expand to more than 100,000 values"):
+        parse_config(BOMB, "bomb.yaml", ExperimentConfig)
+
+
+def test_ordinary_aliases_still_work() -> None:
+    text = (
+        "strategies:\n  lora_r8: &small {strategy: lora, train: {num_epochs: 2}}\n"
+        "  lora_r16: *small\n"
+    )
+    config = parse_config(text, "x.yaml", ExperimentConfig)
+    assert config.strategies["lora_r8"] == config.strategies["lora_r16"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("train:\n  seed: 1\n  seed: 2\n", "x.yaml:3: key 'seed' is given twice in one mapping "),
+        ("name: a\nmodel: {}\nname: b\n", "x.yaml:3: key 'name' is given twice"),
+    ],
+)
+def test_a_duplicate_key_is_refused_with_both_lines(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        parse_config(text, "x.yaml", ExperimentConfig)
+    assert "(first on line" in str(caught.value)
+
+
+def test_a_huge_config_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "huge.yaml"
+    path.write_text("# padding\n" * 200_000)
+    with pytest.raises(ConfigError, match=r"huge.yaml: 2,000,000 bytes; a config may have at most"):
+        load_config(path)

@@ -26,11 +26,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from annotated_types import Ge, Gt, Le
 from pydantic import Field, ValidationError
 
-from adaptlab.config import ConfigError, Section, _describe, _key_lines, parse_config
+from adaptlab.config import (
+    ConfigError,
+    Section,
+    _describe,
+    _key_lines,
+    parse_config,
+    read_yaml,
+)
 
 MEASURED_PROFILE = "cpu_2core"
 """The profile of the machine adaptlab's own runs are measured on."""
@@ -170,7 +176,7 @@ def load_hardware(path: str | Path | None = None) -> dict[str, HardwareProfile]:
 def parse_hardware(text: str, source: str) -> dict[str, HardwareProfile]:
     """Validate YAML ``text`` (named ``source`` in errors) into profiles, built-ins included."""
     file = parse_config(text, source=source, model=HardwareFile)
-    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    node, _ = read_yaml(text, source)  # bounded, as parse_config read it
     lines = _key_lines(node) if node is not None else {}
     profiles = dict(BUILTIN_PROFILES)
     for name, raw in file.profiles.items():
