@@ -271,10 +271,17 @@ def compare_command(
     ] = None,
     output_dir: Annotated[str | None, typer.Option(help="Where runs are written.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Redo runs that are up to date.")] = False,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait", help="If another compare is writing this experiment, wait for it to end."
+        ),
+    ] = False,
 ) -> None:
     """Run every strategy on the same data and locked eval set; print the leaderboard."""
     from adaptlab.compare import compare
     from adaptlab.data.contamination import ContaminationError
+    from adaptlab.paths import FolderBusyError
     from adaptlab.runs import RunError
 
     _quiet_libraries()
@@ -283,8 +290,8 @@ def compare_command(
         if output_dir is not None:
             experiment = experiment.model_copy(update={"output_dir": output_dir})
         with _progress() as track:
-            result = compare(experiment, strategy, track, log=_log, force=force)
-    except (ConfigError, DataError, ContaminationError, RunError, KeyError) as exc:
+            result = compare(experiment, strategy, track, log=_log, force=force, wait=wait)
+    except (ConfigError, DataError, ContaminationError, RunError, FolderBusyError, KeyError) as exc:
         _fail(str(exc.args[0] if isinstance(exc, KeyError) else exc))
         return
     _print_leaderboard(result.comparison)

@@ -53,7 +53,7 @@ from adaptlab.evaluate.harness import evaluate_classifier, evaluate_generator, s
 from adaptlab.evaluate.slots import normalise_value
 from adaptlab.models.causal_lm import CausalLM
 from adaptlab.models.encoder import model_fingerprint, weights_bytes
-from adaptlab.paths import inside, read_json_object, write_text_atomic
+from adaptlab.paths import inside, one_writer, read_json_object, write_text_atomic
 from adaptlab.profile import TaskKind
 from adaptlab.report.build import report_after_compare
 from adaptlab.report.inputs import COMPARISON, EXPERIMENT
@@ -448,8 +448,23 @@ def compare(
     track: Track = no_progress,
     log: Log = print,
     force: bool = False,
+    wait: bool = False,
 ) -> Comparison:
-    """Prepare data, run every requested strategy, and write the comparison."""
+    """Prepare data, run every requested strategy, and write the comparison.
+
+    One ``compare`` writes an experiment folder at a time: a second one fails at once naming
+    the first (:class:`~adaptlab.paths.FolderBusyError`), or with ``wait`` waits for it."""
+    with one_writer(experiment_dir(experiment), "adaptlab compare", wait=wait):
+        return _compare(experiment, names, track, log, force)
+
+
+def _compare(
+    experiment: ExperimentConfig,
+    names: Sequence[str] | None,
+    track: Track,
+    log: Log,
+    force: bool,
+) -> Comparison:
     prepared = prepare_experiment_data(experiment, track, log)
     task = experiment_task(prepared)
     ordered = ordered_strategies(names, experiment, task.kind)

@@ -8,8 +8,11 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
+
+import filelock
 
 
 def inside(root: Path, name: str) -> Path:
@@ -106,6 +109,52 @@ def write_folder(folder: Path, write: Callable[[Path], Any]) -> None:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+WRITER_LOCK = ".adaptlab.lock"
+"""The advisory lock of a folder with one writer at a time (an experiment folder); beside it,
+``.adaptlab.lock.json`` says who holds it."""
+
+
+class FolderBusyError(RuntimeError):
+    """Another process holds the folder's writer lock; the message names it."""
+
+
+@contextmanager
+def one_writer(folder: Path, what: str, *, wait: bool = False) -> Iterator[None]:
+    """Hold ``folder``'s writer lock while the block runs (``what`` says what holds it).
+
+    The lock is the operating system's (``flock``, through ``filelock``): it is released when
+    the holder exits, killed included, so it is never left stale. A second writer fails at
+    once with :class:`FolderBusyError` naming the holder's PID and start time, or with
+    ``wait`` waits for it.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    holder = folder / f"{WRITER_LOCK}.json"
+    lock = filelock.FileLock(folder / WRITER_LOCK, timeout=-1 if wait else 0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise FolderBusyError(
+            f"{folder} is being written by {_holder(holder)}: wait for it to finish, or pass "
+            "--wait to start when it has"
+        ) from None
+    try:
+        started = datetime.now(UTC).isoformat(timespec="seconds")
+        facts = {"pid": os.getpid(), "started_at": started, "what": what}
+        write_text_atomic(holder, json.dumps(facts) + "\n")
+        yield
+    finally:
+        holder.unlink(missing_ok=True)
+        lock.release()
+
+
+def _holder(path: Path) -> str:
+    facts = read_json_object(path) or {}
+    if not facts:
+        return "another process"
+    what, pid, started = facts.get("what", "a process"), facts.get("pid"), facts.get("started_at")
+    return f"{what} (PID {pid}, started {started})"
 
 
 def _umask() -> int:
