@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -449,7 +450,7 @@ def _check_classification(
     if label_name not in row:
         return [*issues, _issue(path, line, "missing_field", "no label", field=label_name)]
     label = row[label_name]
-    if label is None or (isinstance(label, str) and not label.strip()):
+    if label is None or (isinstance(label, str) and is_blank(label)):
         issues.append(_issue(path, line, "missing_label", "the label is empty", field=label_name))
     elif isinstance(label, bool) or not isinstance(label, str | int):
         issues.append(
@@ -501,9 +502,15 @@ def _check_text_fields(
                     field=name,
                 )
             )
-        elif name in required and name not in may_be_empty and not value.strip():
+        elif name in required and name not in may_be_empty and is_blank(value):
             issues.append(_issue(path, line, "empty_text", "the text is empty", field=name))
     return issues
+
+
+def is_blank(text: str) -> bool:
+    """Nothing a reader (or a model) sees: only whitespace and invisible format characters
+    (zero-width space and joiners, byte-order marks, bidi marks: Unicode category Cf)."""
+    return all(c.isspace() or unicodedata.category(c) == "Cf" for c in text)
 
 
 def _check_chat(path: str, line: int, row: dict[str, Any]) -> list[DataIssue]:
@@ -593,7 +600,7 @@ def _check_content(path: str, line: int, where: str, message: dict[str, Any]) ->
     issues = []
     content = message.get("content")
     if "content" in message and (
-        content is None or (isinstance(content, str) and not content.strip())
+        content is None or (isinstance(content, str) and is_blank(content))
     ):
         issues.append(
             _issue(path, line, "missing_content", "the content is empty", field=f"{where}.content")

@@ -417,7 +417,10 @@ def prepare_data(
     ``decontaminate`` is set; the choice is recorded in the lock.
     """
     if strict and result.has_issues:
-        raise DataError("--strict: the data has issues (see data_report.md); nothing was written")
+        raise DataError(
+            "--strict: the data has issues (see data_report.md, written so you can read them); "
+            "the prepared data and the eval lock were not written"
+        )
     train, eval_part = result.train, result.eval
     notes: list[str] = []
     if eval_part is None:

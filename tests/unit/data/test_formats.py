@@ -270,3 +270,18 @@ def test_hub_names_go_to_hf_datasets_with_the_split(monkeypatch: pytest.MonkeyPa
     assert calls == [("PolyAI/banking77", "test")]
     assert [r.data for r in data.records] == [{"text": "hello", "label": 0}]
     assert issues_by_line(data.issues) == {2: "empty_text"}
+
+
+@pytest.mark.parametrize("invisible", ["\u200b\u200b", "\u200d \ufeff", "\u2060\u200e\t"])
+def test_text_of_only_invisible_characters_is_empty(tmp_path: Path, invisible: str) -> None:
+    path = write_lines(
+        tmp_path / "d.jsonl",
+        [
+            json.dumps({"text": "a real question", "label": "x"}),
+            json.dumps({"text": invisible, "label": "y"}),
+            json.dumps({"text": f"zero{invisible}width inside is kept", "label": "y"}),
+        ],
+    )
+    data = load(path)
+    assert issues_by_line(data.issues) == {2: "empty_text"}
+    assert [r.line for r in data.records] == [1, 3]
