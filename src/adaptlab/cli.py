@@ -22,6 +22,7 @@ from rich.table import Table
 from adaptlab.config import ConfigError, ExperimentConfig, reference
 from adaptlab.data.contamination import ContaminationError
 from adaptlab.data.issues import DataError
+from adaptlab.paths import FolderBusyError, OutputError, writable_folder
 
 HELP = (
     "adaptlab runs every way to adapt a pretrained model to your task (prompting, retrieval, "
@@ -143,6 +144,7 @@ def data_check(
     from adaptlab.data.pipeline import check_data, write_report
 
     try:
+        writable_folder(out)  # before minutes of checking, not after
         experiment = _experiment(
             config,
             train,
@@ -153,7 +155,7 @@ def data_check(
         with _progress() as track:
             result = check_data(experiment.data, experiment.model, track)
         json_path, md_path = write_report(result.report, out)
-    except (ConfigError, DataError) as exc:
+    except (ConfigError, DataError, OutputError) as exc:
         _fail(str(exc))
         return
     _print_summary(result.report)
@@ -196,6 +198,7 @@ def data_prepare(
         "decontaminate": decontaminate or None,
     }
     try:
+        writable_folder(out)
         experiment = _experiment(config, train, eval_file, overrides, {"base_model": base_model})
         with _progress() as track:
             result = check_data(experiment.data, experiment.model, track)
@@ -204,7 +207,7 @@ def data_prepare(
     except ContaminationError as exc:
         _fail(str(exc), code=1)
         return
-    except (ConfigError, DataError) as exc:
+    except (ConfigError, DataError, OutputError) as exc:
         _fail(str(exc), code=1 if strict else 2)
         return
     _print_summary(result.report)
@@ -281,7 +284,6 @@ def compare_command(
     """Run every strategy on the same data and locked eval set; print the leaderboard."""
     from adaptlab.compare import compare
     from adaptlab.data.contamination import ContaminationError
-    from adaptlab.paths import FolderBusyError
     from adaptlab.runs import RunError
 
     _quiet_libraries()
@@ -291,7 +293,15 @@ def compare_command(
             experiment = experiment.model_copy(update={"output_dir": output_dir})
         with _progress() as track:
             result = compare(experiment, strategy, track, log=_log, force=force, wait=wait)
-    except (ConfigError, DataError, ContaminationError, RunError, FolderBusyError, KeyError) as exc:
+    except (
+        ConfigError,
+        DataError,
+        ContaminationError,
+        RunError,
+        FolderBusyError,
+        OutputError,
+        KeyError,
+    ) as exc:
         _fail(str(exc.args[0] if isinstance(exc, KeyError) else exc))
         return
     _print_leaderboard(result.comparison)

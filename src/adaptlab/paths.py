@@ -27,6 +27,29 @@ def inside(root: Path, name: str) -> Path:
     return path
 
 
+class OutputError(ValueError):
+    """A folder adaptlab was told to write into cannot be written; the message says why."""
+
+
+def writable_folder(folder: Path) -> Path:
+    """``folder``, created if need be, once a file could be made in it; otherwise
+    :class:`OutputError` naming it and the reason (a file in the way, no permission, a
+    read-only or virtual file system such as ``/proc``)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".adaptlab.probe.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except FileExistsError:
+        raise OutputError(
+            f"{folder}: cannot write here: a file of that name is in the way"
+        ) from None
+    except OSError as exc:
+        reason = exc.strerror or exc.__class__.__name__
+        raise OutputError(f"{folder}: cannot write here: {reason}") from None
+    return folder
+
+
 def cache_dir() -> Path:
     """The cache for derived artefacts (demo data, converted models, embeddings).
 
@@ -129,7 +152,7 @@ def one_writer(folder: Path, what: str, *, wait: bool = False) -> Iterator[None]
     once with :class:`FolderBusyError` naming the holder's PID and start time, or with
     ``wait`` waits for it.
     """
-    folder.mkdir(parents=True, exist_ok=True)
+    writable_folder(folder)
     holder = folder / f"{WRITER_LOCK}.json"
     lock = filelock.FileLock(folder / WRITER_LOCK, timeout=-1 if wait else 0)
     try:

@@ -172,3 +172,15 @@ def test_version_prints_the_installed_version() -> None:
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0, result.output
     assert result.output.strip() == f"adaptlab {version('adaptlab')}"
+
+
+@pytest.mark.parametrize("command", [["data", "check"], ["data", "prepare"]])
+def test_an_output_folder_that_cannot_be_written_is_a_message_not_a_traceback(
+    tmp_path: Path, train_file: Path, command: list[str]
+) -> None:
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file, not a folder")
+    result = runner.invoke(app, [*command, str(train_file), "--out", str(blocker)])
+    assert result.exit_code == 2
+    assert "cannot write here: a file of that name is in the way" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from adaptlab.paths import atomic_write, inside, write_folder, write_text_atomic
+from adaptlab.paths import (
+    OutputError,
+    atomic_write,
+    inside,
+    writable_folder,
+    write_folder,
+    write_text_atomic,
+)
 
 
 def test_an_atomic_write_gets_the_permissions_of_any_other_new_file(tmp_path: Path) -> None:
@@ -50,3 +57,16 @@ def test_inside_refuses_a_name_that_leaves_its_root(tmp_path: Path, name: str) -
 
 def test_inside_keeps_a_plain_name_under_its_root(tmp_path: Path) -> None:
     assert inside(tmp_path / "runs", "lora_r8") == tmp_path / "runs" / "lora_r8"
+
+
+def test_writable_folder_names_what_is_in_the_way(tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="a_file: cannot write here: a file of that name"):
+        writable_folder(blocker)
+    with pytest.raises(OutputError, match="a_file/sub: cannot write here: Not a directory"):
+        writable_folder(blocker / "sub")
+    with pytest.raises(OutputError, match="cannot write here"):
+        writable_folder(Path("/proc/adaptlab-test"))
+    assert writable_folder(tmp_path / "new" / "deep").is_dir()
+    assert list((tmp_path / "new" / "deep").iterdir()) == []  # the probe is gone

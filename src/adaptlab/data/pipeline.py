@@ -45,7 +45,7 @@ from adaptlab.data.report import (
     safe_sample,
     to_markdown,
 )
-from adaptlab.paths import atomic_write, write_text_atomic
+from adaptlab.paths import atomic_write, writable_folder, write_text_atomic
 
 MAX_LISTED = 1_000  # issues/groups listed in full in data_report.json; counts are always exact
 
@@ -390,6 +390,7 @@ def _flag_long(part: Part, lengths: list[int], limit: int) -> None:
 
 def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     """``data_report.json`` and ``data_report.md`` in ``out_dir``, written atomically."""
+    writable_folder(out_dir)
     json_path, md_path = out_dir / "data_report.json", out_dir / "data_report.md"
     write_text_atomic(json_path, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     write_text_atomic(md_path, to_markdown(report))

@@ -17,7 +17,7 @@ from pydantic import Field
 from adaptlab.config import Section
 from adaptlab.cost.hardware import HardwareProfile, get_profile, load_hardware
 from adaptlab.cost.projection import ProjectionConfig
-from adaptlab.paths import write_text_atomic
+from adaptlab.paths import writable_folder, write_text_atomic
 from adaptlab.report import html, markdown
 from adaptlab.report.decide import DecisionConfig, decide, evidence_from_comparison
 from adaptlab.report.deployment import project
@@ -66,7 +66,7 @@ def build_report(
 def write_report(inputs: ReportInputs, settings: ReportConfig, out: Path) -> ReportFiles:
     data = report_data(inputs, settings)
     report = document(data)
-    html_path, markdown_path = out / REPORT_HTML, out / REPORT_MARKDOWN
+    html_path, markdown_path = writable_folder(out) / REPORT_HTML, out / REPORT_MARKDOWN
     write_text_atomic(html_path, html.render(report))
     write_text_atomic(markdown_path, markdown.render(report))
     return ReportFiles(html_path, markdown_path, data.decision.recommended, inputs.left_out)
