@@ -198,24 +198,65 @@ def _read_csv(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, Any] 
     # surrogateescape keeps undecodable bytes as lone surrogates, so one bad byte costs one
     # record (reported) instead of the whole file.
     with path.open(encoding="utf-8", errors="surrogateescape", newline="") as handle:
-        reader = csv.reader(handle, delimiter=delimiter, strict=False)
-        header, bom = _read_header(path, reader)
-        if bom:
-            yield 1, _bom_issue(path)
-        last_line = reader.line_num
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                yield reader.line_num, _issue(path, reader.line_num, "invalid_csv", str(exc))
-                last_line = reader.line_num
-                continue
-            start, last_line = last_line + 1, reader.line_num
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue
-            yield start, _csv_record(path, start, header, row)
+        lines = handle.readlines()  # split where csv splits (newline="": only CR, LF, CRLF)
+    reader = csv.reader(lines, delimiter=delimiter, strict=False)
+    header, bom = _read_header(path, reader)
+    if bom:
+        yield 1, _bom_issue(path)
+    offset, consumed = 0, reader.line_num  # lines before the reader's; lines it has read
+    while True:
+        rest = lines[offset:]
+        for line, item in _csv_rows(path, header, rest, reader, offset, consumed):
+            if item is None:
+                # A quote opened on this line is never closed: csv read the rest of the file as
+                # one field. Report the line, and read on from the next one.
+                yield (
+                    line,
+                    _issue(
+                        path,
+                        line,
+                        "unterminated_quote",
+                        f'a " opened here is never closed (lines {line}-{len(lines)} would be one '
+                        "field); the line is left out and the lines after it are read",
+                    ),
+                )
+                offset, consumed = line, 0
+                reader = csv.reader(lines[offset:], delimiter=delimiter, strict=False)
+                break
+            yield line, item
+        else:
+            return
+
+
+def _csv_rows(
+    path: Path, header: list[str], lines: list[str], reader: Any, offset: int, consumed: int
+) -> Iterator[tuple[int, dict[str, Any] | DataIssue | None]]:
+    """The records of ``reader`` (which reads ``lines``, the file's lines after line
+    ``offset``, and has read ``consumed`` of them) by their first line; ``None`` for one whose
+    quoted field runs to the end of the file."""
+    last_line = consumed
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            line = offset + reader.line_num
+            yield line, _issue(path, line, "invalid_csv", str(exc))
+            last_line = reader.line_num
+            continue
+        start, last_line = offset + last_line + 1, reader.line_num
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue
+        # a record that runs to the end of the file with an odd number of quotes in its lines
+        # holds a quote that was never closed
+        if (
+            reader.line_num >= len(lines)
+            and sum(x.count('"') for x in lines[start - offset - 1 :]) % 2
+        ):
+            yield start, None
+            return
+        yield start, _csv_record(path, start, header, row)
 
 
 def _read_header(path: Path, reader: Any) -> tuple[list[str], bool]:

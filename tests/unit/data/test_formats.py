@@ -285,3 +285,21 @@ def test_text_of_only_invisible_characters_is_empty(tmp_path: Path, invisible: s
     data = load(path)
     assert issues_by_line(data.issues) == {2: "empty_text"}
     assert [r.line for r in data.records] == [1, 3]
+
+
+def test_an_unterminated_quote_is_reported_and_the_rest_of_the_file_is_kept(
+    tmp_path: Path,
+) -> None:
+    good = [f"question {n},label{n % 3}" for n in range(1, 61)]
+    lines = ["text,label", *good[:10], '"a quote never closed,label1', *good[10:]]
+    data = load(write_lines(tmp_path / "d.csv", lines))
+    assert issues_by_line(data.issues) == {12: "unterminated_quote"}
+    assert [f"{r.data['text']},{r.data['label']}" for r in data.records] == good  # all 60 kept
+    assert "never closed" in data.issues[0].message
+
+
+def test_a_closed_multi_line_field_at_the_end_is_not_a_broken_quote(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "d.csv", ["text,label", "plain,a", '"two', 'lines",b'])
+    data = load(path)
+    assert data.issues == []
+    assert [r.data["text"] for r in data.records] == ["plain", "two\nlines"]
