@@ -140,26 +140,33 @@ def _scrub(part: Part, data: DataConfig, track: Track, role: str) -> None:
 def scrub_record(
     layout: LoadedData | Layout, row: dict[str, Any], types: Sequence[str]
 ) -> tuple[dict[str, Any], Counter[str]]:
-    """A copy of ``row`` with PII replaced in its text fields (labels and keys untouched)."""
+    """A copy of ``row`` with PII replaced in every string it carries onward: the text, any
+    other column or key, nested values, and every field of every chat message (``content``,
+    ``name``...). Only the label and a message's ``role`` are left as they are: they are
+    vocabulary, not text."""
     counts: Counter[str] = Counter()
 
     def clean(value: Any) -> Any:
-        if not isinstance(value, str):
-            return value
-        text, found = scrub(value, types)
-        counts.update(found)
-        return text
+        if isinstance(value, str):
+            text, found = scrub(value, types)
+            counts.update(found)
+            return text
+        if isinstance(value, list):
+            return [clean(item) for item in value]
+        if isinstance(value, dict):
+            return {key: clean(item) for key, item in value.items()}
+        return value
 
-    out = dict(row)
-    if layout.format == "classification":
-        assert layout.text_field
-        out[layout.text_field] = clean(row[layout.text_field])
-    elif layout.format == "chat":
-        out["messages"] = [{**m, "content": clean(m.get("content"))} for m in row["messages"]]
-    else:
-        for key in ("prompt", "completion", "instruction", "input", "output"):
-            if key in row:
-                out[key] = clean(row[key])
+    # the label as it is; chat messages below, each with its role as it is
+    kept = {"classification": {layout.label_field}, "chat": {"messages"}}.get(layout.format, set())
+    out = {key: value if key in kept else clean(value) for key, value in row.items()}
+    if layout.format == "chat":
+        out["messages"] = [
+            {key: value if key == "role" else clean(value) for key, value in message.items()}
+            if isinstance(message, dict)
+            else clean(message)
+            for message in row["messages"]
+        ]
     return out, counts
 
 

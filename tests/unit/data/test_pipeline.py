@@ -261,3 +261,41 @@ class _WordCounter:
 
     def __call__(self, texts: list[str], add_special_tokens: bool = True) -> dict[str, Any]:
         return {"input_ids": [text.split() for text in texts]}
+
+
+def test_pii_in_any_kept_field_is_scrubbed(tmp_path: Path, tokenizer: Any) -> None:
+    rows = dataset()
+    rows[0] = {
+        "text": "where is my refund",
+        "label": "refund",
+        "customer": "jane.doe@example.com",
+        "notes": {"callback": ["+44 20 7946 0958"]},
+    }
+    result, config = check(tmp_path, rows, tokenizer)
+    assert result.report["pii"]["counts"]["train"]["EMAIL"] == 1
+    assert result.report["pii"]["counts"]["train"]["PHONE"] == 1
+    prepared = prepare_data(result, config, tmp_path / "out")
+    written = prepared.train_path.read_text() + prepared.eval_path.read_text()
+    for secret in ("jane.doe@example.com", "7946 0958"):
+        assert secret not in written
+    assert '"label": "refund"' in written  # the label is vocabulary, left as it is
+
+
+def test_pii_in_a_chat_message_name_is_scrubbed(tmp_path: Path, tokenizer: Any) -> None:
+    chats = [
+        {
+            "messages": [
+                {"role": "user", "name": "jane.doe@example.com", "content": f"book table {n}"},
+                {"role": "assistant", "content": f"booked {n} for you, call +44 20 7946 0958"},
+            ]
+        }
+        for n in range(12)
+    ]
+    path = write_jsonl(tmp_path / "chat.jsonl", chats)
+    config = DataConfig(train=str(path))
+    result = check_data(config, ModelConfig(sequence_len=64), tokenizer=tokenizer)
+    assert result.report["pii"]["counts"]["train"]["EMAIL"] == 12
+    prepared = prepare_data(result, config, tmp_path / "out")
+    written = prepared.train_path.read_text() + prepared.eval_path.read_text()
+    assert "jane.doe@example.com" not in written and "7946 0958" not in written
+    assert '"role": "user"' in written
