@@ -158,7 +158,11 @@ def scrub_record(
         return value
 
     # the label as it is; chat messages below, each with its role as it is
-    kept = {"classification": {layout.label_field}, "chat": {"messages"}}.get(layout.format, set())
+    kept: set[str | None] = set()
+    if layout.format == "classification":
+        kept = {layout.label_field}
+    elif layout.format == "chat":
+        kept = {"messages"}
     out = {key: value if key in kept else clean(value) for key, value in row.items()}
     if layout.format == "chat":
         out["messages"] = [
