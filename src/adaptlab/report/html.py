@@ -7,6 +7,7 @@ Every piece of text is escaped (run names, file paths and config values come fro
 from __future__ import annotations
 
 import base64
+import re
 from html import escape
 
 from adaptlab.report.document import (
@@ -22,6 +23,9 @@ from adaptlab.report.document import (
     Table,
 )
 
+DETAIL = re.compile(r" (?=[\[(])")
+"""Where a number's detail starts in a cell: the space before its first "[" or "("."""
+
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto;
        max-width: 1200px; padding: 1.5rem; color: #1b1b1b; line-height: 1.45; }
@@ -35,12 +39,12 @@ section { margin-top: 2rem; }
           margin: 0.4rem 0; font-family: ui-monospace, monospace; font-size: 0.85rem; }
 .table-wrap { overflow-x: auto; }
 table { border-collapse: collapse; font-size: 0.85rem; margin: 0.6rem 0; max-width: 100%; }
-th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; overflow-wrap: break-word; }
+th, td { border: 1px solid #ccc; padding: 0.25rem 0.4rem; overflow-wrap: break-word; }
 th { background: #f0f0f0; font-size: 0.8rem; vertical-align: bottom; }
 td { max-width: 28rem; } td:first-child { white-space: nowrap; }
 .num { text-align: right; font-variant-numeric: tabular-nums; }
 td.num { white-space: nowrap; font-size: 0.8rem; }
-.ci { display: block; color: #555; font-size: 0.72rem; }
+.detail { display: block; color: #555; font-size: 0.72rem; }
 tbody tr:nth-child(even) { background: #fafafa; }
 figure { margin: 1rem 0; } img { max-width: 100%; height: auto; }
 figcaption { color: #555; font-size: 0.85rem; max-width: 900px; }
@@ -93,11 +97,14 @@ def _table(table: Table) -> str:
     ident = f' id="{escape(table.id)}"' if table.id else ""
     kinds = [' class="num"' if numeric else "" for numeric in table.numeric()]
     head = "".join(
-        f"<th{kind}>{escape(h)}</th>" for h, kind in zip(table.headers, kinds, strict=True)
+        f"<th{kind}>{_header(h)}</th>" for h, kind in zip(table.headers, kinds, strict=True)
     )
     rows = "".join(
         "<tr>"
-        + "".join(f"<td{kind}>{_cell(cell)}</td>" for cell, kind in zip(row, kinds, strict=True))
+        + "".join(
+            f"<td{kind}>{_cell(cell) if kind else escape(cell)}</td>"
+            for cell, kind in zip(row, kinds, strict=True)
+        )
         + "</tr>"
         for row in table.rows
     )
@@ -107,13 +114,21 @@ def _table(table: Table) -> str:
     )
 
 
+def _header(header: str) -> str:
+    """A column title that may wrap after a slash too ("tokens/request"): a header's longest
+    word sets its column's narrowest width."""
+    return escape(header).replace("/", "/<wbr>")
+
+
 def _cell(cell: str) -> str:
-    """A score's interval ("94.9% [92.8, 96.9]") on a line of its own under the score, so a
-    table of many such columns stays narrow enough for the window."""
-    value, bracket, interval = cell.partition(" [")
-    if not bracket or not value:
+    """A number's detail, its interval ("94.9% [92.8, 96.9]") or what is in brackets after it
+    ("70.0% (-5.0)", "13.00 (×1.300)"), on a line of its own under the number, so a table of
+    many such columns stays narrow enough for a 1,280-pixel window."""
+    found = DETAIL.search(cell)
+    if found is None or found.start() == 0:
         return escape(cell)
-    return f'{escape(value)} <span class="ci">[{escape(interval)}</span>'
+    value, detail = cell[: found.start()], cell[found.end() :]
+    return f'{escape(value)} <span class="detail">{escape(detail)}</span>'
 
 
 def _image(image: Image) -> str:

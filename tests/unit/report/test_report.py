@@ -27,6 +27,8 @@ from adaptlab.report.build import (
     report_data,
 )
 from adaptlab.report.decide import Decision, Effect, Finding
+from adaptlab.report.document import Document, Section, Table
+from adaptlab.report.html import render as render_html
 from adaptlab.report.inputs import ReportError, read_inputs
 from adaptlab.report.pairs import paired_differences
 from adaptlab.report.plots import Point, frontier
@@ -281,7 +283,9 @@ def recommendation_box(text: str, start: str, end: str) -> str:
     return text[text.index(start) :].split(end)[0]
 
 
-@pytest.mark.parametrize("report", ["classification_report", "demo_sized_report"])
+@pytest.mark.parametrize(
+    "report", ["classification_report", "demo_sized_report", "generative_report"]
+)
 def test_the_recommendation_opens_with_three_reasons_and_folds_every_other_finding(
     report: str, request: pytest.FixtureRequest
 ) -> None:
@@ -289,6 +293,11 @@ def test_the_recommendation_opens_with_three_reasons_and_folds_every_other_findi
     data = report_data(read_inputs([files.html.parent]), ReportConfig())
     ranked = data.decision.by_priority()
     cites = [f"[{f.rule}] {f.message}" for f in ranked]
+    against_prompt = [
+        f"[{f.rule}] {f.message}"
+        for f in data.decision.findings
+        if f.rule == "tuned_vs_prompted" and f.other
+    ]
     html_box = recommendation_box(
         files.html.read_text(), '<section id="recommendation">', "</section>"
     )
@@ -303,9 +312,27 @@ def test_the_recommendation_opens_with_three_reasons_and_folds_every_other_findi
         shown = [cite for cite in cites if quote(cite) in top]
         assert shown == cites[:3]  # at most three, in the order of priority
         summary = folded.split("</summary>")[0]
-        assert summary.startswith(f"{len(cites) - 3} more findings")
+        more = len(cites) - 3
+        if more > 0:
+            assert summary.startswith(f"{more} more finding{'' if more == 1 else 's'}")
+        else:
+            assert "more finding" not in summary
         inside = folded.split("</details>")[0]
-        assert all(quote(cite) in inside for cite in cites[3:])  # nothing is lost
+        # nothing is lost: every fired finding is shown or folded, and so is each tuned run
+        # against the prompted base
+        assert all(quote(cite) in inside for cite in cites[3:] + against_prompt)
+
+
+def test_a_cell_s_detail_goes_under_its_number_and_headers_wrap_after_slashes() -> None:
+    table = Table(
+        ("strategy", "prompt tokens/request", "held-out perplexity (× base)"),
+        (("sft_lora (sample)", "120", "13.00 (×1.300)"), ("few_shot", "94.9% [92.8, 96.9]", "—")),
+    )
+    rendered = render_html(Document("t", "s", (Section("s", "S", (table,)),)))
+    assert '<th class="num">prompt tokens/<wbr>request</th>' in rendered
+    assert '<td class="num">13.00 <span class="detail">(×1.300)</span></td>' in rendered
+    assert '<td class="num">94.9% <span class="detail">[92.8, 96.9]</span></td>' in rendered
+    assert "<td>sft_lora (sample)</td>" in rendered  # a name is not a number with a detail
 
 
 def test_reasons_about_the_recommendation_come_first() -> None:

@@ -37,7 +37,9 @@ WIDTH = 1280
 MEASURE = """<script>
 window.addEventListener("load", () => {
   const box = document.getElementById("recommendation");
-  const table = document.getElementById("leaderboard-table").getBoundingClientRect();
+  const element = document.getElementById("leaderboard-table");
+  const table = element.getBoundingClientRect();
+  const wrapper = element.parentElement;
   const items = [...box.querySelectorAll("li")];
   const folds = [...box.querySelectorAll("details")];
   const measured = {
@@ -45,7 +47,12 @@ window.addEventListener("load", () => {
     scrollWidth: document.documentElement.scrollWidth,
     tableLeft: table.left,
     tableRight: table.right,
+    // The wrapper may scroll sideways: the page's width alone would not show a table that
+    // overflows inside it.
+    wrapperScrollWidth: wrapper.scrollWidth,
+    wrapperClientWidth: wrapper.clientWidth,
     shown: items.filter((li) => !li.closest("details")).map((li) => li.textContent),
+    shownVisible: items.filter((li) => !li.closest("details") && li.checkVisibility()).length,
     folded: items.filter((li) => li.closest("details")).map((li) => li.textContent),
     foldedVisible: items.filter((li) => li.closest("details") && li.checkVisibility())
       .length,
@@ -146,20 +153,24 @@ def measure(binary: str, report: Path, tmp_path: Path) -> dict[str, Any]:
     return measured
 
 
-def test_a_demo_sized_report_fits_a_laptop_window(
-    browser: str, demo_sized_report: ReportFiles, tmp_path: Path
+@pytest.mark.parametrize("report", ["demo_sized_report", "generative_report"])
+def test_the_leaderboard_fits_a_laptop_window(
+    browser: str, report: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    layout = measure(browser, demo_sized_report.html, tmp_path)
+    """Ten classification runs (14 columns), and the generative task's 16 columns."""
+    files: ReportFiles = request.getfixturevalue(report)
+    layout = measure(browser, files.html, tmp_path)
     assert layout["viewport"] == WIDTH
     assert layout["scrollWidth"] <= WIDTH, layout
     assert layout["tableLeft"] >= 0 and layout["tableRight"] <= WIDTH, layout
+    assert layout["wrapperScrollWidth"] <= layout["wrapperClientWidth"], layout
 
 
 def test_the_recommendation_shows_three_reasons_and_folds_the_rest(
     browser: str, demo_sized_report: ReportFiles, tmp_path: Path
 ) -> None:
     layout = measure(browser, demo_sized_report.html, tmp_path)
-    assert 1 <= len(layout["shown"]) <= 3
+    assert 1 <= len(layout["shown"]) <= 3 and layout["shownVisible"] == len(layout["shown"])
     assert all(item.startswith("[") for item in layout["shown"])  # each cites its rule
     (fold,) = layout["folds"]
     assert fold["open"] is False
