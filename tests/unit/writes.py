@@ -23,6 +23,7 @@ APPEND_ONLY = {"metrics.jsonl"}
 
 _LOGS: list[list[Path]] = []
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+_TMPFILE = getattr(os, "O_TMPFILE", 0) or -1  # Linux only; -1 matches no flags elsewhere
 _hooked = False
 
 
@@ -30,6 +31,8 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
     if event != "open" or not _LOGS or not isinstance(args[0], str | bytes | os.PathLike):
         return
     path, mode, flags = args
+    if isinstance(flags, int) and flags & _TMPFILE == _TMPFILE:
+        return  # an anonymous file (O_TMPFILE: filelock's probe) has no name to half-write
     writes = any(c in mode for c in "wax+") if isinstance(mode, str) else flags & _WRITE_FLAGS
     if writes:
         _LOGS[-1].append(Path(os.fsdecode(path)).absolute())
