@@ -12,7 +12,6 @@ Nothing here unpickles: tensors are read with safetensors, everything else is JS
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 from collections.abc import Callable, Iterator, Mapping
@@ -23,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from adaptlab.paths import fsync_path
 
 CHECKPOINT_DIR = "checkpoint"
 _STAGING_DIR = ".checkpoint.tmp"
@@ -76,29 +77,20 @@ def remove_checkpoint(run_dir: Path) -> None:
 
 def _commit(run_dir: Path, staging: Path) -> None:
     final, previous = run_dir / CHECKPOINT_DIR, run_dir / _PREVIOUS_DIR
-    _fsync_path(staging)
+    fsync_path(staging)
     shutil.rmtree(previous, ignore_errors=True)
     if final.exists():
         final.rename(previous)
     staging.rename(final)
-    _fsync_path(run_dir)
+    fsync_path(run_dir)
     shutil.rmtree(previous, ignore_errors=True)
-
-
-def _fsync_path(path: Path) -> None:
-    """Flush a file's or a folder's entries to disk (a rename is durable only after this)."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def write_tensors(folder: Path, name: str, tensors: Mapping[str, torch.Tensor]) -> None:
     """Write ``folder/name.safetensors`` (CPU copies; shared storage is not allowed there)."""
     path = folder / f"{name}.safetensors"
     save_file({key: value.detach().to("cpu").contiguous() for key, value in tensors.items()}, path)
-    _fsync_path(path)
+    fsync_path(path)
 
 
 def read_tensors(folder: Path, name: str) -> dict[str, torch.Tensor]:
@@ -110,7 +102,7 @@ def write_json(folder: Path, name: str, data: Mapping[str, Any]) -> None:
     """Write ``folder/name.json``."""
     path = folder / f"{name}.json"
     path.write_text(json.dumps(data, indent=1, allow_nan=False), encoding="utf-8")
-    _fsync_path(path)
+    fsync_path(path)
 
 
 def read_json(folder: Path, name: str) -> dict[str, Any]:
