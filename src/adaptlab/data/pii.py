@@ -7,6 +7,24 @@ digit-heavy support ticket is full of numbers that look like PII and are not: or
 dates, amounts, tracking codes. Person names and street addresses are *not* detected (see
 ``NOT_DETECTED``); a scrubbed corpus can still contain them.
 
+Context rules, and what each one costs:
+
+- E-mail: Unicode local parts and domains, punycode, ``@localhost``, quoted local parts and the
+  bracketed "(at)" / "[dot]" obfuscations are read; the plain-word "anna at example dot com"
+  is not (it cannot be told from prose such as "look at example dot com").
+- Phones: national numbers without a trunk "0" are read only for Brazil, China (mobiles) and
+  Spain, and only in the shapes those countries print; a bare "612345678" stays unread.
+- US SSN: nine undelimited digits count only after an SSN word ("SSN", "SS#", "social security
+  no.") at most four words earlier, and only inside the issued ranges.
+- IPv4: a dotted quad right after a version or numbering word ("version", "build", "firmware",
+  "upgraded to", "section", "§", ...) or tagged "-beta" / "+build7" is a version, not an
+  address. A real address so introduced ("updated to 10.0.0.5") is missed; a bare "1.2.3.4"
+  is still reported, since without a word nothing tells it from an address.
+- IPv6: "Face::Add", "a::b" and "dead::beef" parse as addresses. A candidate is kept only if no
+  group mixes cases, it has a decimal digit or at least three groups, and it is not glued to
+  code syntax ("->" or "$" before; "(", "<", "{", "->" or ".name" after). A digit-free
+  two-group address ("fd::a") is missed; "fe80::1", "::1" and "2001:db8::..." are unaffected.
+
 Nothing here logs or prints: the values found are PII themselves.
 """
 
@@ -18,6 +36,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import phonenumbers
 from phonenumbers import Leniency, PhoneNumberMatcher
 
 from adaptlab.config import PII_TYPES
@@ -63,13 +82,30 @@ _IBAN_LENGTHS: dict[str, int] = {
     "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
 }  # fmt: skip
 
-# The "practical" RFC 5322 subset: dot-atoms without quoted local parts or IP-literal domains.
-_EMAIL_RE = re.compile(
-    r"(?<![\w.%+-])"
-    r"[A-Za-z0-9_%+-]+(?:\.[A-Za-z0-9_%+-]+)*"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
-    r"(?![\w-])"
+# E-mail: the "practical" RFC 5322 subset (dot-atoms or a quoted local part; no IP-literal
+# domains) widened to RFC 6531/IDNA: Unicode letters in the local part and in domain labels,
+# punycode ("xn--") labels and TLDs, and the bare host "localhost". An ASCII TLD only has to
+# stop before an ASCII word character, so "user@example.jpです" ends at ".jp".
+_LABEL = r"[^\W_](?:[\w-]{0,61}[^\W_])?"
+_EMAIL_DOMAIN = (
+    r"(?:(?:" + _LABEL + r"\.)+(?:[A-Za-z]{2,63}(?![A-Za-z0-9_-])|xn--[A-Za-z0-9-]{1,59}(?![\w-])"
+    r"|[^\W\d_A-Za-z]{2,63}(?![\w-]))|localhost(?![\w-])(?!\.\w))"
 )
+_EMAIL_RE = re.compile(
+    r"(?:(?<![\w.%+-])[\w%+-]+(?:\.[\w%+-]+)*"
+    r'|(?<![\w"])"(?:[^"\\\r\n]|\\.){1,64}")'
+    r"@" + _EMAIL_DOMAIN
+)
+# "anna (at) example.com", "anna[at]example[dot]com": the bracketed words people type to hide an
+# address from harvesters. The plain-word form "anna at example dot com" is not read: "look at
+# example dot com" is prose, and telling the two apart needs more than a pattern.
+_AT = r"\s?[(\[{]\s?at\s?[)\]}]\s?"
+_DOT = r"(?:\.|\s?[(\[{]\s?dot\s?[)\]}]\s?)"
+_OBFUSCATED_EMAIL_RE = re.compile(
+    r"(?<![\w.%+-])[\w%+-]+(?:\.[\w%+-]+)*" + _AT
+    + r"(?:" + _LABEL + _DOT + r")+[A-Za-z]{2,63}(?![A-Za-z0-9_-])",
+    re.IGNORECASE,
+)  # fmt: skip
 # Digit runs are bounded on both sides so that a longer number (a 22-digit tracking code, a
 # phone followed by more digits) is never cut into a card-, SSN- or IP-sized piece.
 _NUM_START = r"(?<![\w+])(?<![0-9][ .-])"
@@ -80,15 +116,40 @@ _CARD_RE = re.compile(
     r"|[0-9]{4}(?P<a>[ -])[0-9]{6}(?P=a)[0-9]{4,5})" + _NUM_END  # Amex 4-6-5, Diners 4-6-4
 )
 _SSN_RE = re.compile(_NUM_START + r"([0-9]{3})(?P<s>[ -])([0-9]{2})(?P=s)([0-9]{4})" + _NUM_END)
+# Nine bare digits are an SSN only when the text has just said so: "SSN 123456789", "social
+# security no. 078051120", "SS# ...", with at most four words in between ("SSN on file is").
+_BARE_SSN_RE = re.compile(_NUM_START + r"([0-9]{3})([0-9]{2})([0-9]{4})" + _NUM_END)
+_SSN_CONTEXT_RE = re.compile(
+    r"(?:\bssns?\b|\bss\s?#|\bsocial[\s-]+security\b|\bsoc\.?\s?sec\b)"
+    r"(?:[\s:#.,'-]+[^\W\d]+){0,4}[\s:#.,'-]*$",
+    re.IGNORECASE,
+)
+_SSN_CONTEXT_CHARS = 60
 _IBAN_RE = re.compile(
     r"(?<!\w)[A-Za-z]{2}[0-9]{2}"
     r"(?:[A-Za-z0-9]{11,30}|(?: [A-Za-z0-9]{4}){2,7}(?: [A-Za-z0-9]{1,3})?)(?!\w)"
 )
-# A letter before the quad ("v2.0.1.4") marks a version string, not an address.
-_IPV4_RE = re.compile(r"(?<![\w.])(?:[0-9]{1,3}\.){3}[0-9]{1,3}" + r"(?!\w)(?!\.[0-9])")
+# A letter before the quad ("v2.0.1.4") or a pre-release / build tag after it ("1.2.3.4-beta",
+# "1.2.3.4+build7") marks a version string, not an address.
+_IPV4_RE = re.compile(
+    r"(?<![\w.])(?:[0-9]{1,3}\.){3}[0-9]{1,3}" + r"(?!\w)(?!\.[0-9])(?![-+][A-Za-z])"
+)
+# A quad introduced as a version or a section number ("version 10.0.0.1", "build 4.3.2.1",
+# "upgraded to 1.2.3.4", "clause 2.3.1.4") is one. Only a few linking words may come between.
+_NUMBERING_CONTEXT_RE = re.compile(
+    r"(?:\b(?:v|vers?|versions?|build|release[sd]?|firmware|fw|rev|revision|updated?|patch(?:ed)?"
+    r"|upgraded?|hotfix|sdk|kernel|driver|bios|section|sec|clause|chapter|ch|paragraph|para"
+    r"|article|art|table|figure|fig|appendix|step|rule)\.?|§)"
+    r"(?:\s*[:#]|\s+(?:is|was|to|of|no\.?|number|now))*\s*$",
+    re.IGNORECASE,
+)
+_NUMBERING_CONTEXT_CHARS = 40
 _IPV6_RE = re.compile(
     r"(?<![\w:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:(?:\.[0-9]{1,3}){3})?:?(?![\w:])"
 )
+# Scope and member syntax glued to a candidate: "obj->a1::b2", "$x::f", "a1::b2(", "a1::b2<T>".
+_CODE_BEFORE_RE = re.compile(r"(?:->|[$\\&*~])$")
+_CODE_AFTER_RE = re.compile(r"[(<{]|->|\.[A-Za-z_]")
 _DATE_RE = re.compile(
     r"(?<![0-9])(?<![0-9][./-])(?:[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}"
     r"|[0-9]{1,2}(?P<s>[./-])[0-9]{1,2}(?P=s)(?:[0-9]{4}|[0-9]{2}))(?![0-9])(?![./-][0-9])"
@@ -111,6 +172,20 @@ _UNICODE_DIGIT_RE = re.compile(r"\d")
 _PHONE_RUN_RE = re.compile(r"[+(\[]*\d[\d\s().\[\]/~\u2010-\u2015\u2212\u30fc\uff0d-]*")
 # A trunk "0" that starts a number rather than continuing one: a candidate national number.
 _TRUNK_RE = re.compile(r"(?<![\w.,/:+-])(?<![0-9][ .)-])\(?0[0-9]")
+# National numbers of regions that dial them without a trunk "0". Their metadata would accept
+# far too many bare digit runs (any 9 digits from 6 in Spain), so they are read only in the
+# exact shape each country prints: Brazil "(11) 91234-5678" / "11 2345-6789" (the hyphen is
+# required), China's mobiles "138 0013 8000" / "13800138000", Spain "612 34 56 78" /
+# "912 345 678". The digit-run bounds keep them from being cut out of a longer number.
+_NATIONAL_SHAPES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("BR", re.compile(
+        _NUM_START + r"(?:\([1-9]{2}\)|[1-9]{2}) ?(?:9 ?[0-9]{4}|[2-5][0-9]{3})-[0-9]{4}" + _NUM_END
+    )),
+    ("CN", re.compile(_NUM_START + r"1[3-9][0-9](?P<s>[ -]?)[0-9]{4}(?P=s)[0-9]{4}" + _NUM_END)),
+    ("ES", re.compile(
+        _NUM_START + r"[6-9][0-9]{2}(?: [0-9]{2} [0-9]{2} [0-9]{2}| [0-9]{3} [0-9]{3})" + _NUM_END
+    )),
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -169,10 +244,12 @@ def ssn_valid(area: str, group: str, serial: str) -> bool:
 
 
 def _emails(text: str) -> Iterator[_Candidate]:
-    if "@" not in text:
-        return
-    for match in _EMAIL_RE.finditer(text):
-        yield _Candidate(PiiSpan("EMAIL", match.start(), match.end()), True)
+    if "@" in text:
+        for match in _EMAIL_RE.finditer(text):
+            yield _Candidate(PiiSpan("EMAIL", match.start(), match.end()), True)
+    if _has_obfuscated_at(text):
+        for match in _OBFUSCATED_EMAIL_RE.finditer(text):
+            yield _Candidate(PiiSpan("EMAIL", match.start(), match.end()), True)
 
 
 def _cards(text: str) -> Iterator[_Candidate]:
@@ -186,6 +263,11 @@ def _ssns(text: str) -> Iterator[_Candidate]:
     for match in _SSN_RE.finditer(text):
         valid = ssn_valid(match.group(1), match.group(3), match.group(4))
         yield _Candidate(PiiSpan("US_SSN", match.start(), match.end()), valid)
+    for match in _BARE_SSN_RE.finditer(text):
+        low = max(0, match.start() - _SSN_CONTEXT_CHARS)
+        if _SSN_CONTEXT_RE.search(text, low, match.start()):
+            valid = ssn_valid(match.group(1), match.group(2), match.group(3))
+            yield _Candidate(PiiSpan("US_SSN", match.start(), match.end()), valid)
 
 
 def _ibans(text: str) -> Iterator[_Candidate]:
@@ -221,7 +303,11 @@ def _iban_end(candidate: str, expected: int) -> int | None:
 def _ip_addresses(text: str) -> Iterator[_Candidate]:
     if "." in text:
         for match in _IPV4_RE.finditer(text):
-            valid = _parses_as_ip(match.group())
+            low = max(0, match.start() - _NUMBERING_CONTEXT_CHARS)
+            # A version keeps its shape claim, so no phone reading of its digits comes back.
+            valid = _parses_as_ip(match.group()) and not _NUMBERING_CONTEXT_RE.search(
+                text, low, match.start()
+            )
             yield _Candidate(PiiSpan("IP_ADDRESS", match.start(), match.end()), valid)
     if ":" in text:
         yield from _ipv6_addresses(text)
@@ -233,9 +319,27 @@ def _ipv6_addresses(text: str) -> Iterator[_Candidate]:
         # "from fe80::1: please" - a trailing colon is clause punctuation, not an empty group.
         if not _parses_as_ip(value) and value.endswith(":"):
             value = value[:-1]
+        end = start + len(value)
         # A bare "::" is valid (the unspecified address) but in prose it is punctuation.
-        if value.strip(":") and _parses_as_ip(value):
-            yield _Candidate(PiiSpan("IP_ADDRESS", start, start + len(value)), True)
+        if value.strip(":") and _parses_as_ip(value) and _plausible_ipv6(value, text, start, end):
+            yield _Candidate(PiiSpan("IP_ADDRESS", start, end), True)
+
+
+def _plausible_ipv6(value: str, text: str, start: int, end: int) -> bool:
+    """Whether a parsed IPv6 candidate reads as an address rather than a scope path in code.
+
+    "Face::Add", "a::b" and "dead::beef" parse, but addresses are written in one case per group
+    and nearly always carry a decimal digit ("fe80::1", "2001:db8::", "::1"). So: no group may
+    mix cases, a digit-free candidate needs three groups, and nothing code-like may be glued on.
+    """
+    groups = [group for group in re.split(r"[:.]", value) if group]
+    if any(not group.islower() and not group.isupper() and not group.isdigit() for group in groups):
+        return False
+    if not any(char.isdigit() for char in value) and len(groups) < 3:
+        return False
+    return not _CODE_BEFORE_RE.search(text, max(0, start - 2), start) and not _CODE_AFTER_RE.match(
+        text, end
+    )
 
 
 def _parses_as_ip(value: str) -> bool:
@@ -276,11 +380,24 @@ def _national_matches(window: str, start: int, offset: int) -> Iterator[tuple[in
                 return
 
 
+def _national_shape_matches(text: str) -> Iterator[tuple[int, int]]:
+    """Spans in one of ``_NATIONAL_SHAPES`` that are valid numbers of that shape's region."""
+    for region, shape in _NATIONAL_SHAPES:
+        for match in shape.finditer(text):
+            try:
+                number = phonenumbers.parse(match.group(), region)
+            except phonenumbers.NumberParseException:
+                continue
+            if phonenumbers.is_valid_number_for_region(number, region):
+                yield match.start(), match.end()
+
+
 def _phones(text: str, claimed: list[PiiSpan]) -> Iterator[_Candidate]:
     """Valid phone numbers outside ``claimed`` spans that are not dates, identifiers or money."""
     dates = [PiiSpan("DATE", m.start(), m.end()) for m in _DATE_RE.finditer(text)]
     masked = _masked(text, claimed + dates)
-    for start, end in set(_phone_matches(masked)):
+    spans = set(_phone_matches(masked)) | set(_national_shape_matches(masked))
+    for start, end in spans:
         if _ID_CONTEXT_RE.search(text, max(0, start - 40), start):
             continue
         if _AMOUNT_AFTER_RE.match(text, end):
@@ -342,8 +459,16 @@ def _allowed_types(types: Iterable[str]) -> frozenset[str]:
 
 
 def _might_contain_pii(text: str) -> bool:
-    # Every detector needs a digit, an "@" (e-mail) or a ":" (hex-only IPv6 such as "fe80::").
-    return "@" in text or ":" in text or _UNICODE_DIGIT_RE.search(text) is not None
+    # Every detector needs a digit, an "@" (e-mail), a ":" (hex-only IPv6 such as "fe80::") or a
+    # bracket closing after "at" ("anna (at) example.com").
+    if "@" in text or ":" in text or _UNICODE_DIGIT_RE.search(text) is not None:
+        return True
+    return _has_obfuscated_at(text)
+
+
+def _has_obfuscated_at(text: str) -> bool:
+    lowered = text.lower()
+    return "at)" in lowered or "at]" in lowered or "at}" in lowered
 
 
 def detect(text: str, types: Iterable[str] = PII_TYPES) -> list[PiiSpan]:

@@ -2,7 +2,10 @@
 
 Every value is generated, never copied from real data: cards are random prefixes completed with
 a Luhn digit, IBANs get computed ISO 13616 check digits, phones are random subscriber digits
-kept only when libphonenumber's metadata calls them valid for their country. Decoys are the
+kept only when libphonenumber's metadata calls them valid for their country. E-mail, phone and
+SSN values also come in the harder forms each gold span names in ``form`` (internationalised
+and quoted addresses, "(at)" obfuscation, BR/CN/ES national phones, undelimited SSNs), so that
+recall can be measured per form as well as per type. Decoys are the
 numbers a support ticket is full of that are *not* PII: order numbers, dates, amounts, times,
 versions, tracking codes, postcodes, and near-misses (Luhn-failing 16-digit numbers, IBANs with
 a wrong check digit, SSNs in never-issued ranges, dotted quads with an octet over 255).
@@ -30,6 +33,8 @@ class GoldSpan:
     kind: str
     start: int
     end: int
+    # How the value is written ("idn_domain", "cn_mobile", "bare"...); "" for the plain forms.
+    form: str = ""
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,55 @@ def email(rng: Rng) -> str:
     return value.upper() if rng.random() < 0.05 else value
 
 
+_IDN_DOMAINS = [
+    "correo.españa.es",
+    "bücher.de",
+    "例え.jp",
+    "пример.рф",
+    "mañana.com.mx",
+    "köln-bonn.de",
+    "παράδειγμα.gr",
+]
+_PUNYCODE_DOMAINS = ["xn--bcher-kva.de", "xn--e1afmkfd.xn--p1ai", "mail.xn--r8jz45g.jp"]
+_UNICODE_LOCALS = ["müller", "josé.garcía", "zoë", "søren", "françois", "иван", "李雷", "ümit"]
+_OBFUSCATED_DOMAINS = [("example", "com"), ("acme-bank", "co.uk"), ("web", "de"), ("mail", "fr")]
+
+
+def _obfuscated(rng: Rng, local: str, brackets: str) -> str:
+    label, tld = rng.choice(_OBFUSCATED_DOMAINS)
+    at, dot = ("at", "dot") if rng.random() < 0.8 else ("AT", "DOT")
+    space = rng.choice([" ", ""])
+    open_, close = brackets
+    tag = f"{space}{open_}{at}{close}{space}"
+    if rng.random() < 0.5:
+        return f"{local}{tag}{label}.{tld}"
+    dotted = f"{space}{open_}{dot}{close}{space}".join([label, *tld.split(".")])
+    return f"{local}{tag}{dotted}"
+
+
+def email_form(rng: Rng) -> tuple[str, str]:
+    """An e-mail address and the name of its form: plain ASCII half the time."""
+    form = rng.choice(
+        ["plain"] * 7
+        + ["idn_domain", "unicode_local", "punycode", "localhost", "quoted", "at_paren"]
+        + ["at_bracket"]
+    )
+    first, last = rng.choice(_FIRST), rng.choice(_LAST)
+    if form == "plain":
+        return email(rng), ""
+    if form == "idn_domain":
+        return f"{rng.choice([first, f'{first}.{last}'])}@{rng.choice(_IDN_DOMAINS)}", form
+    if form == "unicode_local":
+        return f"{rng.choice(_UNICODE_LOCALS)}@{rng.choice(_DOMAINS)}", form
+    if form == "punycode":
+        return f"{first}@{rng.choice(_PUNYCODE_DOMAINS)}", form
+    if form == "localhost":
+        return f"{rng.choice(['root', 'admin', 'postgres', first])}@localhost", form
+    if form == "quoted":
+        return f'"{first} {last}"@{rng.choice(_DOMAINS)}', form
+    return _obfuscated(rng, f"{first}.{last}", "()" if form == "at_paren" else "[]"), form
+
+
 _US_AREA_CODES = ["212", "415", "646", "312", "617", "206", "303", "512", "702", "818", "404"]
 # Countries written here in national format too (NANP, or a leading trunk "0"); the rest only
 # internationally. Italian mobiles have no trunk "0", so they are kept international below.
@@ -84,9 +138,10 @@ _NATIONAL_OK = ("US", "GB", "DE", "FR", "AU", "IN", "NL", "IT")
 _INTERNATIONAL_ONLY = ("ES", "JP", "BR", "MX", "SG", "ZA", "CH", "CA")
 
 
-def _random_number(rng: Rng, region: str) -> phonenumbers.PhoneNumber:
+def _random_number(rng: Rng, region: str, kind: int | None = None) -> phonenumbers.PhoneNumber:
     """A valid number for ``region``: an example number with fresh random subscriber digits."""
-    kind = rng.choice([PhoneNumberType.FIXED_LINE, PhoneNumberType.MOBILE])
+    if kind is None:
+        kind = rng.choice([PhoneNumberType.FIXED_LINE, PhoneNumberType.MOBILE])
     example = phonenumbers.example_number_for_type(region, kind)
     assert example is not None
     nsn = phonenumbers.national_significant_number(example)
@@ -125,6 +180,40 @@ def _phone_format(rng: Rng, number: phonenumbers.PhoneNumber, region: str) -> st
 def phone(rng: Rng) -> str:
     region = rng.choice(_NATIONAL_OK + _NATIONAL_OK + _INTERNATIONAL_ONLY)
     return _phone_format(rng, _random_number(rng, region), region)
+
+
+def _brazil_national(rng: Rng) -> str:
+    # "(11) 91234-5678" for mobiles, "(11) 2345-6789" for fixed lines, with or without brackets.
+    national = phonenumbers.format_number(_random_number(rng, "BR"), PhoneNumberFormat.NATIONAL)
+    return national if rng.random() < 0.6 else national.replace("(", "").replace(")", "")
+
+
+def _china_mobile(rng: Rng) -> str:
+    nsn = phonenumbers.national_significant_number(
+        _random_number(rng, "CN", PhoneNumberType.MOBILE)
+    )
+    return rng.choice([f"{nsn[:3]} {nsn[3:7]} {nsn[7:]}", nsn, f"{nsn[:3]}-{nsn[3:7]}-{nsn[7:]}"])
+
+
+def _spain_national(rng: Rng) -> str:
+    nsn = phonenumbers.national_significant_number(_random_number(rng, "ES"))
+    pairs = f"{nsn[:3]} {nsn[3:5]} {nsn[5:7]} {nsn[7:]}"
+    return rng.choice([pairs, f"{nsn[:3]} {nsn[3:6]} {nsn[6:]}"])
+
+
+_NATIONAL_WITHOUT_TRUNK: dict[str, Callable[[Rng], str]] = {
+    "br_national": _brazil_national,
+    "cn_mobile": _china_mobile,
+    "es_national": _spain_national,
+}
+
+
+def phone_form(rng: Rng) -> tuple[str, str]:
+    """A phone number and its form: a BR, CN or ES national number without a trunk 0 in 3 of 8."""
+    form = rng.choice(["plain"] * 5 + list(_NATIONAL_WITHOUT_TRUNK))
+    if form == "plain":
+        return phone(rng), ""
+    return _NATIONAL_WITHOUT_TRUNK[form](rng), form
 
 
 def luhn_complete(payload: str) -> str:
@@ -214,10 +303,15 @@ def iban(rng: Rng) -> str:
     return _format_iban(rng, _compact_iban(rng))
 
 
-def ssn(rng: Rng) -> str:
+def ssn(rng: Rng, sep: str | None = None) -> str:
     area = rng.choice([n for n in range(1, 900) if n != 666])
-    sep = rng.choice(["-", "-", "-", " "])
+    sep = rng.choice(["-", "-", "-", " "]) if sep is None else sep
     return f"{area:03d}{sep}{rng.randint(1, 99):02d}{sep}{rng.randint(1, 9999):04d}"
+
+
+def ssn_form(rng: Rng) -> tuple[str, str]:
+    """An SSN and its form: undelimited ("bare") 40% of the time; every SSN template names it."""
+    return (ssn(rng, ""), "bare") if rng.random() < 0.4 else (ssn(rng), "")
 
 
 def _ipv4(rng: Rng) -> str:
@@ -427,6 +521,9 @@ PII_TEMPLATES: dict[str, tuple[str, ...]] = {
         "The form asked for my social security number so I wrote {US_SSN}.",
         "SSN: {US_SSN}; date of birth on file.",
         "My daughter's SSN {US_SSN} was entered on the wrong account.",
+        "ssn#{US_SSN} (from the tax form)",
+        "Social security no. {US_SSN} belongs to my late father.",
+        "SS# {US_SSN} is on the W-2 they sent.",
     ),
     "IP_ADDRESS": (
         "The login came from {IP_ADDRESS}, which is not my network.",
@@ -464,6 +561,21 @@ DECOY_TEMPLATES: tuple[str, ...] = (
     "Dummy SSN {BAD_SSN}, dummy card {BAD_CARD}, updated at {TIME}.",
 )
 
+# The harder forms each PII slot may carry, as named in ``GoldSpan.form``.
+FORM_NAMES: dict[str, tuple[str, ...]] = {
+    "EMAIL": (
+        "idn_domain", "unicode_local", "punycode", "localhost", "quoted", "at_paren", "at_bracket",
+    ),
+    "PHONE": tuple(_NATIONAL_WITHOUT_TRUNK),
+    "US_SSN": ("bare",),
+}  # fmt: skip
+# PII slots whose values come in named forms; the other slots use ``GENERATORS`` (form "").
+FORMS: dict[str, Callable[[Rng], tuple[str, str]]] = {
+    "EMAIL": email_form,
+    "PHONE": phone_form,
+    "US_SSN": ssn_form,
+}
+
 _SLOT_RE = re.compile(r"\{([A-Z_]+)\}")
 
 
@@ -473,8 +585,8 @@ def fill(rng: Rng, template: str) -> tuple[str, list[GoldSpan]]:
     out, spans, cursor = [], [], 0
     for index, piece in enumerate(pieces):
         if index % 2 == 1:
-            value = GENERATORS[piece](rng)
-            spans.append(GoldSpan(piece, cursor, cursor + len(value)))
+            value, form = FORMS[piece](rng) if piece in FORMS else (GENERATORS[piece](rng), "")
+            spans.append(GoldSpan(piece, cursor, cursor + len(value), form))
             piece = value
         out.append(piece)
         cursor += len(piece)
@@ -490,7 +602,7 @@ def _sample(rng: Rng, templates: list[str]) -> Sample:
             text += " "
         part, spans = fill(rng, template)
         for span in spans:
-            shifted = GoldSpan(span.kind, span.start + len(text), span.end + len(text))
+            shifted = GoldSpan(span.kind, span.start + len(text), span.end + len(text), span.form)
             (pii if span.kind in PII_SLOTS else decoys).append(shifted)
         text += part
     return Sample(text, tuple(pii), tuple(decoys))
