@@ -285,6 +285,7 @@ def compare_command(
     from adaptlab.compare import compare
     from adaptlab.data.contamination import ContaminationError
     from adaptlab.runs import RunError
+    from adaptlab.safeload import UnsafeArtifactError
 
     _quiet_libraries()
     try:
@@ -300,6 +301,7 @@ def compare_command(
         RunError,
         FolderBusyError,
         OutputError,
+        UnsafeArtifactError,
         KeyError,
     ) as exc:
         _fail(str(exc.args[0] if isinstance(exc, KeyError) else exc))

@@ -51,6 +51,7 @@ from adaptlab.data.pipeline import (
 from adaptlab.evaluate.forgetting import forgetting, retention, retention_fingerprint
 from adaptlab.evaluate.harness import evaluate_classifier, evaluate_generator, sample_indices
 from adaptlab.evaluate.slots import normalise_value
+from adaptlab.models.bundled import loadable
 from adaptlab.models.causal_lm import CausalLM
 from adaptlab.models.encoder import model_fingerprint, weights_bytes
 from adaptlab.paths import inside, one_writer, read_json_object, write_text_atomic
@@ -471,6 +472,7 @@ def _compare(
     for name in ordered:  # a strategy for another kind of task is a mistake: refuse it at once
         require_supported(name, resolve_run(name, experiment.strategies.get(name))[0], task.kind)
         run_dir(experiment, name)  # and so is a name that is a path
+    loadable(experiment.model.base_model)  # and a base model that would unpickle or run code
     ordered = runnable_here(
         ordered, experiment, chosen=bool(names or experiment.compare.strategies), log=log
     )

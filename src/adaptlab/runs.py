@@ -36,6 +36,7 @@ from safetensors.numpy import load_file, save_file
 from adaptlab import __version__
 from adaptlab.paths import atomic_path, write_text_atomic
 from adaptlab.profile import StrategyProfile, TaskKind
+from adaptlab.safeload import check_before_load
 
 MANIFEST = "manifest.json"
 EVAL = "eval.json"
@@ -509,6 +510,7 @@ class RunFolder:
     def read_prediction_arrays(self) -> dict[str, np.ndarray]:
         path = self.path / PREDICTIONS
         try:
+            check_before_load(path, "predictions")
             arrays = load_file(str(path))
         except Exception as exc:  # safetensors raises its own SafetensorError on a bad header
             raise RunError(f"{path}: unreadable predictions: {exc}") from None

@@ -96,10 +96,11 @@ def model_config(name: str, revision: str | None = None) -> Any:
     """The transformers config of a bundled, local or hub model (no weights are read)."""
     from transformers import AutoConfig
 
-    from adaptlab.models.bundled import ModelNotAvailable, resolve_model, unavailable_message
+    from adaptlab.models.bundled import ModelNotAvailable, loadable, unavailable_message
+    from adaptlab.safeload import PRETRAINED_SAFE
 
     try:
-        return AutoConfig.from_pretrained(resolve_model(name), revision=revision)
+        return AutoConfig.from_pretrained(loadable(name), revision=revision, **PRETRAINED_SAFE)
     except OSError as exc:
         raise ModelNotAvailable(unavailable_message(name, exc)) from exc
 

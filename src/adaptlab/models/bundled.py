@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from adaptlab.paths import cache_dir, write_folder
+from adaptlab.safeload import PRETRAINED_SAFE, check_before_load
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -77,16 +78,24 @@ def resolve_model(name: str) -> str:
     return name
 
 
+def loadable(name: str, what: str = "base model") -> str:
+    """:func:`resolve_model`, then adaptlab's own check of what is there (see
+    :mod:`adaptlab.safeload`): every load of a model goes through here first."""
+    location = resolve_model(name)
+    check_before_load(location, f"{what} '{name}'")
+    return location
+
+
 def load_tokenizer(name: str, revision: str | None = None) -> Any:
     """The tokenizer of ``name`` (bundled, local or hub) through transformers."""
     from transformers import AutoTokenizer
 
     if canonical_name(name) == SMOLLM2 and package_dir(BUNDLED[SMOLLM2].package) is not None:
         # Counting tokens must not cost a full model conversion: cache the tokenizer alone.
-        return AutoTokenizer.from_pretrained(smollm2_tokenizer_folder())
-    location = resolve_model(name)
+        return AutoTokenizer.from_pretrained(smollm2_tokenizer_folder(), **PRETRAINED_SAFE)
+    location = loadable(name)
     try:
-        return AutoTokenizer.from_pretrained(location, revision=revision)
+        return AutoTokenizer.from_pretrained(location, revision=revision, **PRETRAINED_SAFE)
     except OSError as exc:
         raise ModelNotAvailable(unavailable_message(name, exc)) from exc
 
@@ -157,7 +166,9 @@ def smollm2_tokenizer_folder() -> Path:
 def _gguf_tokenizer(gguf_path: Path) -> Any:
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    return AutoTokenizer.from_pretrained(
+        gguf_path.parent, gguf_file=gguf_path.name, **PRETRAINED_SAFE
+    )
 
 
 def convert_gguf(gguf_path: Path, target: Path) -> None:
@@ -168,7 +179,9 @@ def convert_gguf(gguf_path: Path, target: Path) -> None:
     from transformers import AutoModelForCausalLM
 
     tokenizer = _gguf_tokenizer(gguf_path)
-    loaded = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    loaded = AutoModelForCausalLM.from_pretrained(
+        gguf_path.parent, gguf_file=gguf_path.name, **PRETRAINED_SAFE
+    )
     # A GGUF-loaded model refuses save_pretrained; a fresh model built from the same config and
     # given the same state dict does not.
     # The weights are dequantised to float32: a config still naming the GGUF quantisation

@@ -29,7 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from adaptlab.models.bundled import ModelNotAvailable, resolve_model, unavailable_message
+from adaptlab.models.bundled import ModelNotAvailable, loadable, unavailable_message
+from adaptlab.safeload import PRETRAINED_SAFE, WEIGHTS_SAFE
 
 
 @dataclass
@@ -46,10 +47,14 @@ class CausalLM:
         hub name for online users."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        location = resolve_model(name)
+        location = loadable(name)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(location, revision=revision)
-            model: nn.Module = AutoModelForCausalLM.from_pretrained(location, revision=revision)
+            tokenizer = AutoTokenizer.from_pretrained(
+                location, revision=revision, **PRETRAINED_SAFE
+            )
+            model: nn.Module = AutoModelForCausalLM.from_pretrained(
+                location, revision=revision, **WEIGHTS_SAFE
+            )
         except OSError as exc:
             raise ModelNotAvailable(unavailable_message(name, exc)) from exc
         model.eval()

@@ -20,8 +20,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from adaptlab.models.bundled import ModelNotAvailable, resolve_model
+from adaptlab.models.bundled import ModelNotAvailable, loadable, resolve_model
 from adaptlab.paths import atomic_path, cache_dir, write_text_atomic
+from adaptlab.safeload import PRETRAINED_SAFE, WEIGHTS_SAFE
 from adaptlab.train.batching import pad_collate
 
 HEAD_FILE = "head.safetensors"
@@ -32,10 +33,10 @@ def load_encoder(name: str, revision: str | None = None) -> tuple[Any, nn.Module
     """Tokenizer and bare encoder (``AutoModel``) for a bundled, local or hub model."""
     from transformers import AutoModel, AutoTokenizer
 
-    location = resolve_model(name)
+    location = loadable(name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(location, revision=revision)
-        encoder = AutoModel.from_pretrained(location, revision=revision)
+        tokenizer = AutoTokenizer.from_pretrained(location, revision=revision, **PRETRAINED_SAFE)
+        encoder = AutoModel.from_pretrained(location, revision=revision, **WEIGHTS_SAFE)
     except OSError as exc:
         raise ModelNotAvailable(f"cannot load encoder '{name}': {exc}") from exc
     return tokenizer, encoder

@@ -37,6 +37,7 @@ from adaptlab.models.encoder import (
 from adaptlab.paths import write_folder
 from adaptlab.profile import StrategyProfile
 from adaptlab.runs import EVAL, MANIFEST, RunError, RunFolder, read_manifest
+from adaptlab.safeload import check_before_load
 from adaptlab.strategies.base import (
     FINE_TUNING_NEED,
     REGISTRY,
@@ -235,6 +236,7 @@ def _load_through_strategy(teacher: TeacherRun, run: RunContext) -> EncoderClass
     context = RunContext(
         teacher.name, teacher.folder, run.task, run.experiment, config, run.train, run.runs_root
     )
+    check_before_load(teacher.folder, "teacher run")
     classifier = get_strategy(name).load(context)
     encoder = getattr(getattr(classifier, "model", None), "encoder", None)
     if not isinstance(classifier, EncoderClassifier) or not isinstance(encoder, PreTrainedModel):

@@ -31,6 +31,7 @@ from adaptlab.cost.workload import (
 from adaptlab.models.causal_lm import CausalLM
 from adaptlab.profile import StrategyProfile
 from adaptlab.runs import RunError
+from adaptlab.safeload import check_before_load
 from adaptlab.strategies.base import (
     EXTRACTION_NEED,
     GenerativeTask,
@@ -136,6 +137,7 @@ def load_generative_teacher(
     context = RunContext(
         source.name, source.folder, run.task, run.experiment, settings, run.train, run.runs_root
     )
+    check_before_load(source.folder, "teacher run")
     teacher = get_strategy(name).load(context)
     if not isinstance(teacher, TunedGenerator) or not isinstance(teacher.lm.model, PreTrainedModel):
         raise RunError(

@@ -37,6 +37,7 @@ from adaptlab.models.encoder import (
 )
 from adaptlab.paths import write_folder, write_text_atomic
 from adaptlab.profile import StrategyProfile
+from adaptlab.safeload import check_before_load
 from adaptlab.strategies.base import (
     FINE_TUNING_NEED,
     ClassificationTask,
@@ -177,6 +178,7 @@ class LoraStrategy:
     def load(self, run: RunContext, merge: bool = True) -> EncoderClassifier:
         """Base model + adapter + head; ``merge=False`` keeps the adapter separate."""
         folder = run.folder / ADAPTER_DIR
+        check_before_load(folder, "adapter")
         meta = read_meta(folder)
         tokenizer, encoder = load_encoder(run.base_model)
         adapted = peft.PeftModel.from_pretrained(encoder, str(folder))

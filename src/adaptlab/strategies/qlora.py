@@ -22,9 +22,10 @@ from typing import ClassVar
 import torch
 
 from adaptlab.cost.workload import Workload
-from adaptlab.models.bundled import ModelNotAvailable, resolve_model, unavailable_message
+from adaptlab.models.bundled import ModelNotAvailable, loadable, unavailable_message
 from adaptlab.models.causal_lm import CausalLM
 from adaptlab.profile import StrategyProfile
+from adaptlab.safeload import PRETRAINED_SAFE, WEIGHTS_SAFE
 from adaptlab.strategies.base import (
     EXTRACTION_NEED,
     GenerativeTask,
@@ -73,11 +74,12 @@ def quantized_base(name: str) -> CausalLM:
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=torch.bfloat16,
     )
-    location = resolve_model(name)
+    location = loadable(name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(location)
+        tokenizer = AutoTokenizer.from_pretrained(location, **PRETRAINED_SAFE)
         model = AutoModelForCausalLM.from_pretrained(
             location,
+            **WEIGHTS_SAFE,
             quantization_config=quantization,
             dtype=torch.bfloat16,
             device_map={"": torch.cuda.current_device()},

@@ -11,9 +11,10 @@ from typing import Any, ClassVar
 
 import torch
 
-from adaptlab.models.bundled import ModelNotAvailable, resolve_model
+from adaptlab.models.bundled import ModelNotAvailable, loadable
 from adaptlab.models.encoder import EncoderClassifier, SentenceClassifier, load_classifier
 from adaptlab.profile import StrategyProfile
+from adaptlab.safeload import PRETRAINED_SAFE
 from adaptlab.strategies.base import (
     MIN_PER_CLASS,
     ClassificationTask,
@@ -59,10 +60,10 @@ def random_classifier(run: RunContext, config: FineTuneConfig) -> tuple[Sentence
     """The base model's architecture with seeded random weights, and its tokenizer."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    location = resolve_model(run.base_model)
+    location = loadable(run.base_model)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(location)
-        architecture = AutoConfig.from_pretrained(location)
+        tokenizer = AutoTokenizer.from_pretrained(location, **PRETRAINED_SAFE)
+        architecture = AutoConfig.from_pretrained(location, **PRETRAINED_SAFE)
     except OSError as exc:
         raise ModelNotAvailable(f"cannot load '{run.base_model}': {exc}") from exc
     torch.manual_seed(run.train.seed)

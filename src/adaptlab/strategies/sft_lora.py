@@ -28,6 +28,7 @@ from adaptlab.evaluate.generation import DecodingConfig
 from adaptlab.models.causal_lm import CausalLM
 from adaptlab.paths import write_folder
 from adaptlab.profile import StrategyProfile
+from adaptlab.safeload import check_before_load
 from adaptlab.strategies.base import (
     EXTRACTION_NEED,
     GenerativeTask,
@@ -101,6 +102,7 @@ def save_adapter(model: peft.PeftModel, folder: Path, **meta: Any) -> None:
 
 def adapted_generator(folder: Path, lm: CausalLM, merge: bool) -> TunedGenerator:
     """``lm`` with the adapter saved in ``folder``, merged into its weights or kept apart."""
+    check_before_load(folder, "adapter")
     meta = read_generator_meta(folder)
     adapted: Any = peft.PeftModel.from_pretrained(lm.model, str(folder))
     model = adapted.merge_and_unload() if merge else adapted

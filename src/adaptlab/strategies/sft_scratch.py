@@ -12,9 +12,10 @@ from typing import Any, ClassVar
 
 import torch
 
-from adaptlab.models.bundled import ModelNotAvailable, resolve_model, unavailable_message
+from adaptlab.models.bundled import ModelNotAvailable, loadable, unavailable_message
 from adaptlab.models.causal_lm import CausalLM
 from adaptlab.profile import StrategyProfile
+from adaptlab.safeload import PRETRAINED_SAFE
 from adaptlab.strategies.base import (
     GenerativeTask,
     RunContext,
@@ -43,10 +44,10 @@ def random_model(name: str, seed: int) -> CausalLM:
     """The architecture and tokenizer of ``name`` with seeded random weights."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    location = resolve_model(name)
+    location = loadable(name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(location)
-        architecture = AutoConfig.from_pretrained(location)
+        tokenizer = AutoTokenizer.from_pretrained(location, **PRETRAINED_SAFE)
+        architecture = AutoConfig.from_pretrained(location, **PRETRAINED_SAFE)
     except OSError as exc:
         raise ModelNotAvailable(unavailable_message(name, exc)) from exc
     torch.manual_seed(seed)

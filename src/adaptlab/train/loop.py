@@ -33,6 +33,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from adaptlab.config import TrainConfig
 from adaptlab.paths import atomic_write
+from adaptlab.safeload import check_before_load
 from adaptlab.train import checkpoint
 from adaptlab.train.batching import batch_count, epoch_batches, shard
 
@@ -634,6 +635,7 @@ def _load_checkpoint(run: _Run) -> None:
     folder = checkpoint.find_checkpoint(run.run_dir)
     if folder is None:
         raise FileNotFoundError(f"{run.run_dir}: no checkpoint to resume from")
+    check_before_load(folder, "checkpoint")
     saved = checkpoint.read_json(folder, "state")
     _check_compatible(folder, saved, run)
     weights = checkpoint.read_tensors(folder, "trainable")

@@ -142,8 +142,11 @@ def test_batch_4_x_accumulation_1_equals_batch_1_x_accumulation_4(make_run: RunF
     whole = weights_after(make_run, micro=4, accumulation=1)
     accumulated = weights_after(make_run, micro=1, accumulation=4)
 
+    # Summation order differs between the two (one batch vs four), so float noise remains: up
+    # to 1.5e-6 on one element of 1,024 on an AMD EPYC CPU. Padding that leaked into the mean
+    # moves weights by more than 1e-5 (the test below), so the bound still separates the two.
     for name, value in whole.items():
-        torch.testing.assert_close(accumulated[name], value, atol=1e-6, rtol=1e-5, msg=name)
+        torch.testing.assert_close(accumulated[name], value, atol=4e-6, rtol=1e-5, msg=name)
 
 
 def test_padding_that_leaked_into_the_mean_would_break_the_equality(
