@@ -1,4 +1,4 @@
-.PHONY: install check test test-integration test-all format
+.PHONY: install check test test-integration test-fault test-all format
 
 install:
 	pip install torch==2.13.0
@@ -20,6 +20,9 @@ test:
 
 test-integration:
 	python -m pytest -q -m integration
+
+test-fault:
+	python -m pytest -q -m fault
 
 test-all:
 	python -m pytest -q -m ""

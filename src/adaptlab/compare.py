@@ -301,6 +301,7 @@ def run_strategy(
         manifest["other_models"] = {m: model_fingerprint(m) for m in config.other_models()}
     if not force and folder.matches(manifest):
         log(f"[{name}] up to date in {folder.path}; skipped")
+        remove_checkpoint(folder.path)  # what a crash during the last removal left behind
         return folder
     resume = not force and folder.can_resume(config_yaml)
     if resume:
