@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeGuard
 
+from adaptlab.data.formats import quoted_names
 from adaptlab.data.issues import DataError, DataIssue
 from adaptlab.paths import atomic_write
 
@@ -103,7 +104,7 @@ def _banking77_rows(src: Path) -> Iterator[tuple[int, str, str]]:
     columns = list(reader.fieldnames or [])
     missing = [name for name in BANKING77_COLUMNS if name not in columns]
     if missing:
-        found = ", ".join(repr(name) for name in columns) or "none"
+        found = quoted_names(columns)  # a headerless file shows a record here: scrubbed
         raise _error(
             src, 1, "missing_column", f"needs columns {missing}; found {found}", field=missing[0]
         )

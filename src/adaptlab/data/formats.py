@@ -9,6 +9,10 @@ saved by HF ``datasets`` (read through ``datasets``), and hub dataset names for 
 The reader never crashes on bad bytes and never changes a valid record: every record is either
 kept exactly as read, or reported as a :class:`DataIssue` with its ``file:line``, an error
 class and a one-line reason. For files read through ``datasets`` the "line" is the row number.
+
+Messages never echo a record's content raw: they name the file, line and field and say what
+kind of value was found ("a number", "3 fields"); where a value from the input helps (a column
+name, an unknown label) it is quoted through :func:`quoted`, PII-scrubbed and cut short.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from adaptlab.data.issues import DataError, DataIssue
+from adaptlab.data.pii import scrub
 
 FORMATS = ("classification", "chat", "completion", "alpaca")
 TEXT_FIELDS = ("text", "sentence", "utterance", "query", "input_text", "content")
@@ -31,6 +36,8 @@ LABEL_FIELDS = ("label", "category", "intent", "class", "labels", "target")
 CHAT_ROLES = ("system", "user", "assistant")
 MESSAGE_KEYS = ("role", "content", "weight", "name")
 BOM = b"\xef\xbb\xbf"
+QUOTE_LIMIT = 40  # characters of an input value a message may quote (after PII scrubbing)
+MAX_QUOTED = 8  # column names or keys a message lists before "and N more"
 
 # A 10 MB field must be readable: the csv module's default limit is 128 KiB per field.
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
@@ -73,6 +80,24 @@ class LoadedData:
 def label_key(value: Any) -> str:
     """Labels may be strings or integers (HF ClassLabel ids); compare them as strings."""
     return value if isinstance(value, str) else str(value)
+
+
+def quoted(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """An input value as a message may show it: PII replaced by its type ("<EMAIL>"), control
+    characters escaped, on one line and at most ``limit`` characters. Messages end up in
+    terminals, logs and ``data_report.*``; a raw value must never reach them."""
+    text = scrub(str(value))[0]
+    text = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in " ".join(text.split()))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def quoted_names(names: Iterable[object]) -> str:
+    """Up to ``MAX_QUOTED`` names, each :func:`quoted`: ``'a', 'b' and 3 more`` (no brackets:
+    the command line prints messages through rich, which reads ``[word]`` as markup)."""
+    listed = list(names)
+    shown = ", ".join(f"'{quoted(name)}'" for name in listed[:MAX_QUOTED])
+    more = len(listed) - MAX_QUOTED
+    return (shown or "none") + (f" and {more} more" if more > 0 else "")
 
 
 # --------------------------------------------------------------------------- reading raw rows
@@ -129,22 +154,62 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | DataIssue]]:
     with path.open("rb") as handle:
         for line_no, raw in enumerate(handle, start=1):
             raw = raw.rstrip(b"\r\n")
-            if line_no == 1 and raw.startswith(BOM):
-                yield line_no, _bom_issue(path)
+            if raw.startswith(BOM):
+                # past line 1 a mark means files were joined (cat a.jsonl b.jsonl): the record
+                # after it is fine, so it is kept, like the first line's
+                yield line_no, _bom_issue(path, line_no)
                 raw = raw[len(BOM) :]
             if not raw.strip():
                 continue  # blank lines (a trailing newline, spacing) are not records
             yield line_no, _parse_json_line(path, line_no, raw)
 
 
-def _bom_issue(path: Path) -> DataIssue:
+def _bom_issue(path: Path, line: int = 1) -> DataIssue:
+    where = "file starts" if line == 1 else "line starts (were files joined?)"
     return _issue(
         path,
-        1,
+        line,
         "bom",
-        "file starts with a UTF-8 byte-order mark; it was ignored",
+        f"{where} with a UTF-8 byte-order mark; it was ignored",
         severity="warning",
     )
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` that refuses a key given twice: ``json`` would silently keep the
+    last value and drop the other, and which one the writer meant is unknowable."""
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return value
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
+
+
+def _duplicate_key_issue(path: Path, line: int, key: str) -> DataIssue:
+    return _issue(
+        path,
+        line,
+        "duplicate_key",
+        f"key '{quoted(key)}' appears twice in one object; only one value could be kept",
+        field=quoted(key),
+    )
+
+
+def _json_error(exc: json.JSONDecodeError) -> str:
+    # json's messages name the problem, never the content ("Expecting value"); some end in
+    # " at" because json itself appends the position
+    return f"{exc.msg.removesuffix(' at')} at column {exc.colno}"
 
 
 def _parse_json_line(path: Path, line_no: int, raw: bytes) -> dict[str, Any] | DataIssue:
@@ -159,9 +224,11 @@ def _parse_json_line(path: Path, line_no: int, raw: bytes) -> dict[str, Any] | D
             "is not valid UTF-8 (re-save the file as UTF-8)",
         )
     try:
-        value = json.loads(text)
+        value = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
-        return _issue(path, line_no, "invalid_json", f"{exc.msg} at column {exc.colno}")
+        return _issue(path, line_no, "invalid_json", _json_error(exc))
+    except _DuplicateKey as exc:
+        return _duplicate_key_issue(path, line_no, exc.key)
     except RecursionError:
         return _issue(path, line_no, "invalid_json", "nesting too deep to parse")
     if not isinstance(value, dict):
@@ -206,20 +273,11 @@ def _read_csv(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, Any] 
     offset, consumed = 0, reader.line_num  # lines before the reader's; lines it has read
     while True:
         rest = lines[offset:]
-        for line, item in _csv_rows(path, header, rest, reader, offset, consumed):
-            if item is None:
-                # A quote opened on this line is never closed: csv read the rest of the file as
-                # one field. Report the line, and read on from the next one.
-                yield (
-                    line,
-                    _issue(
-                        path,
-                        line,
-                        "unterminated_quote",
-                        f'a " opened here is never closed (lines {line}-{len(lines)} would be one '
-                        "field); the line is left out and the lines after it are read",
-                    ),
-                )
+        for line, item in _csv_rows(path, header, rest, reader, offset, consumed, delimiter):
+            if isinstance(item, _Unterminated):
+                yield line, _unterminated_issue(path, line, item.end)
+                # Read on from the next line, so the lines the open quote swallowed are read
+                # as what they are.
                 offset, consumed = line, 0
                 reader = csv.reader(lines[offset:], delimiter=delimiter, strict=False)
                 break
@@ -228,35 +286,77 @@ def _read_csv(path: Path, delimiter: str) -> Iterator[tuple[int, dict[str, Any] 
             return
 
 
+@dataclass(frozen=True)
+class _Unterminated:
+    """A record whose first line opens a quote that is never closed where it should be: csv
+    read on to line ``end`` (maybe the end of the file) as one field."""
+
+    end: int
+
+
+def _unterminated_issue(path: Path, line: int, end: int) -> DataIssue:
+    span = f"lines {line}-{end} would be one malformed record" if end > line else "last line"
+    return _issue(
+        path,
+        line,
+        "unterminated_quote",
+        f'a " opened here is never closed ({span}); the line is left out and the lines after '
+        "it are read",
+    )
+
+
 def _csv_rows(
-    path: Path, header: list[str], lines: list[str], reader: Any, offset: int, consumed: int
-) -> Iterator[tuple[int, dict[str, Any] | DataIssue | None]]:
+    path: Path,
+    header: list[str],
+    lines: list[str],
+    reader: Any,
+    offset: int,
+    consumed: int,
+    delimiter: str,
+) -> Iterator[tuple[int, dict[str, Any] | DataIssue | _Unterminated]]:
     """The records of ``reader`` (which reads ``lines``, the file's lines after line
-    ``offset``, and has read ``consumed`` of them) by their first line; ``None`` for one whose
-    quoted field runs to the end of the file."""
+    ``offset``, and has read ``consumed`` of them) by their first line; an
+    :class:`_Unterminated` for one whose opening quote swallowed the lines after it."""
     last_line = consumed
     while True:
+        start = offset + last_line + 1
         try:
             row = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            line = offset + reader.line_num
-            yield line, _issue(path, line, "invalid_csv", str(exc))
+            yield start, _issue(path, start, "invalid_csv", quoted(exc, 200))
             last_line = reader.line_num
             continue
-        start, last_line = offset + last_line + 1, reader.line_num
+        first, last_line = start - offset - 1, reader.line_num  # the record's lines, 0-based
         if not row or (len(row) == 1 and not row[0].strip()):
             continue
-        # a record that runs to the end of the file with an odd number of quotes in its lines
-        # holds a quote that was never closed
-        if (
-            reader.line_num >= len(lines)
-            and sum(x.count('"') for x in lines[start - offset - 1 :]) % 2
-        ):
-            yield start, None
+        spans, at_end = last_line - first > 1, last_line >= len(lines)
+        if (spans or at_end) and _swallowed(lines[first:last_line], header, row, delimiter):
+            yield start, _Unterminated(offset + last_line)
             return
         yield start, _csv_record(path, start, header, row)
+
+
+def _swallowed(record_lines: list[str], header: list[str], row: list[str], delimiter: str) -> bool:
+    """Whether a record read over several lines (or the last line) is a quote that was never
+    closed rather than a quoted field that holds line breaks.
+
+    A real multi-line field closes its quote right before a delimiter or the end of a line and
+    leaves the header's number of fields. An unclosed quote runs to some later quote, after
+    which the line rarely parses under ``strict`` (or the count is off), or to the end of the
+    file, which ``strict`` refuses too. A real multi-line record with a wrong field count is
+    reported this way as well, and its lines are then read (and reported) one by one. One line
+    at the end of the file with an even number of quotes closed them all.
+    """
+    if len(record_lines) > 1 and len(row) != len(header):
+        return True
+    if len(record_lines) == 1 and not sum(x.count('"') for x in record_lines) % 2:
+        return False
+    try:
+        return list(csv.reader(record_lines, delimiter=delimiter, strict=True)) != [row]
+    except csv.Error:
+        return True
 
 
 def _read_header(path: Path, reader: Any) -> tuple[list[str], bool]:
@@ -265,16 +365,25 @@ def _read_header(path: Path, reader: Any) -> tuple[list[str], bool]:
     except StopIteration:
         raise DataError(f"{path}:1: the file is empty; a header row is expected") from None
     except csv.Error as exc:
-        raise DataError(f"{path}:1: cannot read the header row: {exc}") from None
+        raise DataError(f"{path}:1: cannot read the header row: {quoted(exc, 200)}") from None
     bom = bool(header) and header[0].startswith("\ufeff")
     if bom:
         header[0] = header[0][1:]
     header = [name.strip() for name in header]
     if any(_has_surrogates(name) for name in header):
         raise DataError(f"{path}:1: the header row is not valid UTF-8")
-    duplicated = sorted(name for name, n in Counter(header).items() if n > 1)
-    if duplicated or "" in header:
-        raise DataError(f"{path}:1: header columns must be unique and named; found {header[:20]}")
+    unnamed = [str(n) for n, name in enumerate(header, start=1) if not name]
+    if unnamed:
+        raise DataError(
+            f"{path}:1: every header column needs a name; column {', '.join(unnamed[:8])} of "
+            f"{len(header)} has none (is line 1 a header row?)"
+        )
+    duplicated = [name for name, n in Counter(header).items() if n > 1]
+    if duplicated:
+        raise DataError(
+            f"{path}:1: header columns must be unique; {quoted_names(duplicated)} "
+            f"appear more than once (is line 1 a header row?)"
+        )
     return header, bom
 
 
@@ -286,7 +395,7 @@ def _csv_record(
             path,
             line,
             "wrong_field_count",
-            f"{len(row)} fields, but the header has {len(header)} ({', '.join(header[:8])})",
+            f"{len(row)} fields, but the header has {len(header)} ({quoted_names(header)})",
         )
     for name, value in zip(header, row, strict=True):
         if _has_surrogates(value):
@@ -295,7 +404,7 @@ def _csv_record(
                 line,
                 "non_utf8",
                 "contains bytes that are not valid UTF-8 (re-save the file as UTF-8)",
-                field=name,
+                field=quoted(name),
             )
     return dict(zip(header, row, strict=True))
 
@@ -334,7 +443,6 @@ def _read_json_array(path: Path) -> Iterator[tuple[int, dict[str, Any] | DataIss
 
 
 def _array_elements(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any] | DataIssue]]:
-    decoder = json.JSONDecoder()
     index = text.index("[") + 1
     line = text.count("\n", 0, index) + 1
     while True:
@@ -342,7 +450,7 @@ def _array_elements(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]
         if index >= len(text) or text[index] == "]":
             return
         try:
-            value, end = decoder.raw_decode(text, index)
+            value, end = _DECODER.raw_decode(text, index)
         except json.JSONDecodeError as exc:
             yield (
                 line,
@@ -350,11 +458,14 @@ def _array_elements(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]
                     path,
                     exc.lineno,
                     "invalid_json",
-                    f"{exc.msg} at column {exc.colno}; the rest of the array is unread",
+                    f"{_json_error(exc)}; the rest of the array is unread",
                 ),
             )
             return
-        if isinstance(value, dict):
+        except _DuplicateKey as exc:
+            value, end = json.JSONDecoder().raw_decode(text, index)  # only to find its end
+            value = _duplicate_key_issue(path, line, exc.key)
+        if isinstance(value, DataIssue | dict):
             yield line, value
         else:
             yield (
@@ -392,7 +503,8 @@ def _read_with_datasets(
             kind = "parquet" if source.endswith(".parquet") else "arrow"
             dataset = datasets.load_dataset(kind, data_files=source, split="train")
     except Exception as exc:  # datasets raises many types; all mean "cannot read this"
-        raise DataError(f"{source}: cannot read with HF datasets: {exc}") from exc
+        # the library's message may quote the data it choked on
+        raise DataError(f"{source}: cannot read with HF datasets: {quoted(exc, 200)}") from exc
     if isinstance(dataset, datasets.DatasetDict):
         raise DataError(f"{source}: holds several splits {list(dataset)}; point at one of them")
     for row_no, row in enumerate(dataset, start=1):
@@ -417,17 +529,21 @@ def detect_layout(
     format: str = "auto",
     text_field: str | None = None,
     label_field: str | None = None,
+    first_line: int = 1,
 ) -> Layout:
-    """Decide the format from the keys most records carry (or check the one given)."""
+    """Decide the format from the keys most records carry (or check the one given).
+
+    ``first_line`` is the line of ``rows[0]``, for the message when no format fits."""
+    if _is_table(path):
+        first_line = 1  # what is wrong is the header row
     if format == "auto":
         votes = Counter(_vote(row) for row in rows[:500])
         votes.pop(None, None)
         if not votes:
-            first_keys = sorted(rows[0]) if rows else []
             raise DataError(
-                f"{path}: cannot detect the format (first record's keys: {first_keys}); expected "
-                "messages | prompt+completion | instruction+output | text+label columns, or "
-                "pass --format"
+                f"{path}:{first_line}: cannot detect the format: {_keys_seen(path, rows)}; "
+                "expected messages | prompt+completion | instruction+output | text+label "
+                "columns, or pass --format"
             )
         format = str(votes.most_common(1)[0][0])
     if format not in FORMATS:
@@ -439,10 +555,27 @@ def detect_layout(
     label = label_field or _first_present(LABEL_FIELDS, keys)
     if text is None or label is None:
         raise DataError(
-            f"{path}: classification data needs a text and a label column; found "
-            f"{sorted(keys)}. Name them with text_field / label_field"
+            f"{path}:{first_line}: classification data needs a text and a label column; found "
+            f"{quoted_names(sorted(keys))}. Name them with text_field / label_field"
         )
     return Layout(format, text, label)
+
+
+def _keys_seen(path: str, rows: Sequence[dict[str, Any]]) -> str:
+    if not rows:
+        return "no valid record was read"
+    if _is_table(path):
+        # a file without a header row shows its first record here, so its values are quoted
+        # like any other input (PII scrubbed)
+        return (
+            f"the header row has columns {quoted_names(rows[0])} (if line 1 is data, add a "
+            "header row such as text,label)"
+        )
+    return f"the first record has keys {quoted_names(sorted(rows[0]))}"
+
+
+def _is_table(path: str) -> bool:
+    return Path(path).suffix.lower() in (".csv", ".tsv")
 
 
 def _vote(row: dict[str, Any]) -> str | None:
@@ -509,7 +642,7 @@ def _check_classification(
                 path,
                 line,
                 "unknown_label",
-                f"label '{_short(label_key(label))}' is not one of the {len(labels)} known labels",
+                f"label '{quoted(label_key(label))}' is not one of the {len(labels)} known labels",
                 field=label_name,
             )
         )
@@ -615,7 +748,7 @@ def _check_message(path: str, line: int, index: int, message: Any) -> list[DataI
                     path,
                     line,
                     "message_unrecognized_key",
-                    f"unknown key '{_short(str(key))}'; allowed: {', '.join(MESSAGE_KEYS)}",
+                    f"unknown key '{quoted(key)}'; allowed: {', '.join(MESSAGE_KEYS)}",
                     field=where,
                 )
             )
@@ -629,7 +762,7 @@ def _check_message(path: str, line: int, index: int, message: Any) -> list[DataI
                 path,
                 line,
                 "unrecognized_role",
-                f"role '{_short(str(role))}' is not one of {', '.join(CHAT_ROLES)}",
+                f"role '{quoted(role)}' is not one of {', '.join(CHAT_ROLES)}",
                 field=f"{where}.role",
             )
         )
@@ -675,10 +808,6 @@ def _check_content(path: str, line: int, where: str, message: dict[str, Any]) ->
     return issues
 
 
-def _short(text: str, limit: int = 40) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 # --------------------------------------------------------------------------- loading
 
 
@@ -704,7 +833,10 @@ def load(
             parsed.append((line, row))
             raw_count += 1
     if layout is None:
-        layout = detect_layout([row for _, row in parsed], path, format, text_field, label_field)
+        first_line = parsed[0][0] if parsed else 1
+        layout = detect_layout(
+            [row for _, row in parsed], path, format, text_field, label_field, first_line
+        )
     allowed = frozenset(labels) if labels is not None else None
     records = []
     for line, row in parsed:

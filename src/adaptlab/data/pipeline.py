@@ -33,6 +33,7 @@ from adaptlab.data.formats import (
     Record,
     label_key,
     load,
+    quoted,
     record_input,
     record_text,
 )
@@ -296,7 +297,11 @@ def _issue_section(issues: list[DataIssue]) -> dict[str, Any]:
     items = []
     for issue in issues[:MAX_LISTED]:
         item = issue.to_dict()
+        # formats already quotes input values through the PII scrubber; scrubbing again here
+        # keeps an issue raised anywhere else from bringing a raw value into the report
         item["message"] = safe_sample(str(item["message"]), limit=200)
+        if item["field"] is not None:
+            item["field"] = quoted(item["field"], limit=80)
         items.append(item)
     return {
         "counts": dict(counts.most_common()),

@@ -47,16 +47,37 @@ def length_stats(lengths: Sequence[int], limit: int | None) -> dict[str, Any]:
 
 
 def label_stats(train: Sequence[str], eval_labels: Sequence[str] | None) -> dict[str, Any]:
+    """Class counts. Labels are vocabulary, but a label column can hold anything (a misnamed
+    column of e-mail addresses), so the names shown are :func:`safe_sample` s."""
     counts = Counter(train)
     most, least = (max(counts.values()), min(counts.values())) if counts else (0, 0)
+    shown = _shown_names({*counts, *(eval_labels or ())})
     return {
         "classes": len(counts),
-        "train_counts": dict(sorted(counts.items())),
-        "eval_counts": dict(sorted(Counter(eval_labels).items())) if eval_labels else None,
+        "train_counts": _shown_counts(counts, shown),
+        "eval_counts": _shown_counts(Counter(eval_labels), shown) if eval_labels else None,
         "imbalance_ratio": round(most / least, 2) if least else None,
         "min_per_class": least,
         "max_per_class": most,
     }
+
+
+def _shown_names(names: set[str]) -> dict[str, str]:
+    """Each label's name as the report shows it; names that scrub alike stay apart ("<EMAIL>",
+    "<EMAIL> #2"): the report counts classes from these."""
+    shown: dict[str, str] = {}
+    taken: set[str] = set()
+    for name in sorted(names):
+        base, n = safe_sample(name), 1
+        while (key := base if n == 1 else f"{base} #{n}") in taken:
+            n += 1
+        shown[name] = key
+        taken.add(key)
+    return shown
+
+
+def _shown_counts(counts: Counter[str], shown: dict[str, str]) -> dict[str, int]:
+    return dict(sorted((shown[name], count) for name, count in counts.items()))
 
 
 def guidance(
