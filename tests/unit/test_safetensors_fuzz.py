@@ -134,6 +134,19 @@ def test_corrupt_headers_give_a_run_error_or_arrays(run_folder: RunFolder, data:
     assert time.perf_counter() - start < SECONDS_PER_EXAMPLE
 
 
+@pytest.mark.fault
+@settings(
+    max_examples=5_000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    derandomize=True,
+)
+@given(data=corrupted())
+def test_five_thousand_corruptions(run_folder: RunFolder, data: bytes) -> None:
+    """The fault tier's longer run of the same property."""
+    test_corrupt_headers_give_a_run_error_or_arrays.hypothesis.inner_test(run_folder, data)  # type: ignore[attr-defined]
+
+
 def test_the_fuzzing_stays_bounded_in_memory(run_folder: RunFolder) -> None:
     """The whole fuzz run again under a peak-RSS bound: no header made the loader allocate
     what it claimed."""
