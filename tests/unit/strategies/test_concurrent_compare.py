@@ -124,6 +124,7 @@ def check_race(
     assert time.perf_counter() - started < 300
 
 
+@pytest.mark.fault  # the unit tier's sample: test_compare_one_writer.py, against a held lock
 def test_two_compares_started_together(
     tmp_path: Path, tiny_encoder: Path, alone: dict[str, tuple[dict[str, Any], np.ndarray]]
 ) -> None:
