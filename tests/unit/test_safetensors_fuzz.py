@@ -136,13 +136,13 @@ def test_corrupt_headers_give_a_run_error_or_arrays(run_folder: RunFolder, data:
 
 @pytest.mark.fault
 @settings(
-    max_examples=5_000,
+    max_examples=2_000,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     derandomize=True,
 )
 @given(data=corrupted())
-def test_five_thousand_corruptions(run_folder: RunFolder, data: bytes) -> None:
+def test_two_thousand_corruptions(run_folder: RunFolder, data: bytes) -> None:
     """The fault tier's longer run of the same property."""
     test_corrupt_headers_give_a_run_error_or_arrays.hypothesis.inner_test(run_folder, data)  # type: ignore[attr-defined]
 

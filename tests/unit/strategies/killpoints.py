@@ -35,7 +35,7 @@ FILE_EVENTS = frozenset(
         "shutil.copyfile",
     }
 )
-RUNS = ("frozen", "full")
+RUNS = ("zero_shot", "full")
 PRELOAD = ["adaptlab.compare", "adaptlab.report.build", "tests.unit.strategies.killpoints"]
 
 

@@ -132,7 +132,7 @@ def test_two_compares_started_together(
 
 
 @pytest.mark.fault
-@pytest.mark.parametrize("delay", [0.5, 1.5, 3.0])
+@pytest.mark.parametrize("delay", [0.5, 2.0])
 def test_two_compares_started_apart(
     tmp_path: Path,
     tiny_encoder: Path,
