@@ -156,6 +156,52 @@ def paired_bootstrap_micro_f1(
     return _summarised(metric, names, observed, resampled, confidence)
 
 
+def paired_bootstrap_corpus(
+    stats_a: npt.ArrayLike,
+    stats_b: npt.ArrayLike,
+    score: Callable[[IndexArray], float],
+    *,
+    metric: str,
+    names: tuple[str, str] = ("a", "b"),
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> PairedDifference:
+    """Paired bootstrap of a corpus metric that pools per-example statistics (BLEU's n-gram
+    matches and lengths, chrF's character and word n-gram counts): each resample sums the
+    resampled examples' rows and ``score`` turns the sums into the corpus score, as
+    sacrebleu's own paired bootstrap does. Not a mean of sentence scores.
+
+    ``stats_x`` is ``(n, k)`` non-negative integers, row i for eval item i. Each resample's
+    sums are its draw counts times the rows, so memory stays at one chunk of indices.
+    """
+    a = _checked_stats("stats_a", stats_a)
+    b = _checked_stats("stats_b", stats_b)
+    _check_same_length(("stats_a", len(a)), ("stats_b", len(b)))
+    _check_settings(resamples, confidence)
+    n = len(a)
+
+    def differences(rows: IndexArray) -> FloatArray:
+        out = np.empty(len(rows), dtype=np.float64)
+        for r, row in enumerate(rows):
+            draws = np.bincount(row, minlength=n)
+            out[r] = score(draws @ a) - score(draws @ b)
+        return out
+
+    observed = score(a.sum(axis=0)) - score(b.sum(axis=0))
+    resampled = _resampled(n, resamples, seed, differences)
+    return _summarised(metric, names, float(observed), resampled, confidence)
+
+
+def _checked_stats(name: str, stats: npt.ArrayLike) -> IndexArray:
+    array = np.asarray(stats)
+    if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"{name} has shape {array.shape}: expected (n, k) with n, k >= 1")
+    if not np.issubdtype(array.dtype, np.integer) or (array < 0).any():
+        raise ValueError(f"{name} must hold non-negative integer statistics")
+    return array.astype(np.int64)
+
+
 def _micro_f1_rows(totals: IndexArray) -> FloatArray:
     """Micro-F1 of each row of ``(rows, 3)`` pooled (TP, FP, FN) counts."""
     hits = 2.0 * totals[:, 0]
