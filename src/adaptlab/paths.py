@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -177,12 +178,34 @@ def one_writer(folder: Path, what: str, *, wait: bool = False) -> Iterator[None]
         lock.release()
 
 
+# The holder writes its facts just after it takes the lock; one refused in that instant (or
+# while a holder killed with -9 left its facts behind) waits this long for the live ones.
+HOLDER_SETTLE_S = 2.0
+
+
 def _holder(path: Path) -> str:
+    deadline = time.monotonic() + HOLDER_SETTLE_S
     facts = read_json_object(path) or {}
+    while not _alive(facts.get("pid")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+        facts = read_json_object(path) or {}
     if not facts:
         return "another process"
     what, pid, started = facts.get("what", "a process"), facts.get("pid"), facts.get("started_at")
     return f"{what} (PID {pid}, started {started})"
+
+
+def _alive(pid: object) -> bool:
+    """Whether ``pid`` names a running process (one that may be another user's counts)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _umask() -> int:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+import threading
 from pathlib import Path
 
+import filelock
 import pytest
 
 from adaptlab.paths import (
+    WRITER_LOCK,
+    FolderBusyError,
     OutputError,
     atomic_write,
     inside,
+    one_writer,
     writable_folder,
     write_folder,
     write_text_atomic,
@@ -70,3 +76,29 @@ def test_writable_folder_names_what_is_in_the_way(tmp_path: Path) -> None:
         writable_folder(Path("/proc/adaptlab-test"))
     assert writable_folder(tmp_path / "new" / "deep").is_dir()
     assert list((tmp_path / "new" / "deep").iterdir()) == []  # the probe is gone
+
+
+@pytest.mark.parametrize("stale", [False, True], ids=["no facts yet", "a killed holder's facts"])
+def test_a_writer_refused_just_after_the_holder_locked_names_the_holder(
+    tmp_path: Path, stale: bool
+) -> None:
+    """The holder writes who it is just after it takes the lock; a second writer refused in
+    that instant (CI once saw "another process") waits for the facts, also over the stale
+    facts a holder killed with -9 left behind."""
+    facts = tmp_path / f"{WRITER_LOCK}.json"
+    if stale:
+        facts.write_text(json.dumps({"pid": 2**22 + 1, "what": "dead", "started_at": "x"}))
+    lock = filelock.FileLock(tmp_path / WRITER_LOCK, timeout=0)
+    lock.acquire()
+    live = {"pid": os.getpid(), "what": "adaptlab compare", "started_at": "2026-12-06T00:00:00"}
+    late = threading.Timer(0.3, lambda: write_text_atomic(facts, json.dumps(live)))
+    late.start()
+    try:
+        with (
+            pytest.raises(FolderBusyError, match=rf"adaptlab compare \(PID {os.getpid()}, "),
+            one_writer(tmp_path, "second"),
+        ):
+            pass
+    finally:
+        late.join()
+        lock.release()
