@@ -460,6 +460,42 @@ def report_command(
     console.print(f"Report: {files.html} and {files.markdown}", highlight=False, soft_wrap=True)
 
 
+@app.command("rate")
+def rate_command(
+    experiment_folder: Annotated[
+        Path, typer.Argument(help="An experiment folder (<output_dir>/<experiment>).")
+    ],
+    runs: Annotated[
+        str | None,
+        typer.Option(
+            help="The two runs to rate, 'a,b' (default: the best run against the best "
+            "prompted one)."
+        ),
+    ] = None,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8765,
+    host: Annotated[
+        str,
+        typer.Option(help="Address to listen on; the page has no login, keep it on loopback."),
+    ] = "127.0.0.1",
+) -> None:
+    """Serve a page where people rate two runs' answers blind (A or B better, tie, both bad);
+    ratings are saved in the experiment's ratings.sqlite."""
+    from adaptlab.ratings import RatingError
+    from adaptlab.serve.rating import serve_ratings
+
+    pair = None
+    if runs is not None:
+        names = tuple(name.strip() for name in runs.split(","))
+        if len(names) != 2 or not all(names):
+            _fail(f"--runs {runs!r}: give two run names separated by a comma, e.g. prompt,few_shot")
+            return
+        pair = (names[0], names[1])
+    try:
+        serve_ratings(experiment_folder, pair, host=host, port=port, log=_log)
+    except RatingError as exc:
+        _fail(str(exc))
+
+
 @app.command("strategies")
 def strategies_command() -> None:
     """The registered strategies and their settings."""
