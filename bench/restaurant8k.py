@@ -113,13 +113,11 @@ def targets(rows: dict[str, dict[str, Any]], runs: Path) -> dict[str, Any]:
 
 def paired_difference(runs: Path, a: str, b: str) -> dict[str, float] | None:
     """Slot F1 of run ``a`` minus run ``b`` on their shared eval items, paired bootstrap."""
+    from adaptlab.comparison import paired_difference as paired
     from adaptlab.config import CompareConfig
-    from adaptlab.report.pairs import paired, per_item
+    from adaptlab.runs import read_run
 
-    items_a, items_b = per_item(runs / a, "generative"), per_item(runs / b, "generative")
-    if items_a is None or items_b is None:
-        return None
-    difference = paired(items_a, items_b, "generative", CompareConfig())
+    difference = paired(read_run(runs / a), read_run(runs / b), CompareConfig())
     if difference is None:
         return None
     return {"difference": difference.difference, "low": difference.low, "high": difference.high}

@@ -222,14 +222,18 @@ def data_prepare(
 
 @data_app.command("convert")
 def data_convert(
-    dataset: Annotated[str, typer.Argument(help="banking77 or restaurant8k")],
+    dataset: Annotated[str, typer.Argument(help="banking77, restaurant8k or e2e_nlg")],
     source: Annotated[Path, typer.Argument(help="The dataset's original file.")],
     out: Annotated[Path, typer.Argument(help="The JSONL file to write.")],
 ) -> None:
     """Convert a development dataset to adaptlab's JSONL formats."""
-    from adaptlab.data.convert import convert_banking77, convert_restaurant8k
+    from adaptlab.data.convert import convert_banking77, convert_e2e_nlg, convert_restaurant8k
 
-    converters = {"banking77": convert_banking77, "restaurant8k": convert_restaurant8k}
+    converters = {
+        "banking77": convert_banking77,
+        "restaurant8k": convert_restaurant8k,
+        "e2e_nlg": convert_e2e_nlg,
+    }
     if dataset not in converters:
         _fail(f"unknown dataset '{dataset}'; allowed: {', '.join(converters)}")
     try:

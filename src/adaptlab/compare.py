@@ -19,16 +19,17 @@ its leaderboard row (``forgetting``, read by the decision rules) and the leaderb
 from __future__ import annotations
 
 import json
+import math
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from adaptlab.comparison import build_comparison, leaderboard_markdown
+from adaptlab.comparison import build_comparison, human_ratings, leaderboard_markdown
 from adaptlab.config import CompareConfig, ExperimentConfig, TrainConfig, to_yaml
 from adaptlab.cost.memory import peak_cuda_bytes, peak_rss_bytes, reset_peak
 from adaptlab.data.convert import SLOT_ORDER, restaurant8k_slots
@@ -51,7 +52,7 @@ from adaptlab.data.pipeline import (
 from adaptlab.evaluate.forgetting import forgetting, retention, retention_fingerprint
 from adaptlab.evaluate.harness import evaluate_classifier, evaluate_generator, sample_indices
 from adaptlab.evaluate.slots import normalise_value
-from adaptlab.models.bundled import loadable
+from adaptlab.models.bundled import load_tokenizer, loadable
 from adaptlab.models.causal_lm import CausalLM
 from adaptlab.models.encoder import model_fingerprint, weights_bytes
 from adaptlab.paths import inside, one_writer, read_json_object, write_text_atomic
@@ -115,7 +116,10 @@ def prepare_experiment_data(experiment: ExperimentConfig, track: Track, log: Log
         result = check_data(experiment.data, experiment.model, track)
         write_report(result.report, folder)
         prepare_data(result, experiment.data, folder)
-    return open_prepared(folder, allow_contaminated=experiment.data.allow_contaminated)
+    data = experiment.data
+    return open_prepared(
+        folder, allow_contaminated=data.allow_contaminated, near_threshold=data.near_dup_threshold
+    )
 
 
 def prepared_is_current(folder: Path, experiment: ExperimentConfig) -> bool:
@@ -169,52 +173,161 @@ def classification_task(prepared: PreparedData) -> ClassificationTask:
     )
 
 
-def generative_task(prepared: PreparedData) -> GenerativeTask:
-    """Chat records and gold slot frames from a prepared chat folder."""
+AnswerKind = Literal["auto", "extraction", "generation"]
+"""``data.task``: what a generative record's answer is (see :func:`generative_task`)."""
+
+
+def generative_task(prepared: PreparedData, answers: AnswerKind = "auto") -> GenerativeTask:
+    """Conversations and what their answers are scored against, from a prepared chat,
+    completion or alpaca folder (completion and alpaca records become a user turn and an
+    assistant turn).
+
+    ``extraction``: every answer is a JSON slot frame (slot -> text), scored on slot F1.
+    ``generation``: answers are free text, scored against each eval record's ``references``
+    (several human answers to one input) or, without them, its answer. ``auto``: extraction
+    when every answer is a JSON object, generation when none is; a mix is an error naming the
+    first answer that breaks the majority, since a typo should not turn a slot task into prose.
+    """
     lock = prepared.lock
-    if lock.format != "chat":
-        raise DataError(f"{prepared.folder}: a generative task needs chat data, got {lock.format}")
-    train_frames = _frames(prepared.train, prepared.folder / TRAIN_NAME)
-    eval_frames = _frames(prepared.eval, prepared.folder / EVAL_NAME)
+    if lock.format not in GENERATIVE_FORMATS:
+        raise DataError(
+            f"{prepared.folder}: a generative task needs chat, completion or alpaca records, "
+            f"got {lock.format}"
+        )
+    train_path, eval_path = prepared.folder / TRAIN_NAME, prepared.folder / EVAL_NAME
+    train = [as_messages(lock.format, r.data) for r in prepared.train.records]
+    evals = [as_messages(lock.format, r.data) for r in prepared.eval.records]
+    if answers == "auto":
+        answers = _answer_kind(prepared, train, evals)
+    if answers == "generation":
+        return GenerativeTask(
+            (),
+            train,
+            evals,
+            [],
+            sha256_file(train_path),
+            lock.eval_sha256,
+            eval_references=[
+                references(record.data, messages, eval_path, record.line)
+                for record, messages in zip(prepared.eval.records, evals, strict=True)
+            ],
+        )
+    train_frames = _frames(prepared.train, train, train_path)
+    eval_frames = _frames(prepared.eval, evals, eval_path)
     named = {slot for frame in train_frames + eval_frames for slot in frame}
     known = [slot for slot in SLOT_ORDER if slot in named]
     return GenerativeTask(
         tuple(known + sorted(named - set(known))),
-        [list(r.data["messages"]) for r in prepared.train.records],
-        [list(r.data["messages"]) for r in prepared.eval.records],
+        train,
+        evals,
         eval_frames,
-        sha256_file(prepared.folder / TRAIN_NAME),
+        sha256_file(train_path),
         lock.eval_sha256,
     )
 
 
-def _frames(data: LoadedData, path: Path) -> list[dict[str, str]]:
+GENERATIVE_FORMATS = ("chat", "completion", "alpaca")
+
+
+def as_messages(format: str, row: dict[str, Any]) -> list[dict[str, Any]]:
+    """A record as chat messages: chat records as they are; a completion record's prompt as
+    the user turn and its completion as the answer; an alpaca record's instruction (and input,
+    after a blank line) as the user turn and its output as the answer."""
+    if format == "chat":
+        return list(row["messages"])
+    if format == "completion":
+        request, answer = str(row.get("prompt") or ""), str(row["completion"])
+    else:
+        parts = [str(row["instruction"]), str(row.get("input") or "")]
+        request, answer = "\n\n".join(part for part in parts if part.strip()), str(row["output"])
+    return [{"role": "user", "content": request}, {"role": "assistant", "content": answer}]
+
+
+def last_answer(messages: Sequence[dict[str, Any]]) -> str:
+    """The content of a conversation's last assistant message (the reference answer)."""
+    answers = [m for m in messages if m.get("role") == "assistant"]
+    return str(answers[-1].get("content") or "") if answers else ""
+
+
+def references(
+    row: dict[str, Any], messages: Sequence[dict[str, Any]], path: Path, line: int
+) -> list[str]:
+    """What a free-text answer is scored against: the record's ``references`` (checked when
+    the data was read), else its answer."""
+    given = row.get("references")
+    if given is None:
+        return [last_answer(messages)]
+    if not isinstance(given, list) or not given or not all(isinstance(r, str) for r in given):
+        raise DataError(f"{path}:{line}: field 'references' must be a non-empty list of strings")
+    return list(given)
+
+
+def _answer_kind(
+    prepared: PreparedData, train: list[list[dict[str, Any]]], evals: list[list[dict[str, Any]]]
+) -> Literal["extraction", "generation"]:
+    """``extraction`` when every answer is a JSON object, ``generation`` when none is."""
+    located = [
+        (prepared.folder / name, record.line, _is_frame(messages))
+        for name, data, conversations in (
+            (TRAIN_NAME, prepared.train, train),
+            (EVAL_NAME, prepared.eval, evals),
+        )
+        for record, messages in zip(data.records, conversations, strict=True)
+    ]
+    frames = sum(is_frame for _, _, is_frame in located)
+    if frames == len(located):
+        return "extraction"
+    if frames == 0:
+        return "generation"
+    majority = frames * 2 >= len(located)
+    path, line, _ = next(item for item in located if item[2] != majority)
+    found = "free text" if majority else "a JSON object"
+    raise DataError(
+        f"{path}:{line}: {frames:,} of {len(located):,} answers are JSON slot frames but this "
+        f"one is {found}; set data.task to extraction (slot frames, scored on slot F1) or "
+        "generation (free text, scored against references)"
+    )
+
+
+def _is_frame(messages: Sequence[dict[str, Any]]) -> bool:
+    try:
+        value = json.loads(last_answer(messages))
+    except json.JSONDecodeError:
+        return False
+    return isinstance(value, dict)
+
+
+def _frames(
+    data: LoadedData, conversations: list[list[dict[str, Any]]], path: Path
+) -> list[dict[str, str]]:
     """Each record's last assistant message read as a slot frame, or an error naming it."""
     frames = []
-    for record in data.records:
+    for record, messages in zip(data.records, conversations, strict=True):
         try:
-            frame = restaurant8k_slots(record.data)
+            frame = restaurant8k_slots({"messages": messages})
             if not all(normalise_value(value) for value in frame.values()):
                 raise DataError("a slot's value is empty")
         except DataError as exc:
             raise DataError(
-                f"{path}:{record.line}: a generative task scores answers as JSON slot frames "
-                f"(slot -> text); this record's answer is not one: {exc}"
+                f"{path}:{record.line}: a slot-extraction task scores answers as JSON slot "
+                f"frames (slot -> text); this record's answer is not one: {exc} (free-text "
+                "answers: set data.task to generation)"
             ) from None
         frames.append(frame)
     return frames
 
 
-def experiment_task(prepared: PreparedData) -> Task:
-    """The task the prepared data makes: classification records a classification task, chat
-    records a generative one."""
-    if prepared.lock.format == "chat":
-        return generative_task(prepared)
+def experiment_task(prepared: PreparedData, answers: AnswerKind = "auto") -> Task:
+    """The task the prepared data makes: classification records a classification task; chat,
+    completion and alpaca records a generative one (slot extraction or free text, by
+    ``answers``: the experiment's ``data.task``)."""
+    if prepared.lock.format in GENERATIVE_FORMATS:
+        return generative_task(prepared, answers)
     if prepared.lock.format == "classification":
         return classification_task(prepared)
     raise DataError(
-        f"{prepared.folder}: `compare` takes classification or chat data, got "
-        f"{prepared.lock.format}; convert it to chat records (messages)"
+        f"{prepared.folder}: `compare` takes classification, chat, completion or alpaca data, "
+        f"got {prepared.lock.format}"
     )
 
 
@@ -265,6 +378,42 @@ def runnable_here(
     return runnable
 
 
+def task_decoding(
+    config: StrategyConfig, task: Task, experiment: ExperimentConfig
+) -> StrategyConfig:
+    """For free text, a strategy's ``decoding.max_new_tokens``, unless set, becomes the 99th
+    percentile of the training answers' length in the base model's tokens plus the stop
+    token: long enough for nearly every answer the task has, and no longer (the default, 64,
+    suits slot frames). The run's ``config.yaml`` records what was used."""
+    decoding = getattr(config, "decoding", None)
+    if (
+        not isinstance(task, GenerativeTask)
+        or task.kind != "generation"
+        or decoding is None
+        or "max_new_tokens" in decoding.model_fields_set
+    ):
+        return config
+    tokens = answer_tokens_p99(task, experiment.model.base_model, experiment.model.revision) + 1
+    return config.model_copy(
+        update={"decoding": decoding.model_copy(update={"max_new_tokens": tokens})}
+    )
+
+
+_ANSWER_P99: dict[tuple[str, str | None, str], int] = {}
+
+
+def answer_tokens_p99(task: GenerativeTask, model: str, revision: str | None = None) -> int:
+    """The 99th percentile (rounded up) of the training answers' length in ``model``'s tokens,
+    counted once per model and training data."""
+    key = (model, revision, task.train_sha256)
+    if key not in _ANSWER_P99:
+        tokenizer = load_tokenizer(model, revision)
+        answers = [last_answer(record) for record in task.train_records]
+        lengths = [len(ids) for ids in tokenizer(answers, add_special_tokens=False)["input_ids"]]
+        _ANSWER_P99[key] = max(1, math.ceil(float(np.percentile(lengths, 99))))
+    return _ANSWER_P99[key]
+
+
 def run_strategy(
     name: str,
     experiment: ExperimentConfig,
@@ -278,6 +427,7 @@ def run_strategy(
     raw = experiment.strategies.get(name)
     strategy, config = resolve_run(name, raw)
     require_supported(name, strategy, task.kind)
+    config = task_decoding(config, task, experiment)
     train = merged_train_config(experiment.train, experiment.train.model_fields_set, config)
     folder = RunFolder(run_dir(experiment, name))
     registered = strategy_name(name, raw)
@@ -468,7 +618,7 @@ def _compare(
     force: bool,
 ) -> Comparison:
     prepared = prepare_experiment_data(experiment, track, log)
-    task = experiment_task(prepared)
+    task = experiment_task(prepared, experiment.data.task)
     ordered = ordered_strategies(names, experiment, task.kind)
     for name in ordered:  # a strategy for another kind of task is a mistake: refuse it at once
         require_supported(name, resolve_run(name, experiment.strategies.get(name))[0], task.kind)
@@ -491,6 +641,9 @@ def _compare(
     comparison, _ = build_comparison(folders, experiment.compare)
     comparison["failures"] = failures
     out = experiment_dir(experiment)
+    rated = human_ratings(out, experiment.compare)
+    if rated is not None:
+        comparison["human_ratings"] = rated
     write_text_atomic(out / COMPARISON, json.dumps(comparison, indent=2) + "\n")
     write_text_atomic(out / LEADERBOARD, leaderboard_markdown(comparison))
     write_text_atomic(out / EXPERIMENT, to_yaml(experiment))

@@ -9,7 +9,8 @@ per-item correctness, slot F1 from per-item slot counts (pooled).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -19,7 +20,15 @@ import numpy as np
 
 from adaptlab.config import CompareConfig
 from adaptlab.data.lock import require_same_eval
-from adaptlab.evaluate.bootstrap import paired_bootstrap, paired_bootstrap_micro_f1
+from adaptlab.evaluate.bootstrap import (
+    bootstrap_interval,
+    corpus_interval,
+    paired_bootstrap,
+    paired_bootstrap_corpus,
+    paired_bootstrap_micro_f1,
+)
+from adaptlab.evaluate.free_text import corpus_scorer
+from adaptlab.ratings import DATABASE, RatingError, human_ratings_summary
 from adaptlab.runs import PRIMARY_METRIC, RunError, RunRecord, read_run
 
 
@@ -59,10 +68,11 @@ class Difference:
         )
 
 
-def per_item(record: RunRecord) -> np.ndarray | None:
-    """The run's per-item scores on its eval items (``record.indices``): correctness of a
-    classifier, slot counts of a generator; ``None`` when its predictions lack them or cannot
-    be read."""
+def per_item(record: RunRecord, metric: str | None = None) -> np.ndarray | None:
+    """The run's per-item scores on its eval items (``record.indices``) in ``metric`` (by
+    default its primary one): correctness of a classifier, slot counts of a slot extractor, a
+    free-text run's per-example scores or, for BLEU and chrF++, the per-example statistics
+    their corpus scores pool; ``None`` when its predictions lack them or cannot be read."""
     try:
         arrays = record.predictions
     except RunError:
@@ -70,6 +80,10 @@ def per_item(record: RunRecord) -> np.ndarray | None:
     if record.kind == "generative":
         counts: np.ndarray | None = arrays.get("counts")
         return counts
+    if record.kind == "generation":
+        metric = metric or record.eval.primary_metric
+        found: np.ndarray | None = arrays.get(f"{metric}_stats" if metric in CORPUS else metric)
+        return found
     probabilities, gold = arrays.get("probabilities"), arrays.get("gold")
     if probabilities is None or gold is None:
         return None
@@ -77,10 +91,23 @@ def per_item(record: RunRecord) -> np.ndarray | None:
     return correct
 
 
-def paired_difference(a: RunRecord, b: RunRecord, settings: CompareConfig) -> Difference | None:
-    """``a - b`` in the primary metric on the eval items both scored (paired bootstrap);
-    ``None`` when they share no item or either lacks per-item scores."""
-    scores_a, scores_b = per_item(a), per_item(b)
+CORPUS = ("bleu", "chrf")
+"""Free-text metrics that pool per-example statistics into a corpus score (not a mean)."""
+TEXT_METRICS = ("rougeL", "rouge1", "rouge2", "bleu", "chrf", "embedding_similarity", "exact_match")
+"""The free-text metrics a difference is reported for (each on 0-1)."""
+
+
+def _corpus_score(metric: str) -> Callable[[np.ndarray], float]:
+    scorer = corpus_scorer(metric)  # type: ignore[arg-type]
+    return lambda totals: scorer(totals) / 100.0
+
+
+def paired_difference(
+    a: RunRecord, b: RunRecord, settings: CompareConfig, metric: str | None = None
+) -> Difference | None:
+    """``a - b`` in ``metric`` (by default the primary one) on the eval items both scored
+    (paired bootstrap); ``None`` when they share no item or either lacks per-item scores."""
+    scores_a, scores_b = per_item(a, metric), per_item(b, metric)
     if scores_a is None or scores_b is None:
         return None
     shared, in_a, in_b = np.intersect1d(a.indices, b.indices, return_indices=True)
@@ -91,12 +118,17 @@ def paired_difference(a: RunRecord, b: RunRecord, settings: CompareConfig) -> Di
         "resamples": settings.bootstrap_resamples,
         "confidence": settings.confidence,
     }
+    pair = scores_a[in_a], scores_b[in_b]
     if a.kind == "generative":
-        result = paired_bootstrap_micro_f1(
-            scores_a[in_a], scores_b[in_b], metric="slot_f1", **options
-        )
+        result = paired_bootstrap_micro_f1(*pair, metric="slot_f1", **options)
+    elif a.kind == "generation":
+        metric = metric or a.eval.primary_metric
+        if metric in CORPUS:
+            result = paired_bootstrap_corpus(*pair, _corpus_score(metric), metric=metric, **options)
+        else:
+            result = paired_bootstrap(*pair, metric=metric, **options)
     else:
-        result = paired_bootstrap(scores_a[in_a], scores_b[in_b], metric="accuracy", **options)
+        result = paired_bootstrap(*pair, metric="accuracy", **options)
     return Difference(result.difference, result.low, result.high, len(shared))
 
 
@@ -106,7 +138,7 @@ def pairwise_differences(
     """``(a, b) -> a - b`` for every two runs that share eval items (each pair once)."""
     pairs = {}
     for a, b in combinations(records, 2):
-        difference = paired_difference(a, b, settings)
+        difference = paired_difference(a, b, settings, ranking_metric(a.kind, settings))
         if difference is not None:
             pairs[(a.name, b.name)] = difference
     return pairs
@@ -123,11 +155,22 @@ def read_runs(folders: Sequence[Path]) -> tuple[list[RunRecord], list[str]]:
     return records, problems
 
 
-METRIC_WORDS = {"accuracy": "accuracy", "slot_f1": "slot F1 (micro)"}
+METRIC_WORDS = {
+    "accuracy": "accuracy",
+    "slot_f1": "slot F1 (micro)",
+    "rougeL": "ROUGE-L F1",
+    "rouge1": "ROUGE-1 F1",
+    "rouge2": "ROUGE-2 F1",
+    "bleu": "BLEU",
+    "chrf": "chrF++",
+    "embedding_similarity": "embedding similarity",
+    "exact_match": "exact match",
+}
 
 
 def score(record: RunRecord) -> float:
-    """The run's primary metric (accuracy, or micro slot F1) on its eval items."""
+    """The run's primary metric (accuracy, micro slot F1, or its free-text metric) on its
+    eval items."""
     return record.eval.score
 
 
@@ -145,10 +188,11 @@ def build_comparison(
         named = ", ".join(f"{r.name} ({r.kind})" for r in results)
         raise RunError(f"runs of different task kinds cannot be compared: {named}")
     kind = kinds.pop()
-    best = max(results, key=lambda r: (not r.eval.sampled, score(r)))
-    rows = [_row(result, best, settings) for result in results]
-    metric = PRIMARY_METRIC[kind]
-    rows.sort(key=lambda row: -row[metric])
+    metric = ranking_metric(kind, settings)
+    scored = {r.name: metric_score(r, metric, settings) for r in results}
+    best = max(results, key=lambda r: (not r.eval.sampled, scored[r.name][0]))
+    rows = [_row(result, best, settings, metric, scored[result.name]) for result in results]
+    rows.sort(key=lambda row: -row["score"])
     comparison = {
         "task": kind,
         "metric": metric,
@@ -161,10 +205,66 @@ def build_comparison(
     return comparison, problems
 
 
-def _row(result: RunRecord, best: RunRecord, settings: CompareConfig) -> dict[str, Any]:
-    generative = result.kind == "generative"
-    if generative:
+def human_ratings(experiment_folder: Path, settings: CompareConfig) -> dict[str, Any] | None:
+    """The blind preference ratings of ``adaptlab rate`` in ``experiment_folder`` (win rates with
+    bootstrap intervals, Cohen's κ between raters; :func:`adaptlab.ratings.human_ratings_summary`),
+    ``None`` when nobody has rated; a database that cannot be read is a ``problem``, never a
+    failed comparison."""
+    try:
+        return human_ratings_summary(
+            experiment_folder,
+            resamples=settings.bootstrap_resamples,
+            confidence=settings.confidence,
+        )
+    except (RatingError, OSError, sqlite3.Error) as exc:
+        return {"database": DATABASE, "problem": f"{experiment_folder / DATABASE}: {exc}"}
+
+
+def ranking_metric(kind: str, settings: CompareConfig) -> str:
+    """What runs of ``kind`` are ranked on: accuracy, slot F1, or the configured free-text
+    metric (``compare.generation_metric``)."""
+    return settings.generation_metric if kind == "generation" else PRIMARY_METRIC[kind]
+
+
+def metric_score(
+    record: RunRecord, metric: str, settings: CompareConfig
+) -> tuple[float, tuple[float, float]]:
+    """The run's value of ``metric`` and its bootstrap interval: the primary metric's as
+    ``eval.json`` recorded it; for a free-text run ranked on another metric (the config's
+    ``compare.generation_metric`` changed after it ran), the corpus value from ``eval.json``
+    and an interval from its per-example scores, so no run has to be redone for it."""
+    if metric == record.eval.primary_metric:
+        return record.eval.score, record.eval.interval
+    value = record.eval.metrics.get(metric)
+    values = per_item(record, metric)
+    if record.kind != "generation" or value is None or values is None:
+        raise RunError(f"{record.folder}: no per-example '{metric}' to rank it on")
+    options: dict[str, Any] = {
+        "resamples": settings.bootstrap_resamples,
+        "confidence": settings.confidence,
+    }
+    if metric in CORPUS:
+        interval = corpus_interval(values, _corpus_score(metric), **options)
+    else:
+        interval = bootstrap_interval(values, **options)
+    return float(value), interval
+
+
+def _row(
+    result: RunRecord,
+    best: RunRecord,
+    settings: CompareConfig,
+    metric: str,
+    scored: tuple[float, tuple[float, float]],
+) -> dict[str, Any]:
+    if result.kind == "generative":
         measured = {**_generative_fields(result), **_retention_fields(result)}
+    elif result.kind == "generation":
+        measured = {
+            **_text_fields(result, best, settings, metric, scored[1]),
+            **_generation_cost_fields(result),
+            **_retention_fields(result),
+        }
     else:
         measured = _accuracy_fields(result)
     return {
@@ -173,8 +273,9 @@ def _row(result: RunRecord, best: RunRecord, settings: CompareConfig) -> dict[st
         "task": result.kind,
         "n": result.eval.n,
         "sampled": result.eval.sampled,
+        "score": scored[0],
         **measured,
-        "vs_best": _difference_to(result, best, settings),
+        "vs_best": _difference_to(result, best, settings, metric),
         "size_on_disk_bytes": result.cost.size_on_disk_bytes,
         "trainable_params": result.cost.trainable_params,
         "total_params": result.cost.total_params,
@@ -200,9 +301,6 @@ def _accuracy_fields(result: RunRecord) -> dict[str, Any]:
 
 def _generative_fields(result: RunRecord) -> dict[str, Any]:
     metrics = result.eval.metrics
-    cost = result.eval.raw.get("cost", {})
-    latency = cost.get("latency", {})
-    prompt = result.eval.raw.get("tokens", {}).get("prompt", {})
     return {
         "slot_f1": metrics["slot_f1"],
         "slot_f1_ci": list(result.eval.interval),
@@ -210,6 +308,39 @@ def _generative_fields(result: RunRecord) -> dict[str, Any]:
         "slot_recall": metrics["slot_recall"],
         "json_valid_rate": metrics["json_valid_rate"],
         "exact_match": metrics["exact_match"],
+        **_generation_cost_fields(result),
+    }
+
+
+def _text_fields(
+    result: RunRecord,
+    best: RunRecord,
+    settings: CompareConfig,
+    primary: str,
+    interval: tuple[float, float],
+) -> dict[str, Any]:
+    """A free-text run's corpus metrics (0-1), the ranking metric's interval, and the paired
+    difference to the best run in every metric of :data:`TEXT_METRICS` (``vs_best_all``)."""
+    metrics = result.eval.metrics
+    differences = {}
+    if result.name != best.name:
+        for metric in TEXT_METRICS:
+            difference = paired_difference(result, best, settings, metric)
+            differences[metric] = None if difference is None else difference.to_dict()
+    return {
+        **{metric: metrics.get(metric) for metric in (*TEXT_METRICS, "length_ratio")},
+        f"{primary}_ci": list(interval),
+        "primary_metric": primary,
+        "unfinished": result.eval.raw.get("unfinished"),
+        "vs_best_all": differences or None,
+    }
+
+
+def _generation_cost_fields(result: RunRecord) -> dict[str, Any]:
+    cost = result.eval.raw.get("cost", {})
+    latency = cost.get("latency", {})
+    prompt = result.eval.raw.get("tokens", {}).get("prompt", {})
+    return {
         "latency_batch1_p50_ms": latency.get("p50_ms"),
         "latency_batch1_p95_ms": latency.get("p95_ms"),
         "output_tokens_per_s": cost.get("output_tokens_per_s"),
@@ -226,13 +357,13 @@ def _retention_fields(result: RunRecord) -> dict[str, Any]:
 
 
 def _difference_to(
-    result: RunRecord, best: RunRecord, settings: CompareConfig
+    result: RunRecord, best: RunRecord, settings: CompareConfig, metric: str
 ) -> dict[str, Any] | None:
-    """The paired difference of the primary metric against the best run, as
+    """The paired difference of the ranking metric against the best run, as
     ``comparison.json`` records it (``None`` for the best itself, or with no shared items)."""
     if result.name == best.name:
         return None
-    difference = paired_difference(result, best, settings)
+    difference = paired_difference(result, best, settings, metric)
     return None if difference is None else difference.to_dict()
 
 
@@ -271,11 +402,37 @@ COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
+TEXT_COLUMNS = {
+    "rougeL": ("ROUGE-L", "ROUGE-L"),
+    "bleu": ("BLEU", "BLEU"),
+    "chrf": ("chrF++", "chrF++"),
+    "embedding_similarity": ("embedding sim.", "emb. sim"),
+}
+"""The free-text metrics shown beside the primary one (which is not repeated)."""
+
+
+def _columns(comparison: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    kind = comparison.get("task", "classification")
+    if kind != "generation":
+        return COLUMNS[kind]
+    primary = comparison["metric"]
+    shown = tuple(pair for metric, pair in TEXT_COLUMNS.items() if metric != primary)
+    return (
+        ("strategy", "strategy"),
+        ("{primary}", "{primary}"),
+        ("Δ vs best ({level}% CI)", "Δ vs best ({level}% CI)"),
+        *shown,
+        ("length ratio", "len"),
+        ("general instructions (Δ pts vs base)", "general (Δ)"),
+        *COLUMNS["generative"][-7:],
+    )
+
+
 def leaderboard_headers(comparison: dict[str, Any], compact: bool = False) -> list[str]:
     """Column titles for the comparison's task kind (``compact``: for a terminal)."""
     level = round(comparison["confidence"] * 100)
-    columns = COLUMNS[comparison.get("task", "classification")]
-    return [pair[compact].format(level=level) for pair in columns]
+    primary = METRIC_WORDS.get(comparison.get("metric", ""), comparison.get("metric", ""))
+    return [pair[compact].format(level=level, primary=primary) for pair in _columns(comparison)]
 
 
 def leaderboard_markdown(comparison: dict[str, Any]) -> str:
@@ -292,7 +449,14 @@ def leaderboard_markdown(comparison: dict[str, Any]) -> str:
         f"Best: **{comparison['best']}**. Δ is the paired-bootstrap difference in "
         f"{metric} to the best run on the same eval items; * marks a significant one."
     )
-    if comparison.get("task") == "generative":
+    if comparison.get("task") == "generation":
+        lines.append(
+            "Free-text metrics against every reference of each item: ROUGE F1 (stemmed, best "
+            "reference) and embedding similarity are means over items, BLEU and chrF++ corpus "
+            "scores (sacrebleu), all × 100; the length ratio is answer words over the closest "
+            "reference's."
+        )
+    if comparison.get("task") in ("generative", "generation"):
         lines.append(
             "Retention (catastrophic forgetting): the pass rate on adaptlab's fixed general "
             "instructions, Δ in points against the base model (a drop is the `forgetting` the "
@@ -310,7 +474,23 @@ def leaderboard_markdown(comparison: dict[str, Any]) -> str:
 
 def leaderboard_cells(row: dict[str, Any]) -> list[str]:
     name = row["strategy"] + (" (sample)" if row["sampled"] else "")
-    if row.get("task") == "generative":
+    if row.get("task") == "generation":
+        low, high = row[f"{row['primary_metric']}_ci"]
+        measured = [
+            f"{row['score'] * 100:.2f} [{low * 100:.1f}, {high * 100:.1f}]",
+            _delta(row["vs_best"]),
+            *(
+                _number(_percent(row.get(metric)), "{:.1f}")
+                for metric in TEXT_COLUMNS
+                if metric != row["primary_metric"]
+            ),
+            _number(row.get("length_ratio"), "{:.2f}"),
+            _retention_cells(row)[0],
+            _number(row["latency_batch1_p50_ms"], "{:.1f}"),
+            _number(row["output_tokens_per_s"], "{:.1f}"),
+            _number(row["prompt_tokens_per_request"], "{:.0f}"),
+        ]
+    elif row.get("task") == "generative":
         low, high = row["slot_f1_ci"]
         measured = [
             f"{row['slot_f1'] * 100:.2f} [{low * 100:.1f}, {high * 100:.1f}]",
@@ -366,6 +546,10 @@ def _cost_cells(row: dict[str, Any]) -> list[str]:
         _number(row["fit_wall_s"], "{:.1f}"),
         _number(None if peak is None else peak / 2**20, "{:.0f}"),
     ]
+
+
+def _percent(value: float | None) -> float | None:
+    return None if value is None else value * 100
 
 
 def _number(value: Any, pattern: str) -> str:

@@ -85,6 +85,12 @@ class DataConfig(Section):
         "auto",
         description="Record format; `auto` detects it from the records' keys.",
     )
+    task: Literal["auto", "extraction", "generation"] = Field(
+        "auto",
+        description="What answers of chat, completion or alpaca records are: `extraction` "
+        "(JSON slot frames, scored on slot F1), `generation` (free text, scored against the "
+        "references); `auto`: extraction when every answer is a JSON object, else generation.",
+    )
     text_field: str | None = Field(
         None, description="Classification text column (auto: text/sentence/utterance/query)."
     )
@@ -243,6 +249,12 @@ class RetentionConfig(Section):
     )
 
 
+GenerationMetric = Literal[
+    "rougeL", "rouge1", "rouge2", "bleu", "chrf", "embedding_similarity", "exact_match"
+]
+"""The metrics a free-text task may be ranked on (each on 0-1 in ``eval.json``)."""
+
+
 class CompareConfig(Section):
     """Which strategies ``adaptlab compare`` runs and how results are measured."""
 
@@ -266,6 +278,17 @@ class CompareConfig(Section):
     retention: RetentionConfig = Field(
         default_factory=RetentionConfig,
         description="Catastrophic-forgetting check of generative runs against the base model.",
+    )
+    generation_metric: GenerationMetric = Field(
+        "rougeL",
+        description="What free-text runs are ranked on (the leaderboard, Δ vs best, the "
+        "decision rules): rougeL (ROUGE-L F1, stemmed), rouge1, rouge2, bleu, chrf (chrF++), "
+        "embedding_similarity or exact_match.",
+    )
+    similarity_model: str = Field(
+        "sentence-transformers/all-MiniLM-L6-v2",
+        description="Sentence encoder of the embedding similarity between a free-text answer "
+        "and its best reference (the bundled MiniLM by default).",
     )
 
 

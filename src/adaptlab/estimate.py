@@ -208,8 +208,11 @@ def _run_experiment(
 
 
 def _prepared_task(folder: Path, experiment: ExperimentConfig) -> Task:
-    prepared = open_prepared(folder, allow_contaminated=experiment.data.allow_contaminated)
-    return experiment_task(prepared)
+    data = experiment.data
+    prepared = open_prepared(
+        folder, allow_contaminated=data.allow_contaminated, near_threshold=data.near_dup_threshold
+    )
+    return experiment_task(prepared, experiment.data.task)
 
 
 def workload_for(
@@ -477,14 +480,18 @@ def experiment_task_without_writing(
     """The task ``compare`` would train on: its prepared data when current, else the data
     checked and prepared into a temporary folder (the experiment folder is left as it is)."""
     folder = experiment_dir(experiment) / "data"
-    allow = experiment.data.allow_contaminated
+    allow, near = experiment.data.allow_contaminated, experiment.data.near_dup_threshold
     if prepared_is_current(folder, experiment):
-        return experiment_task(open_prepared(folder, allow_contaminated=allow))
+        return experiment_task(
+            open_prepared(folder, allow_contaminated=allow, near_threshold=near),
+            experiment.data.task,
+        )
     log("Checking the data (into a temporary folder; nothing is written to the experiment)")
     with tempfile.TemporaryDirectory(prefix="adaptlab-estimate-data-") as scratch:
         result = check_data(experiment.data, experiment.model)
         prepare_data(result, experiment.data, Path(scratch))
-        return experiment_task(open_prepared(Path(scratch), allow_contaminated=allow))
+        prepared = open_prepared(Path(scratch), allow_contaminated=allow, near_threshold=near)
+        return experiment_task(prepared, experiment.data.task)
 
 
 FORMULAS: dict[str, str] = {

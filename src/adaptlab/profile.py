@@ -21,7 +21,10 @@ examples, without training; ``tuned``: anything that trains."""
 TrainingMethod = Literal["full", "adapter", "top_blocks", "features", "none"]
 """How a strategy trains, for the cost model's FLOP formulas (:mod:`adaptlab.cost.model`)."""
 
-TaskKind = Literal["classification", "generative"]
+TaskKind = Literal["classification", "generative", "generation"]
+"""``classification``: texts with labels; ``generative``: chat records whose answers are JSON
+slot frames (slot extraction); ``generation``: records whose answers are free text, scored
+against one or several references."""
 
 
 @dataclass(frozen=True)

@@ -183,7 +183,8 @@ def read_manifest(folder: Path) -> Manifest:
 
 PRIMARY_METRIC: dict[str, str] = {"classification": "accuracy", "generative": "slot_f1"}
 """What runs of each task kind are ranked on: ``eval.json``'s ``metrics.<name>``, with its
-interval in ``<name>_ci``."""
+interval in ``<name>_ci``. Free-text runs (``generation``) name theirs in ``primary_metric``
+(``compare.generation_metric``: ROUGE-L F1 by default)."""
 
 
 @dataclass(frozen=True)
@@ -198,8 +199,10 @@ class Evaluation:
     sampled: bool
     """Scored on a sample (``eval_limit``), not on the whole eval set."""
     metrics: dict[str, Any]
+    primary_metric: str
+    """What the run is ranked on (:data:`PRIMARY_METRIC`, or a free-text run's own)."""
     score: float
-    """The primary metric (:data:`PRIMARY_METRIC`): accuracy, or micro slot F1."""
+    """The primary metric's value: accuracy, micro slot F1, or e.g. ROUGE-L F1 (0-1)."""
     interval: tuple[float, float]
     """The bootstrap interval of :attr:`score`."""
     latency: dict[str, dict[str, Any]]
@@ -259,7 +262,10 @@ def parse_evaluation(payload: dict[str, Any], folder: Path) -> Evaluation:
     if task not in get_args(TaskKind):
         raise RunError(f"{path}: field 'task' = {task!r} is not one of {get_args(TaskKind)}")
     metrics = _field(path, payload, "metrics", "object", True)
-    primary = PRIMARY_METRIC[task]
+    if task == "generation":
+        primary = _field(path, payload, "primary_metric", "string", True)
+    else:
+        primary = PRIMARY_METRIC[task]
     if not _number(metrics.get(primary)):
         raise RunError(f"{path}: field 'metrics.{primary}' is missing or not a number")
     interval = payload.get(f"{primary}_ci")
@@ -272,6 +278,7 @@ def parse_evaluation(payload: dict[str, Any], folder: Path) -> Evaluation:
         eval_size=_field(path, payload, "eval_size", "integer", False),
         sampled=bool(_field(path, payload, "sampled", "boolean", False)),
         metrics=metrics,
+        primary_metric=primary,
         score=float(metrics[primary]),
         interval=(float(interval[0]), float(interval[1])),
         latency=latency,

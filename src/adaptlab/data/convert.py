@@ -320,3 +320,46 @@ def restaurant8k_slots(messages_record: Mapping[str, Any]) -> dict[str, str]:
     if not isinstance(slots, dict) or not all(isinstance(v, str) for v in slots.values()):
         raise DataError("assistant content must be a JSON object of slot -> string value")
     return slots
+
+
+# --- e2e_nlg ---------------------------------------------------------------------------------
+
+
+def convert_e2e_nlg(src: Path, out: Path) -> ConversionSummary:
+    """Convert E2E NLG's multi-reference test file (``test_multiref.jsonl``: one
+    ``{"id", "mr", "prompt", "references"}`` line per meaning representation) into chat
+    records a free-text task is scored on: the prompt as the user turn, the first reference
+    as the answer, and every reference in ``references`` (the challenge scored against all).
+
+    The chat files beside it (``train.jsonl``, ``valid.jsonl``) are read as they are. Raises
+    :class:`DataError` naming the line and field of a record without a prompt or references.
+    """
+    records = []
+    for number, line in enumerate(_read_text(src).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise _error(src, number, "invalid_json", exc.msg) from None
+        if not isinstance(item, dict):
+            raise _error(src, number, "wrong_type", "a record must be a JSON object")
+        prompt, references = item.get("prompt"), item.get("references")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise _error(src, number, "missing_field", "no prompt text", field="prompt")
+        if (
+            not isinstance(references, list)
+            or not references
+            or not all(isinstance(r, str) and r.strip() for r in references)
+        ):
+            message = "references must be a non-empty list of non-empty strings"
+            raise _error(src, number, "wrong_type", message, field="references")
+        messages = [
+            {"role": "user", "content": prompt},
+            {"role": "assistant", "content": references[0]},
+        ]
+        records.append({"messages": messages, "references": references})
+    if not records:
+        raise _error(src, 1, "empty_file", "no records")
+    _write_jsonl(out, records)
+    return ConversionSummary(source=src, output=out, records=len(records))

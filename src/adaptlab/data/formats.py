@@ -606,13 +606,42 @@ def validate(
     if layout.format == "classification":
         return _check_classification(path, line, row, layout, labels)
     if layout.format == "chat":
-        return _check_chat(path, line, row)
+        return [*_check_chat(path, line, row), *_check_references(path, line, row)]
     required = (
         ("prompt", "completion") if layout.format == "completion" else ("instruction", "output")
     )
     optional = () if layout.format == "completion" else ("input",)
     # An empty prompt is legitimate (unconditional text); an empty answer never is.
-    return _check_text_fields(path, line, row, required, optional, may_be_empty=("prompt",))
+    issues = _check_text_fields(path, line, row, required, optional, may_be_empty=("prompt",))
+    return [*issues, *_check_references(path, line, row)]
+
+
+def _check_references(path: str, line: int, row: dict[str, Any]) -> list[DataIssue]:
+    """A generative record's optional ``references``: the answers a free-text answer is
+    scored against (E2E has several per input), a non-empty list of non-empty strings."""
+    if "references" not in row:
+        return []
+    references = row["references"]
+    if not isinstance(references, list) or not references:
+        found = "an empty list" if references == [] else _json_type(references)
+        return [
+            _issue(
+                path,
+                line,
+                "wrong_type",
+                f"references must be a non-empty list of strings, found {found}",
+                field="references",
+            )
+        ]
+    issues = []
+    for index, reference in enumerate(references):
+        where = f"references[{index}]"
+        if not isinstance(reference, str):
+            message = f"a reference must be a string, found {_json_type(reference)}"
+            issues.append(_issue(path, line, "wrong_type", message, field=where))
+        elif is_blank(reference):
+            issues.append(_issue(path, line, "empty_text", "the reference is empty", field=where))
+    return issues
 
 
 def _check_classification(

@@ -364,6 +364,8 @@ def _token_section(
     except (ModelNotAvailable, OSError, ValueError) as exc:
         return {"error": str(exc), "tokenizer": model.base_model}
     section: dict[str, Any] = {"tokenizer": model.base_model, "sequence_len": model.sequence_len}
+    if "train" in parts:
+        _drop_long_answers(parts["train"], tokenizer, model.sequence_len)
     for role, part in parts.items():
         lengths = token_lengths(part, tokenizer, track, role)
         section[role] = length_stats(lengths, model.sequence_len)
@@ -386,6 +388,55 @@ def token_lengths(part: Part, tokenizer: Any, track: Track, role: str) -> list[i
         encoded = tokenizer(texts[start : start + batch], add_special_tokens=True)["input_ids"]
         lengths.extend(len(ids) for ids in encoded)
     return lengths
+
+
+def _drop_long_answers(part: Part, tokenizer: Any, limit: int) -> None:
+    """A training answer longer than ``sequence_len`` tokens cannot be learned whole: an error
+    on its line naming the field, and the record is left out (chat, completion and alpaca
+    records; a long prompt is only the warning of :func:`_flag_long`)."""
+    fields = [answer_field(part.loaded.format, part.loaded.records[i].data) for i in part.keep]
+    if not any(fields):
+        return
+    records = [part.loaded.records[index].data for index in part.keep]
+    texts = [str(_field_value(row, name)) for row, name in zip(records, fields, strict=True)]
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    too_long = set()
+    for index, name, length in zip(part.keep, fields, lengths, strict=True):
+        if name and length > limit:
+            too_long.add(index)
+            part.loaded.issues.append(
+                DataIssue(
+                    part.loaded.path,
+                    part.loaded.records[index].line,
+                    "answer_too_long",
+                    f"the answer is {length} tokens, longer than sequence_len {limit}: it "
+                    "cannot be learned whole; left out (shorten it or raise sequence_len)",
+                    field=name,
+                )
+            )
+    part.keep = [index for index in part.keep if index not in too_long]
+
+
+def answer_field(format: str, row: dict[str, Any]) -> str | None:
+    """Where a generative record's answer is: ``messages[i].content`` of its last assistant
+    message, ``completion`` or ``output``; ``None`` for other records."""
+    if format == "completion":
+        return "completion"
+    if format == "alpaca":
+        return "output"
+    if format != "chat":
+        return None
+    messages = row.get("messages") or []
+    answers = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
+    return f"messages[{answers[-1]}].content" if answers else None
+
+
+def _field_value(row: dict[str, Any], name: str | None) -> Any:
+    if name is None:
+        return ""
+    if name.startswith("messages["):
+        return row["messages"][int(name[9 : name.index("]")])]["content"]
+    return row[name]
 
 
 def _flag_long(part: Part, lengths: list[int], limit: int) -> None:

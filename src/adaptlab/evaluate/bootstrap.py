@@ -226,6 +226,27 @@ def bootstrap_interval(
     return _percentile_interval(means, confidence)
 
 
+def corpus_interval(
+    stats: npt.ArrayLike,
+    score: Callable[[IndexArray], float],
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of one system's corpus metric from per-example statistics rows
+    (BLEU's, chrF's): each resample sums its examples' rows and ``score`` turns the sums into
+    the corpus score, as :func:`paired_bootstrap_corpus` does for a difference."""
+    values = _checked_stats("stats", stats)
+    _check_settings(resamples, confidence)
+    n = len(values)
+
+    def scores(rows: IndexArray) -> FloatArray:
+        return np.array([score(np.bincount(row, minlength=n) @ values) for row in rows])
+
+    return _percentile_interval(_resampled(n, resamples, seed, scores), confidence)
+
+
 def micro_f1_interval(
     counts: npt.ArrayLike,
     *,

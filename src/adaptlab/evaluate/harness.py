@@ -2,8 +2,9 @@
 sample of it), the same metrics, the same timing.
 
 Classifiers are scored on accuracy, macro-F1 and calibration; generators answer each eval
-request greedily and their answers are scored as slot frames (:mod:`adaptlab.evaluate.slots`),
-with the cost of answering one request at a time.
+request greedily and their answers are scored as slot frames (:mod:`adaptlab.evaluate.slots`)
+or, for free text, against the references (:mod:`adaptlab.evaluate.free_text`), with the cost
+of answering one request at a time.
 """
 
 from __future__ import annotations
@@ -11,12 +12,19 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from adaptlab.config import CompareConfig
-from adaptlab.evaluate.bootstrap import bootstrap_interval, micro_f1_interval
+from adaptlab.evaluate.bootstrap import bootstrap_interval, corpus_interval, micro_f1_interval
+from adaptlab.evaluate.free_text import (
+    CORPUS_METRICS,
+    corpus_scorer,
+    embedding_similarity,
+    score_free_text,
+)
 from adaptlab.evaluate.generation import (
     Generation,
     TokenStats,
@@ -25,7 +33,8 @@ from adaptlab.evaluate.generation import (
 )
 from adaptlab.evaluate.latency import measure_latency
 from adaptlab.evaluate.metrics import classification_metrics, reliability_bins
-from adaptlab.evaluate.slots import SlotMetrics, slot_metrics
+from adaptlab.evaluate.slots import slot_metrics
+from adaptlab.models.encoder import embed_texts
 from adaptlab.train.chat import encode_prompt
 
 if TYPE_CHECKING:  # the task and model protocols, as annotations only: evaluate reads no strategy
@@ -99,22 +108,19 @@ def latency_profile(
 
 @dataclass(frozen=True)
 class GeneratedAnswers:
-    """A generator's answers to the eval requests it was asked, scored."""
+    """A generator's answers to the eval requests it was asked, with per-example scores."""
 
     indices: np.ndarray
     """Positions in the locked eval set, in the order of the answers."""
     generations: list[Generation]
-    metrics: SlotMetrics
+    per_example: dict[str, np.ndarray]
+    """Per-example scores for paired comparisons, by task kind: slot extraction's ``counts``
+    (n, 3) true positives, false positives and false negatives, ``exact`` and ``json_valid``
+    (0/1); free text's :data:`TEXT_ARRAYS`."""
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """Per-example scores for paired comparisons: ``counts`` (n, 3) true positives,
-        false positives and false negatives, ``exact`` and ``json_valid`` (0/1), ``indices``."""
-        return {
-            "counts": self.metrics.counts_per_example(),
-            "exact": self.metrics.exact_per_example(),
-            "json_valid": self.metrics.json_valid_per_example(),
-            "indices": self.indices.astype(np.int64),
-        }
+        """What ``predictions.safetensors`` holds: :attr:`per_example` and ``indices``."""
+        return {**self.per_example, "indices": self.indices.astype(np.int64)}
 
     def rows(self) -> list[dict[str, Any]]:
         """One JSON-ready row per answer: its eval position, text and token counts."""
@@ -130,14 +136,21 @@ class GeneratedAnswers:
         ]
 
 
+TEXT_ARRAYS = ("bleu_stats", "chrf_stats", *CORPUS_METRICS, "embedding_similarity")
+"""A free-text run's per-example arrays: BLEU's and chrF++'s sufficient statistics (rows that
+sum to the corpus score), sentence BLEU and chrF++, ROUGE F1, exact match, length ratio and
+embedding similarity (all on 0-1 but the length ratio)."""
+
+
 def evaluate_generator(
     generator: Generator,
     task: GenerativeTask,
     settings: CompareConfig,
     indices: np.ndarray | None = None,
 ) -> tuple[dict[str, Any], GeneratedAnswers]:
-    """Slot metrics, JSON validity, exact match and generation cost on the eval set (or the
-    given sample of it). Returns the ``eval.json`` payload and the scored answers."""
+    """Answers to the eval requests (or the given sample of them), scored as slot frames or as
+    free text against the references by the task's kind, and the generation cost. Returns the
+    ``eval.json`` payload and the scored answers."""
     indices = np.arange(task.eval_size) if indices is None else indices
     requests = task.eval_requests
     asked = [requests[int(i)] for i in indices]
@@ -146,20 +159,18 @@ def evaluate_generator(
     prompts = [encode_prompt(generator.lm.tokenizer, c) for c in conversations]
     generations = generate(generator.lm, prompts, generator.decoding)
     seconds = time.perf_counter() - start
-    frames = [task.eval_frames[int(i)] for i in indices]
-    metrics = slot_metrics([g.text for g in generations], frames, task.slots)
-    low, high = micro_f1_interval(
-        metrics.counts_per_example(),
-        resamples=settings.bootstrap_resamples,
-        confidence=settings.confidence,
-    )
+    texts = [g.text for g in generations]
+    if task.eval_references is None:
+        quality, per_example = _slot_quality(texts, task, indices, settings)
+    else:
+        references = [task.eval_references[int(i)] for i in indices]
+        quality, per_example = text_quality(texts, references, settings)
     payload = {
         "task": task.kind,
         "n": len(indices),
         "eval_size": task.eval_size,
         "sampled": bool(len(indices) < task.eval_size),
-        "metrics": metrics.to_dict(),
-        "slot_f1_ci": [low, high],
+        **quality,
         "confidence": settings.confidence,
         "unfinished": sum(not g.finished for g in generations),
         "eval_seconds": round(seconds, 3),
@@ -170,7 +181,70 @@ def evaluate_generator(
         },
         "cost": generation_cost(generator, asked, prompts, settings),
     }
-    return payload, GeneratedAnswers(np.asarray(indices), generations, metrics)
+    return payload, GeneratedAnswers(np.asarray(indices), generations, per_example)
+
+
+def _slot_quality(
+    texts: list[str], task: GenerativeTask, indices: np.ndarray, settings: CompareConfig
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    frames = [task.eval_frames[int(i)] for i in indices]
+    metrics = slot_metrics(texts, frames, task.slots)
+    low, high = micro_f1_interval(
+        metrics.counts_per_example(),
+        resamples=settings.bootstrap_resamples,
+        confidence=settings.confidence,
+    )
+    per_example = {
+        "counts": metrics.counts_per_example(),
+        "exact": metrics.exact_per_example(),
+        "json_valid": metrics.json_valid_per_example(),
+    }
+    return {"metrics": metrics.to_dict(), "slot_f1_ci": [low, high]}, per_example
+
+
+def text_quality(
+    texts: Sequence[str], references: Sequence[Sequence[str]], settings: CompareConfig
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Free-text answers scored against their references (:mod:`adaptlab.evaluate.free_text`):
+    every metric per corpus (``metrics``, BLEU/chrF++/ROUGE divided by 100 so that every
+    score is on 0-1 like accuracy) and per example (:data:`TEXT_ARRAYS`), the primary metric
+    (``compare.generation_metric``) and its bootstrap interval."""
+    scores = score_free_text(texts, references)
+    embed = partial(embed_texts, settings.similarity_model, max_length=SIMILARITY_MAX_LENGTH)
+    similarity = embedding_similarity(texts, references, embed)
+    metrics = {name: value / _PERCENT.get(name, 1.0) for name, value in scores.corpus.items()}
+    metrics["embedding_similarity"] = float(similarity.mean())
+    per_example = {
+        "bleu_stats": scores.stats["bleu"],
+        "chrf_stats": scores.stats["chrf"],
+        **{name: values / _PERCENT.get(name, 1.0) for name, values in scores.per_example.items()},
+        "embedding_similarity": similarity,
+    }
+    primary = settings.generation_metric
+    options: dict[str, Any] = {
+        "resamples": settings.bootstrap_resamples,
+        "confidence": settings.confidence,
+    }
+    if primary in ("bleu", "chrf"):
+        scorer = corpus_scorer(primary)
+        low, high = corpus_interval(
+            per_example[f"{primary}_stats"], lambda totals: scorer(totals) / 100.0, **options
+        )
+    else:
+        low, high = bootstrap_interval(per_example[primary], **options)
+    quality = {
+        "primary_metric": primary,
+        "metrics": metrics,
+        f"{primary}_ci": [low, high],
+        "references_per_item": float(np.mean([len(refs) for refs in references])),
+    }
+    return quality, per_example
+
+
+SIMILARITY_MAX_LENGTH = 256
+"""Tokens of an answer or reference the similarity encoder reads."""
+_PERCENT = dict.fromkeys(("bleu", "chrf", "rouge1", "rouge2", "rougeL"), 100.0)
+"""The metrics the libraries give on 0-100 (exact match is a share, the length ratio a ratio)."""
 
 
 def generation_cost(

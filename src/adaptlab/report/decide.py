@@ -6,7 +6,8 @@ to another; ``confidence``: trust in it is lower; ``flag``: reported, nothing ch
 report cites fired rules by name.
 
 Quality is the comparison's primary metric: accuracy for classification runs, micro slot F1
-for generative ones (``comparison.json``'s ``metric``); every rule reads it the same way.
+for slot extraction, the configured free-text metric (ROUGE-L F1 by default) for free text
+(``comparison.json``'s ``metric``); every rule reads it the same way.
 
 The ranking follows one rule, ``cheaper_within_ci``: a strategy whose quality is not
 significantly better (paired-bootstrap CI of the difference includes 0) than a cheaper one's
@@ -31,6 +32,7 @@ from typing import Annotated, Any, Literal
 from annotated_types import Ge, Gt, Le
 from pydantic import Field
 
+from adaptlab.comparison import METRIC_WORDS as COMPARISON_WORDS
 from adaptlab.comparison import Difference
 from adaptlab.config import Section
 from adaptlab.profile import DataNeed, Role, StrategyProfile
@@ -42,7 +44,7 @@ Effect = Literal["ranking", "confidence", "flag", "none"]
 Outcome = Literal["better", "worse", "tie"]
 Confidence = Literal["high", "medium", "low"]
 
-METRIC_WORDS: dict[str, str] = {"accuracy": "accuracy", "slot_f1": "slot F1"}
+METRIC_WORDS: dict[str, str] = {**COMPARISON_WORDS, "slot_f1": "slot F1"}
 """How the rules' messages name each primary metric of ``comparison.json``."""
 
 
@@ -55,7 +57,7 @@ class Candidate:
 
     name: str
     quality: float
-    """The primary metric: accuracy (classification) or micro slot F1 (generative)."""
+    """The primary metric: accuracy, micro slot F1, or a free-text metric (0-1)."""
     quality_ci: tuple[float, float]
     kind: str = ""
     """The registered strategy it ran (a run may be named otherwise, e.g. ``setfit_k8``)."""

@@ -10,6 +10,7 @@ rest: one broken run must not hide the others.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,9 +20,9 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from adaptlab.comparison import build_comparison
+from adaptlab.comparison import build_comparison, human_ratings
 from adaptlab.config import CompareConfig
-from adaptlab.paths import read_json_object
+from adaptlab.paths import read_json_object, write_text_atomic
 from adaptlab.profile import StrategyProfile
 from adaptlab.runs import (
     ERROR,
@@ -164,7 +165,24 @@ def read_inputs(paths: Sequence[Path]) -> ReportInputs:
     comparison = _current_comparison(experiment_folder, usable)
     if comparison is None:
         comparison, _ = build_comparison(list(usable.values()), settings)
+    if experiment_folder is not None:
+        refresh_human_ratings(experiment_folder, comparison, settings)
     return _inputs(comparison, usable, left_out, experiment_folder, context)
+
+
+def refresh_human_ratings(
+    experiment_folder: Path, comparison: dict[str, Any], settings: CompareConfig
+) -> None:
+    """Ratings go on after ``compare`` (``adaptlab rate``): put the current ones into the
+    comparison, and into the experiment's ``comparison.json`` when it holds the same runs."""
+    rated = human_ratings(experiment_folder, settings)
+    if rated is None or rated == comparison.get("human_ratings"):
+        return
+    comparison["human_ratings"] = rated
+    path = experiment_folder / COMPARISON
+    written = read_json_object(path)
+    if written is not None and written.get("rows") == comparison.get("rows"):
+        write_text_atomic(path, json.dumps({**written, "human_ratings": rated}, indent=2) + "\n")
 
 
 def inputs_for_comparison(experiment_folder: Path, comparison: dict[str, Any]) -> ReportInputs:

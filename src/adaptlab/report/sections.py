@@ -31,6 +31,7 @@ from adaptlab.report.document import (
     Section,
     Table,
 )
+from adaptlab.report.examples import compared_examples, read_eval_records
 from adaptlab.report.inputs import ReportInputs
 from adaptlab.report.plots import (
     Plot,
@@ -42,6 +43,7 @@ from adaptlab.report.plots import (
     per_label_plot,
     quality_plot,
 )
+from adaptlab.runs import RunError, RunRecord
 
 PER_LABEL_PLOT_LIMIT = 30
 """Classes shown in the per-class heatmap (banking77 has 77: the hardest 30 stay legible)."""
@@ -89,6 +91,8 @@ def document(data: ReportData) -> Document:
         quality(data),
         deployment(data),
         per_label(data),
+        examples(data),
+        human_preference(data),
         calibration(data),
         forgetting(data),
         data_summary(data),
@@ -402,7 +406,9 @@ def _break_even_blocks(data: ReportData) -> list[Block]:
 PLURAL = {"class": "classes", "slot": "slots"}
 
 
-def per_label(data: ReportData) -> Section:
+def per_label(data: ReportData) -> Section | None:
+    if data.inputs.task == "generation":
+        return None  # free text has no classes or slots; see the examples instead
     generative = data.inputs.task == "generative"
     what = "slot" if generative else "class"
     scores = {
@@ -455,12 +461,143 @@ def _mean_score(scores: Mapping[str, Mapping[str, float]], label: str) -> float:
     return sum(values) / len(values)
 
 
+# --------------------------------------------------------------------------- examples
+
+
+def examples(data: ReportData) -> Section | None:
+    """Free text: the recommended run's largest wins and losses against the well-prompted
+    base (the best prompted run; the base model's run when the recommendation is prompted)."""
+    if data.inputs.task != "generation":
+        return None
+    title = "Examples: where the recommendation wins and loses"
+    runs = data.inputs.runs
+    chosen = runs.get(data.decision.recommended)
+    other = _prompted_rival(data, chosen)
+    folder = data.inputs.experiment_folder
+    if chosen is None or other is None or folder is None:
+        text = "Not shown: it needs a recommended run, a prompted or base run to set it against "
+        text += "and the experiment's prepared eval set."
+        return Section("examples", title, (Paragraph(text),))
+    metric = data.inputs.metric
+    try:
+        wins, losses = compared_examples(chosen, other, metric, read_eval_records(folder))
+    except (RunError, OSError) as exc:
+        return Section("examples", title, (Notice(f"Examples not shown: {exc}"),))
+    what = "sentence " + data.metric_words if metric in ("bleu", "chrf") else data.metric_words
+    text = (
+        f"{chosen.name} (recommended) against {other.name} on the eval items both answered, "
+        f"ranked by the difference in {what} per item: the {len(wins)} largest wins and the "
+        f"{len(losses)} largest losses, each with its input, both answers and the references."
+    )
+    blocks: list[Block] = [Paragraph(text)]
+    for heading, shown in (("Largest wins", wins), ("Largest losses", losses)):
+        rows = tuple(
+            (
+                str(example.index),
+                f"{example.difference * 100:+.1f}",
+                example.request,
+                example.answer,
+                example.other_answer,
+                " | ".join(example.references),
+            )
+            for example in shown
+        )
+        headers = ("item", "Δ", "input", chosen.name, other.name, "references")
+        blocks.append(Paragraph(f"{heading} of {chosen.name}:"))
+        blocks.append(Table(headers, rows) if rows else Paragraph("None."))
+    return Section("examples", title, tuple(blocks))
+
+
+def human_preference(data: ReportData) -> Section | None:
+    """The blind ratings of ``adaptlab rate``: per pair of runs, wins, ties and both-bad counts,
+    each run's win rate with its bootstrap interval, and Cohen's κ between raters."""
+    rated = data.inputs.comparison.get("human_ratings")
+    if not rated:
+        return None
+    title = "Human preference"
+    if rated.get("problem"):
+        return Section(
+            "human-preference", title, (Notice(f"Ratings not read: {rated['problem']}"),)
+        )
+    level = round(float(rated.get("confidence", 0.95)) * 100)
+    text = (
+        "Raters saw one eval input and two anonymised answers, sides balanced at random "
+        "(adaptlab rate), and chose A, B, tie or both bad. A run's win rate counts a tie as half a "
+        f"win, over the items rated (each item once, raters averaged), with its {level}% "
+        "bootstrap interval over items; κ is Cohen's, on the items two raters both rated."
+    )
+    rows, notes = [], []
+    for pair in rated.get("pairs") or []:
+        first, second = pair["runs"]
+
+        kappas = "; ".join(
+            f"{k['raters'][0]}/{k['raters'][1]}: "
+            + ("—" if k.get("kappa") is None else f"{k['kappa']:.2f}")
+            + f" (n={k['n']})"
+            for k in pair.get("kappa") or []
+        )
+        wins = pair.get("wins") or {}
+        rows.append(
+            (
+                f"{first} vs {second}",
+                _count(pair.get("items")),
+                ", ".join(pair.get("raters") or []) or "—",
+                f"{wins.get(first, 0)} / {wins.get(second, 0)}",
+                f"{pair.get('ties', 0)} / {pair.get('both_bad', 0)}",
+                _win_rate(pair, first),
+                _win_rate(pair, second),
+                kappas or "—",
+            )
+        )
+        if pair.get("stale"):
+            notes.append(
+                f"{first} vs {second}: {pair['stale']} ratings of answers that have changed since "
+                "are left out" + (f" ({pair['problem']})" if pair.get("problem") else "")
+            )
+    headers = (
+        "pair",
+        "items",
+        "raters",
+        "wins (first / second)",
+        "ties / both bad",
+        "win rate, first",
+        "win rate, second",
+        "κ",
+    )
+    blocks: list[Block] = [Paragraph(text), Table(headers, tuple(rows))]
+    if notes:
+        blocks.append(Bullets(tuple(notes)))
+    return Section("human-preference", title, tuple(blocks))
+
+
+def _win_rate(pair: Mapping[str, Any], run: str) -> str:
+    value = (pair.get("win_rate") or {}).get(run)
+    interval = (pair.get("win_rate_ci") or {}).get(run)
+    if value is None or interval is None:
+        return "—"
+    return f"{value * 100:.1f}% [{interval[0] * 100:.1f}, {interval[1] * 100:.1f}]"
+
+
+def _prompted_rival(data: ReportData, chosen: RunRecord | None) -> RunRecord | None:
+    if chosen is None:
+        return None
+    for role in ("prompted", "base"):
+        rivals = [
+            record
+            for name, record in data.inputs.runs.items()
+            if name != chosen.name and record.profile is not None and record.profile.role == role
+        ]
+        if rivals:
+            return max(rivals, key=lambda record: record.eval.score)
+    return None
+
+
 # --------------------------------------------------------------------------- calibration
 
 
 def calibration(data: ReportData) -> Section:
     title = "Calibration"
-    if data.inputs.task == "generative":
+    if data.inputs.task in ("generative", "generation"):
         text = (
             "Not measured: generated answers carry no class probabilities, so there is no "
             "confidence to calibrate (the calibration_regression rule has nothing to read)."
@@ -507,7 +644,7 @@ def forgetting(data: ReportData) -> Section:
             "held-out perplexity) on generative runs' language models; "
             + (
                 "classification runs have none."
-                if data.inputs.task != "generative"
+                if data.inputs.task == "classification"
                 else "retention was switched off (compare.retention.enabled)."
             )
         )

@@ -9,9 +9,10 @@ one row in the shared test matrix (``tests/unit/strategies/test_matrix.py``). It
 method, whether it teaches, the task kinds it handles; later stages read that from the run's
 manifest.
 
-Two kinds of task reach a strategy, decided by the prepared data's format: ``classification``
-(texts and labels; the strategy returns a :class:`Classifier`) and ``generative`` (chat records
-whose answers are JSON slot frames; the strategy returns a :class:`Generator`). A strategy
+Three kinds of task reach a strategy, decided by the prepared data: ``classification`` (texts
+and labels; the strategy returns a :class:`Classifier`), ``generative`` (chat records whose
+answers are JSON slot frames) and ``generation`` (records whose answers are free text); for
+both of the last the strategy returns a :class:`Generator`. A strategy
 names the kinds it handles in ``profile.tasks``, and ``compare`` refuses to run a strategy on a
 kind it does not name (:func:`require_supported`).
 """
@@ -101,14 +102,20 @@ class ClassificationTask:
 
 @dataclass(frozen=True)
 class GenerativeTask:
-    """Chat records of the prepared train and locked eval sets, and the gold slot frames.
+    """Chat records of the prepared train and locked eval sets, and what their answers are
+    scored against.
 
     A record is its whole conversation, the reference answer (the last assistant message)
-    included; what a model is asked is :attr:`eval_requests`. Each answer is a JSON object of
-    slot -> value (restaurant8k), so ``eval_frames[i]`` is eval record i's answer parsed.
+    included; what a model is asked is :attr:`eval_requests`. Two kinds of answers:
+
+    - slot extraction (``kind`` ``generative``): each answer is a JSON object of slot -> value
+      (restaurant8k), so ``eval_frames[i]`` is eval record i's answer parsed and ``slots``
+      every slot the answers name;
+    - free text (``kind`` ``generation``): ``eval_references[i]`` holds eval record i's
+      references (its answer, or the record's ``references`` list: E2E has several per
+      input); ``slots`` and ``eval_frames`` are empty.
     """
 
-    kind: ClassVar[TaskKind] = "generative"
     slots: tuple[str, ...]
     """Every slot the train and eval answers name, in the data's canonical order."""
     train_records: list[Messages]
@@ -116,6 +123,12 @@ class GenerativeTask:
     eval_frames: list[dict[str, str]]
     train_sha256: str
     eval_sha256: str
+    eval_references: list[list[str]] | None = None
+    """Free text: each eval record's references; ``None`` for slot extraction."""
+
+    @property
+    def kind(self) -> TaskKind:
+        return "generative" if self.eval_references is None else "generation"
 
     @property
     def eval_size(self) -> int:
@@ -262,6 +275,13 @@ def teachers_for(task_kind: TaskKind) -> tuple[str, ...]:
     )
 
 
+TASK_WORDS: dict[TaskKind, str] = {
+    "classification": " (texts with labels)",
+    "generative": " (chat records whose answers are JSON slot frames)",
+    "generation": " (records whose answers are free text)",
+}
+
+
 class UnsupportedTaskError(ConfigError):
     """A strategy asked to run on a task kind it does not handle; the message names both."""
 
@@ -276,7 +296,7 @@ def require_supported(name: str, strategy: Strategy | type[Any], task_kind: Task
         raise UnsupportedTaskError(
             f"strategy {run} handles {' and '.join(supported)} tasks, but this experiment's "
             f"data makes a {task_kind} task"
-            + (" (chat records)" if task_kind == "generative" else " (texts with labels)")
+            + TASK_WORDS[task_kind]
             + f"; choose strategies for {task_kind} tasks: "
             + ", ".join(strategies_for(task_kind))
         )

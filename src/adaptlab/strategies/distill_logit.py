@@ -120,14 +120,15 @@ class DistillLogitConfig(GenerativeDistillConfig):
 def load_generative_teacher(
     run: RunContext[GenerativeTask], config: GenerativeDistillConfig
 ) -> tuple[TeacherRun, TunedGenerator]:
-    """The teacher run (best by slot F1, or the one named) and its model, merged."""
+    """The teacher run (best by the task's primary metric: slot F1, or the free-text metric
+    the experiment ranks on; or the one named) and its model, merged."""
     from transformers import PreTrainedModel
 
     source = find_teacher(
         run.runs_root,
         config.teacher,
-        candidates=teachers_for("generative"),
-        metric="slot_f1",
+        candidates=teachers_for(run.task.kind),
+        metric=teacher_metric(run),
         student=run.name,
     )
     require_same_data(source, run.task)
@@ -157,10 +158,17 @@ def student_model(
     return student, kept
 
 
-def student_facts(source: TeacherRun, teacher: nn.Module, kept: list[int]) -> dict[str, Any]:
+def teacher_metric(run: RunContext[GenerativeTask]) -> str:
+    """What a teacher is chosen by: slot F1, or the metric a free-text experiment ranks on."""
+    return "slot_f1" if run.task.kind == "generative" else run.experiment.compare.generation_metric
+
+
+def student_facts(
+    source: TeacherRun, teacher: nn.Module, kept: list[int], metric: str
+) -> dict[str, Any]:
     return {
         "teacher": source.name,
-        "teacher_slot_f1": source.score,
+        f"teacher_{metric}": source.score,
         "teacher_layers": len(find_layer_list(teacher)[1]),
         "student_layers": len(kept),
         "kept_layers": kept,
@@ -193,7 +201,7 @@ class DistillLogitStrategy:
         role="tuned",
         method="full",
         data_need=EXTRACTION_NEED,
-        tasks=("generative",),
+        tasks=("generative", "generation"),
     )
 
     def requires(self, config: DistillLogitConfig) -> list[str]:
@@ -222,7 +230,10 @@ class DistillLogitStrategy:
         )
         fit_causal_lm(run, student, tokenizer, rows, loss=loss)
         student.cpu().eval()  # served and evaluated on the CPU, wherever it trained
-        facts = {**student_facts(source, teacher.lm.model, kept), "top_k": config.top_k}
+        facts = {
+            **student_facts(source, teacher.lm.model, kept, teacher_metric(run)),
+            "top_k": config.top_k,
+        }
         decoding = config.decoding.model_dump(mode="json")
         save_model(student, tokenizer, run.folder / MODEL_DIR, decoding=decoding, **facts)
         run.record(needs_base_model=False, **facts)

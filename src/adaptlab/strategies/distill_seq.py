@@ -47,6 +47,7 @@ from adaptlab.strategies.distill_logit import (
     student_facts,
     student_model,
     student_workload,
+    teacher_metric,
 )
 from adaptlab.strategies.sft_full import MODEL_DIR, load_model, save_model, trainable_copy
 from adaptlab.train.sft import TunedGenerator, fit_causal_lm, sft_examples, training_records
@@ -196,7 +197,7 @@ class DistillSeqStrategy:
         role="tuned",
         method="full",
         data_need=EXTRACTION_NEED,
-        tasks=("generative",),
+        tasks=("generative", "generation"),
     )
 
     def requires(self, config: DistillSeqConfig) -> list[str]:
@@ -219,10 +220,11 @@ class DistillSeqStrategy:
         if config.student == "half":
             model, kept = student_model(teacher.lm.model, config)
             lm = CausalLM(run.name, teacher.lm.tokenizer, model)
-            facts.update(student_facts(source, teacher.lm.model, kept))
+            facts.update(student_facts(source, teacher.lm.model, kept, teacher_metric(run)))
         else:
             lm = trainable_copy(config.student)
-            facts.update(teacher=source.name, teacher_slot_f1=source.score, student=lm.name)
+            facts.update(teacher=source.name, student=lm.name)
+            facts[f"teacher_{teacher_metric(run)}"] = source.score
         rows, report = sft_examples(lm.tokenizer, records, run.max_length, packing=config.packing)
         run.record(sft_data=report, unfinished_teacher_answers=unfinished, **facts)
         fit_causal_lm(run, lm.model, lm.tokenizer, rows)

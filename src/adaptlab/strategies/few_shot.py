@@ -104,7 +104,7 @@ class FewShotStrategy:
         role="prompted",
         method="none",
         data_need=DataNeed(0, 0, "it shows a few retrieved training examples per request"),
-        tasks=("generative",),
+        tasks=("generative", "generation"),
     )
 
     def requires(self, config: StrategyConfig) -> list[str]:

@@ -1,10 +1,12 @@
 """Zero-shot generation: an instruction-tuned LLM is told the output schema and asked.
 
-Nothing is trained. The system message is an instruction (extract the details the message
-mentions, answer with a JSON object only, ``{}`` when none) followed by the task's slots; the
-request's own messages follow, and the model's greedy answer is scored as it stands. A system
-turn the data itself carries is replaced, so that every record is asked with the instruction
-this strategy is configured with. ``few_shot`` adds retrieved examples to this prompt.
+Nothing is trained. For slot extraction the system message is an instruction (extract the
+details the message mentions, answer with a JSON object only, ``{}`` when none) followed by the
+task's slots; for free text it is the configured instruction, or none (the data's own request,
+a system turn included, is the prompt). The request's own messages follow, and the model's
+greedy answer is scored as it stands. A system turn the data itself carries is replaced by a
+configured one, so that every record is asked with the same instruction. ``few_shot`` adds
+retrieved examples to this prompt.
 """
 
 from __future__ import annotations
@@ -50,7 +52,12 @@ class PromptConfig(StrategyConfig):
         description="Instruction-tuned causal LM to prompt (bundled name, local folder or hub); "
         "empty: the experiment's base model.",
     )
-    instruction: str = Field(DEFAULT_INSTRUCTION, description="System message, above the slots.")
+    instruction: str | None = Field(
+        None,
+        description="System message. Empty: for slot extraction an instruction to answer with "
+        "a JSON object of the slots, which are listed below it; for free text none (each "
+        "request's own turns, a system turn it carries included, as they are).",
+    )
     decoding: DecodingConfig = Field(
         default_factory=DecodingConfig, description="How answers are decoded (greedy)."
     )
@@ -66,6 +73,14 @@ def system_message(instruction: str, slots: Sequence[str]) -> str:
     return f"{instruction.strip()}\n\nSlots: {', '.join(slots)}"
 
 
+def task_system(task: GenerativeTask, instruction: str | None) -> str:
+    """The system turn a prompted model is given: the slot instruction and the slots for slot
+    extraction; for free text the configured instruction, or none ("")."""
+    if task.kind == "generative":
+        return system_message(instruction or DEFAULT_INSTRUCTION, task.slots)
+    return (instruction or "").strip()
+
+
 @dataclass(frozen=True)
 class PromptSpec:
     """Everything that defines the prompted model; saved as ``prompt.json``."""
@@ -79,7 +94,7 @@ class PromptSpec:
         config = run.config
         return cls(
             config.model or run.base_model,
-            system_message(config.instruction, run.task.slots),
+            task_system(run.task, config.instruction),
             config.decoding.model_dump(mode="json"),
         )
 
@@ -93,7 +108,8 @@ class PromptSpec:
 
 @dataclass
 class PromptGenerator:
-    """The instruction as the system turn, then the request."""
+    """The instruction as the system turn, then the request (without an instruction, the
+    request's own turns as they are)."""
 
     lm: CausalLM
     decoding: DecodingConfig
@@ -107,10 +123,12 @@ class PromptGenerator:
         return [self.conversation(request) for request in requests]
 
     def conversation(self, request: Messages, examples: Sequence[Messages] = ()) -> Messages:
-        """System turn, the ``examples``' turns in order, then the request's own turns."""
-        turns: Messages = [{"role": "system", "content": self.system}]
+        """System turn, the ``examples``' turns in order, then the request's own turns (its
+        system turn replaced by ours, or, when we have none, kept first)."""
+        own = [dict(m) for m in request if m.get("role") == "system"]
+        turns: Messages = [{"role": "system", "content": self.system}] if self.system else own
         for example in examples:
-            turns.extend(dict(message) for message in example)
+            turns.extend(dict(m) for m in example if m.get("role") != "system")
         turns.extend(dict(m) for m in request if m.get("role") != "system")
         return turns
 
@@ -142,7 +160,7 @@ class PromptStrategy:
         role="base",
         method="none",
         data_need=DataNeed(0, 0, "it uses only an instruction"),
-        tasks=("generative",),
+        tasks=("generative", "generation"),
     )
 
     def requires(self, config: StrategyConfig) -> list[str]:

@@ -103,7 +103,7 @@ class QloraStrategy:
         method="adapter",
         data_need=EXTRACTION_NEED,
         teaches=True,
-        tasks=("generative",),
+        tasks=("generative", "generation"),
     )
 
     def requires(self, config: StrategyConfig) -> list[str]:

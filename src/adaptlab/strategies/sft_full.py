@@ -135,7 +135,7 @@ class SftFullStrategy:
         method="full",
         data_need=EXTRACTION_NEED,
         teaches=True,
-        tasks=("generative",),
+        tasks=("generative", "generation"),
     )
 
     def requires(self, config: StrategyConfig) -> list[str]:

@@ -120,7 +120,7 @@ class SftLoraStrategy:
         method="adapter",
         data_need=EXTRACTION_NEED,
         teaches=True,
-        tasks=("generative",),
+        tasks=("generative", "generation"),
     )
 
     def requires(self, config: StrategyConfig) -> list[str]:

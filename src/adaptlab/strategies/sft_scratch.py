@@ -65,7 +65,7 @@ class SftScratchStrategy:
         role="tuned",
         method="full",
         data_need=from_scratch_need(0, "task-specific"),
-        tasks=("generative",),
+        tasks=("generative", "generation"),
     )
 
     def requires(self, config: StrategyConfig) -> list[str]:

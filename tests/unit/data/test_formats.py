@@ -106,6 +106,30 @@ def test_chat_error_classes(tmp_path: Path) -> None:
     assert [r.line for r in data.records] == [1]
 
 
+def test_references_must_be_a_non_empty_list_of_text(tmp_path: Path) -> None:
+    turns = [{"role": "user", "content": "describe it"}, {"role": "assistant", "content": "ok"}]
+    lines = [
+        {"messages": turns, "references": ["ok", "fine"]},  # 1
+        {"messages": turns, "references": "ok"},  # 2 a string, not a list
+        {"messages": turns, "references": []},  # 3
+        {"messages": turns, "references": ["ok", 7]},  # 4
+        {"messages": turns, "references": ["ok", " \u200b "]},  # 5 blank
+        {"prompt": "describe it", "completion": "ok", "references": [None]},  # 6 (another file)
+    ]
+    path = write_lines(tmp_path / "chat.jsonl", [json.dumps(x) for x in lines[:5]])
+    data = load(path)
+    found = {issue.line: (issue.error, issue.field) for issue in data.issues}
+    assert found == {
+        2: ("wrong_type", "references"),
+        3: ("wrong_type", "references"),
+        4: ("wrong_type", "references[1]"),
+        5: ("empty_text", "references[1]"),
+    }
+    assert [r.line for r in data.records] == [1]
+    completion = load(write_lines(tmp_path / "c.jsonl", [json.dumps(lines[5])]))
+    assert [(i.error, i.field) for i in completion.issues] == [("wrong_type", "references[0]")]
+
+
 def test_completion_and_alpaca_detection_and_checks(tmp_path: Path) -> None:
     completion = write_lines(
         tmp_path / "c.jsonl",

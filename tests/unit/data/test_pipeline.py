@@ -299,3 +299,32 @@ def test_pii_in_a_chat_message_name_is_scrubbed(tmp_path: Path, tokenizer: Any) 
     written = prepared.train_path.read_text() + prepared.eval_path.read_text()
     assert "jane.doe@example.com" not in written and "7946 0958" not in written
     assert '"role": "user"' in written
+
+
+@pytest.mark.parametrize("format", ["chat", "completion", "alpaca"])
+def test_a_training_answer_longer_than_sequence_len_is_an_error_on_its_line(
+    tmp_path: Path, format: str
+) -> None:
+    answers = ["short answer", "a much longer answer " * 10, "another short one"]
+
+    def record(answer: str) -> dict[str, Any]:
+        if format == "chat":
+            return {
+                "messages": [
+                    {"role": "user", "content": "describe it"},
+                    {"role": "assistant", "content": answer},
+                ]
+            }
+        if format == "completion":
+            return {"prompt": "describe it", "completion": answer}
+        return {"instruction": "describe it", "output": answer}
+
+    path = write_jsonl(tmp_path / "train.jsonl", [record(a) for a in answers])
+    config = DataConfig(train=str(path), val_set_size=1, dedup=False)
+    result = check_data(config, ModelConfig(sequence_len=20), tokenizer=_WordCounter())
+    (issue,) = [i for i in result.train.loaded.issues if i.error == "answer_too_long"]
+    field = {"chat": "messages[1].content", "completion": "completion", "alpaca": "output"}
+    assert (issue.line, issue.field, issue.severity) == (2, field[format], "error")
+    assert "40 tokens, longer than sequence_len 20" in issue.message
+    kept = [row for row in result.train.kept_rows()]
+    assert len(kept) == 2 and record(answers[1]) not in kept
