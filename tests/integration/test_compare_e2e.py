@@ -3,9 +3,9 @@ prompt, few_shot and sft_lora from start to end, through the command line. Each 
 chrF++ and ROUGE-L equal sacrebleu and rouge-score called directly on the run's own answers
 against every reference of each test MR.
 
-The slice: the training pairs of 12 MRs of ../shared/data/e2e_nlg/train.jsonl, 8 test MRs of
+The slice: the training pairs of 12 MRs of ../shared/data/e2e_nlg/train.jsonl, 6 test MRs of
 test_multiref.jsonl converted by ``adaptlab data convert e2e_nlg``; sft_lora takes 4 steps.
-A few minutes on two CPU cores.
+About 4 minutes on two otherwise idle CPU cores (13 with a benchmark beside it).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def test_compare_on_an_e2e_slice_scores_as_sacrebleu_and_rouge_score(tmp_path: P
     requests = list(dict.fromkeys(r["messages"][0]["content"] for r in records))[:12]
     train = [r for r in records if r["messages"][0]["content"] in requests]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
-    test = (E2E / "test_multiref.jsonl").read_text(encoding="utf-8").splitlines()[:8]
+    test = (E2E / "test_multiref.jsonl").read_text(encoding="utf-8").splitlines()[:6]
     (tmp_path / "multiref.jsonl").write_text("\n".join(test) + "\n")
     converted = tmp_path / "test.jsonl"
     adaptlab("data", "convert", "e2e_nlg", str(tmp_path / "multiref.jsonl"), str(converted))
@@ -52,7 +52,8 @@ def test_compare_on_an_e2e_slice_scores_as_sacrebleu_and_rouge_score(tmp_path: P
     config.update(name="e2e-slice", output_dir=str(tmp_path / "runs"))
     config["data"].update(train=str(tmp_path / "train.jsonl"), eval=str(converted))
     config["train"] = {"max_steps": 4, "micro_batch_size": 4}
-    config["compare"].update(strategies=list(RUNS), latency_budget_s=0.5, bootstrap_resamples=500)
+    config["compare"].update(strategies=list(RUNS), latency_budget_s=0.1, bootstrap_resamples=500)
+    config["strategies"]["few_shot"]["k"] = 2
     (tmp_path / "e2e.yaml").write_text(yaml.safe_dump(config))
     adaptlab("compare", str(tmp_path / "e2e.yaml"))
 
@@ -68,7 +69,7 @@ def test_compare_on_an_e2e_slice_scores_as_sacrebleu_and_rouge_score(tmp_path: P
         run = folder / "runs" / name
         evaluation = json.loads((run / "eval.json").read_text())
         answers = [json.loads(line)["text"] for line in (run / "generations.jsonl").open()]
-        assert len(answers) == 8 and all(a.strip() for a in answers), answers
+        assert len(answers) == 6 and all(a.strip() for a in answers), answers
         metrics = evaluation["metrics"]
         assert metrics["bleu"] * 100 == pytest.approx(BLEU().corpus_score(answers, streams).score)
         chrf = CHRF(word_order=2).corpus_score(answers, streams).score
