@@ -52,6 +52,8 @@ def test_compare_on_an_e2e_slice_scores_as_sacrebleu_and_rouge_score(tmp_path: P
     config.update(name="e2e-slice", output_dir=str(tmp_path / "runs"))
     config["data"].update(train=str(tmp_path / "train.jsonl"), eval=str(converted))
     config["train"] = {"max_steps": 4, "micro_batch_size": 4}
+    for settings in config["strategies"].values():
+        settings.pop("train", None)  # the preset's CPU budget: 4 steps here
     config["compare"].update(strategies=list(RUNS), latency_budget_s=0.1, bootstrap_resamples=500)
     config["strategies"]["few_shot"]["k"] = 2
     (tmp_path / "e2e.yaml").write_text(yaml.safe_dump(config))
