@@ -1,0 +1,395 @@
+"""Retrieval over the chunks of a document collection: dense, sparse (BM25) and hybrid, scored.
+
+Every retriever answers ``retrieve(queries, k)`` with, per query, up to ``k`` hits
+``(chunk_index, score)``, best first; ``chunk_index`` indexes the chunk texts it was built on.
+
+- **dense**: a sentence encoder (the bundled all-MiniLM-L6-v2 by default) embeds the chunks
+  once, through the shared embedding cache (keyed by model and texts), and each query the same
+  way; the score is the cosine similarity (embeddings are normalised: a dot product). Search is
+  exact, one PyTorch matrix product, up to :data:`EXACT_SEARCH_LIMIT` chunks, and goes through
+  an HNSW graph (faiss ``IndexHNSWFlat``, Malkov & Yashunin 2018) above it.
+- **sparse**: BM25 (Robertson & Zaragoza 2009) by ``bm25s``, over its own tokenizer (lower
+  case, English stop words removed, Snowball stemming through PyStemmer). Only chunks sharing
+  a term with the query are returned: a zero score is no evidence, and must not earn a rank in
+  a fusion.
+- **hybrid**: reciprocal-rank fusion of the two rankings (Cormack, Clarke & Büttcher 2009,
+  "Reciprocal Rank Fusion outperforms Condorcet and individual Rank Learning Methods"):
+  ``score(c) = Σ_r 1 / (60 + rank_r(c))`` over the retrievers ``r`` that returned chunk ``c``
+  at 1-based rank ``rank_r(c)``. RRF needs no score calibration between a cosine and a BM25
+  score, which is why it is the usual fusion of the two.
+
+When a query's gold documents are known, :func:`score_retrieval` gives recall@k (the share of
+queries with a chunk of a gold document among their top ``k``) and the mean reciprocal rank.
+
+Where the ANN index starts to pay, measured on the 2-core development machine (x86-64 VM; torch
+and faiss on 2 threads each) while another benchmark kept both cores busy, so only ratios
+within a row mean much (batch-64 times under ~40 ms are mostly scheduling: the same 2k product
+took 24.0 ms in one run and 1.6 in the other). Commands:
+``python bench/ann_threshold.py --ef-search 128 512`` (random unit vectors, the hard case for
+HNSW: no neighbourhoods to exploit) and ``python bench/ann_threshold.py --ef-search 64 128
+--clusters 1000`` (noisy copies of 1,000 centres, nearer to real embeddings). 384-d, top 10,
+median ms per query batch, HNSW M=32, efConstruction=80, efSearch=128:
+
+    vectors  data       HNSW build s   exact b1 / b64 ms   HNSW b1 / b64 ms   HNSW recall@10
+      2,000  random            0.8        0.08 /  24.0       0.09 /  16.0          0.997
+      2,000  clustered         0.3        0.12 /   1.6       0.11 /   4.3          1.000
+     20,000  random            7.4        2.3  /  40.0       0.29 /  40.0          0.628
+     20,000  clustered         6.3        4.2  /  18.2       0.19 /  40.0          1.000
+    100,000  random           80.8       15.8  / 116.0       1.25 /  88.0          0.283
+    100,000  clustered        35.3       17.4  / 141.1       0.08 /  32.0          1.000
+    500,000  random          756.7       76.4  / 649.6       2.45 / 156.0          0.073
+    500,000  clustered       159.0       85.4  / 784.8       0.07 /  32.0          0.983
+
+(efSearch=512 on random vectors: recall 0.961 / 0.642 / 0.255 at 20k / 100k / 500k, for
+1.3 / 2.9 / 8.7 ms per query. usearch 2.26, measured once at 20k random by an earlier version
+of the script: 17.0 s to build against faiss's 9.1 s and 1.0 ms per query against 0.34 at the
+same recall, so faiss it is.)
+
+Per single query HNSW is faster from ~20k on, but there exact search costs 2-4 ms, nothing
+beside generating an answer, and HNSW costs a rebuild whenever the collection changes plus
+recall. Per eval batch HNSW first wins at 100k (1.3-4.4x). At 500k exact search costs 76-85 ms
+per query and 0.65-0.8 s per batch of 64: a real share of a request. Hence
+:data:`EXACT_SEARCH_LIMIT` = 100,000 chunks (exact up to it, HNSW past it): a collection of
+20 million tokens (~80 MB of text) at 200 tokens a chunk.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import torch
+
+from adaptlab.models.bundled import MINILM
+from adaptlab.models.encoder import FrozenEncoder
+
+Hit = tuple[int, float]
+"""One retrieved chunk: its index in the collection's chunk list, and its score."""
+
+RetrieverKind = Literal["dense", "sparse", "hybrid"]
+RETRIEVER_KINDS: tuple[RetrieverKind, ...] = ("dense", "sparse", "hybrid")
+
+EXACT_SEARCH_LIMIT = 100_000  # chunks; measured, see the module docstring
+# HNSW graph settings: 32 links per node and a wider search than faiss's defaults (40 / 16),
+# which on random 384-d vectors recall too little of the exact top 10 (see the table above).
+HNSW_LINKS = 32
+HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_SEARCH = 128
+RRF_K = 60  # Cormack et al. 2009: k = 60 "was fixed during a pilot investigation"
+HYBRID_DEPTH = 100  # hits each retriever contributes to the fusion
+DEFAULT_MAX_LENGTH = 256  # all-MiniLM-L6-v2's own limit, in word pieces
+# Scores for at most this many query-chunk pairs at a time (a 256 MiB float32 block).
+_SCORE_BLOCK = 1 << 26
+
+
+class Retriever(Protocol):
+    """Anything that ranks chunks for queries."""
+
+    def retrieve(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
+        """Per query, up to ``k`` hits ``(chunk_index, score)``, best first."""
+        ...
+
+
+# --------------------------------------------------------------------------- vector search
+
+
+class VectorIndex(Protocol):
+    """Top-``k`` inner-product search over fixed, normalised vectors."""
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores, indices)``, each ``(len(queries), min(k, size))``, best first."""
+        ...
+
+    def size_bytes(self) -> int:
+        """Memory the index holds (what serving it costs)."""
+        ...
+
+
+@dataclass
+class ExactIndex:
+    """Brute force: every query against every vector, one matrix product (PyTorch, not numpy:
+    see :func:`adaptlab.models.retrieval.similarities` on the two thread pools)."""
+
+    vectors: np.ndarray
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        matrix = torch.from_numpy(np.ascontiguousarray(self.vectors, dtype=np.float32))
+        k = min(k, len(self.vectors))
+        block = max(1, _SCORE_BLOCK // max(1, len(self.vectors)))
+        scores, indices = [], []
+        for start in range(0, len(queries), block):
+            rows = torch.from_numpy(np.ascontiguousarray(queries[start : start + block]))
+            top = (rows.float() @ matrix.T).topk(k, dim=1)
+            scores.append(top.values.numpy())
+            indices.append(top.indices.numpy())
+        if not scores:
+            return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+        return np.concatenate(scores), np.concatenate(indices)
+
+    def size_bytes(self) -> int:
+        return int(self.vectors.nbytes)
+
+
+@dataclass
+class HnswIndex:
+    """Approximate search through a faiss HNSW graph (inner product on normalised vectors)."""
+
+    index: Any
+    ef_search: int = HNSW_EF_SEARCH
+
+    @classmethod
+    def build(
+        cls,
+        vectors: np.ndarray,
+        links: int = HNSW_LINKS,
+        ef_construction: int = HNSW_EF_CONSTRUCTION,
+        ef_search: int = HNSW_EF_SEARCH,
+    ) -> HnswIndex:
+        import faiss  # only collections past the threshold need it
+
+        index = faiss.IndexHNSWFlat(vectors.shape[1], links, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = ef_construction
+        index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        return cls(index, ef_search)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        k = min(k, int(self.index.ntotal))
+        self.index.hnsw.efSearch = max(self.ef_search, k)
+        scores, indices = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        return scores, indices.astype(np.int64)
+
+    def size_bytes(self) -> int:
+        import faiss
+
+        return int(faiss.serialize_index(self.index).nbytes)
+
+
+def vector_index(vectors: np.ndarray, exact_limit: int = EXACT_SEARCH_LIMIT) -> VectorIndex:
+    """Exact search up to ``exact_limit`` vectors, an HNSW index past it."""
+    if len(vectors) <= exact_limit:
+        return ExactIndex(vectors)
+    return HnswIndex.build(vectors)
+
+
+def _hits(scores: np.ndarray, indices: np.ndarray) -> list[list[Hit]]:
+    # faiss marks "fewer than k found" with index -1
+    return [
+        [(int(i), float(s)) for s, i in zip(row_scores, row_indices, strict=True) if i >= 0]
+        for row_scores, row_indices in zip(scores.tolist(), indices.tolist(), strict=True)
+    ]
+
+
+# --------------------------------------------------------------------------- the retrievers
+
+
+@dataclass
+class DenseRetriever:
+    """Cosine similarity of sentence embeddings."""
+
+    encoder: FrozenEncoder
+    index: VectorIndex
+
+    @classmethod
+    def build(
+        cls,
+        texts: Sequence[str],
+        model: str = MINILM,
+        max_length: int = DEFAULT_MAX_LENGTH,
+        exact_limit: int = EXACT_SEARCH_LIMIT,
+    ) -> DenseRetriever:
+        """Load encoder ``model`` and embed ``texts`` (cached per model and texts)."""
+        _require_texts(texts)
+        encoder = FrozenEncoder.load(model, max_length)
+        return cls(encoder, vector_index(encoder.embed_cached(model, texts), exact_limit))
+
+    def retrieve(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
+        _require_k(k)
+        if not queries:
+            return []
+        return _hits(*self.index.search(self.encoder.embed(queries), k))
+
+
+@dataclass
+class SparseRetriever:
+    """BM25 through ``bm25s``; ``stemmer`` is a Snowball language (PyStemmer) or None."""
+
+    model: Any
+    stemmer: str | None = "english"
+    stopwords: str | None = "en"
+
+    @classmethod
+    def build(
+        cls,
+        texts: Sequence[str],
+        stemmer: str | None = "english",
+        stopwords: str | None = "en",
+        k1: float = 1.5,
+        b: float = 0.75,
+    ) -> SparseRetriever:
+        import bm25s
+
+        _require_texts(texts)
+        model = bm25s.BM25(k1=k1, b=b)
+        model.index(_bm25_tokens(texts, stemmer, stopwords, ids=True), show_progress=False)
+        return cls(model, stemmer, stopwords)
+
+    def retrieve(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
+        _require_k(k)
+        if not queries:
+            return []
+        tokens = _bm25_tokens(queries, self.stemmer, self.stopwords, ids=False)
+        k = min(k, int(self.model.scores["num_docs"]))
+        indices, scores = self.model.retrieve(tokens, k=k, show_progress=False, n_threads=1)
+        return [
+            [hit for hit in row if hit[1] > 0]
+            for row in _hits(np.asarray(scores), np.asarray(indices))
+        ]
+
+
+def _bm25_tokens(
+    texts: Sequence[str], stemmer: str | None, stopwords: str | None, ids: bool
+) -> Any:
+    import bm25s
+
+    stem = None
+    if stemmer is not None:
+        import Stemmer
+
+        stem = Stemmer.Stemmer(stemmer).stemWords
+    return bm25s.tokenize(
+        list(texts), stopwords=stopwords or [], stemmer=stem, return_ids=ids, show_progress=False
+    )
+
+
+@dataclass
+class HybridRetriever:
+    """Reciprocal-rank fusion of several retrievers' rankings (dense and sparse)."""
+
+    retrievers: Sequence[Retriever]
+    rrf_k: int = RRF_K
+    depth: int = HYBRID_DEPTH
+
+    def retrieve(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
+        _require_k(k)
+        depth = max(k, self.depth)
+        rankings = [retriever.retrieve(queries, depth) for retriever in self.retrievers]
+        fused = []
+        for query in range(len(queries)):
+            ranked = [[index for index, _ in hits[query]] for hits in rankings]
+            fused.append(reciprocal_rank_fusion(ranked, self.rrf_k)[:k])
+        return fused
+
+
+def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> list[Hit]:
+    """Items of every ranking by ``Σ 1 / (k + rank)`` (1-based ranks), highest first.
+
+    Ties go to the smaller item index, so the order is deterministic; the sums are exact-rounded
+    (``math.fsum``), so equal rank patterns give equal scores whatever the order of the lists.
+    """
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    terms: dict[int, list[float]] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking, start=1):
+            terms.setdefault(item, []).append(1.0 / (k + rank))
+    fused = [(item, math.fsum(values)) for item, values in terms.items()]
+    return sorted(fused, key=lambda hit: (-hit[1], hit[0]))
+
+
+def build_retriever(
+    kind: RetrieverKind,
+    texts: Sequence[str],
+    model: str = MINILM,
+    max_length: int = DEFAULT_MAX_LENGTH,
+    exact_limit: int = EXACT_SEARCH_LIMIT,
+) -> Retriever:
+    """A retriever of ``kind`` over the chunk ``texts`` (``model`` embeds for dense/hybrid)."""
+    if kind == "sparse":
+        return SparseRetriever.build(texts)
+    dense = DenseRetriever.build(texts, model, max_length, exact_limit)
+    if kind == "dense":
+        return dense
+    if kind == "hybrid":
+        return HybridRetriever([dense, SparseRetriever.build(texts)])
+    raise ValueError(f"kind must be one of {', '.join(RETRIEVER_KINDS)}, got {kind!r}")
+
+
+def _require_k(k: int) -> None:
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+
+
+def _require_texts(texts: Sequence[str]) -> None:
+    if not texts:
+        raise ValueError("no chunk texts to index: the collection has no chunks")
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+@dataclass(frozen=True)
+class QueryScore:
+    """One query: the 1-based rank of its first chunk from a gold document (None: not in the
+    hits scored) and whether one was within each k."""
+
+    first_gold_rank: int | None
+    hit_at: dict[int, bool]
+
+    @property
+    def reciprocal_rank(self) -> float:
+        return 0.0 if self.first_gold_rank is None else 1.0 / self.first_gold_rank
+
+
+@dataclass(frozen=True)
+class RetrievalScores:
+    """recall@k for each k and MRR, averaged over the queries, and each query's own."""
+
+    recall: dict[int, float]
+    mrr: float
+    per_query: list[QueryScore] = field(repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "queries": len(self.per_query),
+            **{f"recall@{k}": value for k, value in self.recall.items()},
+            "mrr": self.mrr,
+        }
+
+
+def score_retrieval(
+    hits: Sequence[Sequence[Hit]],
+    chunk_documents: Sequence[str],
+    gold: Sequence[Collection[str]],
+    ks: Sequence[int] = (1, 5, 20),
+) -> RetrievalScores:
+    """recall@k for every ``k`` in ``ks`` and MRR over the top ``max(ks)`` hits.
+
+    ``chunk_documents[i]`` is the document id of chunk ``i``; ``gold[q]`` the ids of the
+    documents that answer query ``q``. recall@k is the share of queries with at least one
+    chunk of a gold document among their top ``k`` hits (several chunks of one document count
+    once: it is a hit rate, the usual "recall" of retrieval for QA). The reciprocal rank is
+    ``1 / r`` for the first such chunk at 1-based rank ``r`` within the top ``max(ks)``, else 0.
+    """
+    if len(hits) != len(gold):
+        raise ValueError(f"hits ({len(hits)} queries) and gold ({len(gold)}) differ in length")
+    if not ks or min(ks) < 1:
+        raise ValueError(f"ks must be non-empty and each >= 1, got {list(ks)}")
+    depth = max(ks)
+    per_query = []
+    for number, (ranked, wanted) in enumerate(zip(hits, gold, strict=True)):
+        if not wanted:
+            raise ValueError(f"query {number} names no gold document: it cannot be scored")
+        rank = next(
+            (r for r, (i, _) in enumerate(ranked[:depth], 1) if chunk_documents[i] in wanted),
+            None,
+        )
+        per_query.append(QueryScore(rank, {k: rank is not None and rank <= k for k in ks}))
+    count = max(1, len(per_query))
+    return RetrievalScores(
+        recall={k: sum(q.hit_at[k] for q in per_query) / count for k in ks},
+        mrr=sum(q.reciprocal_rank for q in per_query) / count,
+        per_query=per_query,
+    )
