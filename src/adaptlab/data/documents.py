@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from adaptlab.data.dedup import DEFAULT_NEAR_THRESHOLD, DuplicateGroup, find_duplicates
-from adaptlab.data.formats import is_blank, quoted, read_rows
+from adaptlab.data.formats import is_blank, json_type, quoted, read_rows
 from adaptlab.data.issues import DataError, DataIssue
 from adaptlab.data.pii import PII_TYPES, scrub
 from adaptlab.data.report import length_stats, safe_sample
@@ -389,7 +389,7 @@ def _field_problem(row: dict[str, Any], name: str) -> tuple[str, str] | None:
     if name not in row:
         return "missing_field", f"no '{name}': every record needs one"
     if not isinstance(value, str):
-        return "wrong_type", f"a string is expected, found {_kind(value)}"
+        return "wrong_type", f"a string is expected, found {json_type(value)}"
     if name != "title" and is_blank(value):
         return (
             ("empty_document", "the text is empty")
@@ -397,16 +397,6 @@ def _field_problem(row: dict[str, Any], name: str) -> tuple[str, str] | None:
             else ("empty_id", "the id is empty")
         )
     return None
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    return "an array" if isinstance(value, list) else "an object"
 
 
 # --------------------------------------------------------------------------- chunking

@@ -233,7 +233,7 @@ def _parse_json_line(path: Path, line_no: int, raw: bytes) -> dict[str, Any] | D
         return _issue(path, line_no, "invalid_json", "nesting too deep to parse")
     if not isinstance(value, dict):
         return _issue(
-            path, line_no, "wrong_type", f"a JSON object is expected, found {_json_type(value)}"
+            path, line_no, "wrong_type", f"a JSON object is expected, found {json_type(value)}"
         )
     if b"\\ud" in raw.lower() and not _encodable(value):
         # JSON may escape half of a surrogate pair ("\\ud800"); such text cannot be written
@@ -250,7 +250,8 @@ def _encodable(value: Any) -> bool:
     return True
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """How a message names a JSON value's type ("an object", "a number", "null"...)."""
     names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
     if value is None:
         return "null"
@@ -474,7 +475,7 @@ def _array_elements(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]
                     path,
                     line,
                     "wrong_type",
-                    f"a JSON object is expected, found {_json_type(value)}",
+                    f"a JSON object is expected, found {json_type(value)}",
                 ),
             )
         line += text.count("\n", index, end)
@@ -623,7 +624,7 @@ def _check_references(path: str, line: int, row: dict[str, Any]) -> list[DataIss
         return []
     references = row["references"]
     if not isinstance(references, list) or not references:
-        found = "an empty list" if references == [] else _json_type(references)
+        found = "an empty list" if references == [] else json_type(references)
         return [
             _issue(
                 path,
@@ -637,7 +638,7 @@ def _check_references(path: str, line: int, row: dict[str, Any]) -> list[DataIss
     for index, reference in enumerate(references):
         where = f"references[{index}]"
         if not isinstance(reference, str):
-            message = f"a reference must be a string, found {_json_type(reference)}"
+            message = f"a reference must be a string, found {json_type(reference)}"
             issues.append(_issue(path, line, "wrong_type", message, field=where))
         elif is_blank(reference):
             issues.append(_issue(path, line, "empty_text", "the reference is empty", field=where))
@@ -661,7 +662,7 @@ def _check_classification(
                 path,
                 line,
                 "wrong_type",
-                f"a label must be a string or an integer, found {_json_type(label)}",
+                f"a label must be a string or an integer, found {json_type(label)}",
                 field=label_name,
             )
         )
@@ -701,7 +702,7 @@ def _check_text_fields(
                     path,
                     line,
                     "wrong_type",
-                    f"a string is expected, found {_json_type(value)}",
+                    f"a string is expected, found {json_type(value)}",
                     field=name,
                 )
             )
@@ -765,7 +766,7 @@ def _check_message(path: str, line: int, index: int, message: Any) -> list[DataI
                 path,
                 line,
                 "wrong_type",
-                f"a message must be an object, found {_json_type(message)}",
+                f"a message must be an object, found {json_type(message)}",
                 field=where,
             )
         ]
@@ -814,7 +815,7 @@ def _check_content(path: str, line: int, where: str, message: dict[str, Any]) ->
                 path,
                 line,
                 "wrong_type",
-                f"content must be a string, found {_json_type(content)}",
+                f"content must be a string, found {json_type(content)}",
                 field=f"{where}.content",
             )
         )
