@@ -10,24 +10,22 @@ per-item correctness, slot F1 from per-item slot counts (pooled).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
-from adaptlab.config import CompareConfig
+from adaptlab.config import CompareConfig, GenerationMetric
 from adaptlab.data.lock import require_same_eval
 from adaptlab.evaluate.bootstrap import (
-    bootstrap_interval,
-    corpus_interval,
     paired_bootstrap,
     paired_bootstrap_corpus,
     paired_bootstrap_micro_f1,
 )
-from adaptlab.evaluate.free_text import corpus_scorer
+from adaptlab.evaluate.free_text import CORPUS_STATS_METRICS, corpus_score_01, metric_interval
 from adaptlab.ratings import DATABASE, RatingError, human_ratings_summary
 from adaptlab.runs import PRIMARY_METRIC, RunError, RunRecord, read_run
 
@@ -82,7 +80,8 @@ def per_item(record: RunRecord, metric: str | None = None) -> np.ndarray | None:
         return counts
     if record.kind == "generation":
         metric = metric or record.eval.primary_metric
-        found: np.ndarray | None = arrays.get(f"{metric}_stats" if metric in CORPUS else metric)
+        name = f"{metric}_stats" if metric in CORPUS_STATS_METRICS else metric
+        found: np.ndarray | None = arrays.get(name)
         return found
     probabilities, gold = arrays.get("probabilities"), arrays.get("gold")
     if probabilities is None or gold is None:
@@ -91,15 +90,9 @@ def per_item(record: RunRecord, metric: str | None = None) -> np.ndarray | None:
     return correct
 
 
-CORPUS = ("bleu", "chrf")
-"""Free-text metrics that pool per-example statistics into a corpus score (not a mean)."""
-TEXT_METRICS = ("rougeL", "rouge1", "rouge2", "bleu", "chrf", "embedding_similarity", "exact_match")
-"""The free-text metrics a difference is reported for (each on 0-1)."""
-
-
-def _corpus_score(metric: str) -> Callable[[np.ndarray], float]:
-    scorer = corpus_scorer(metric)  # type: ignore[arg-type]
-    return lambda totals: scorer(totals) / 100.0
+TEXT_METRICS: tuple[str, ...] = get_args(GenerationMetric)
+"""The free-text metrics a difference is reported for (each on 0-1): those a run may be
+ranked on."""
 
 
 def paired_difference(
@@ -123,8 +116,9 @@ def paired_difference(
         result = paired_bootstrap_micro_f1(*pair, metric="slot_f1", **options)
     elif a.kind == "generation":
         metric = metric or a.eval.primary_metric
-        if metric in CORPUS:
-            result = paired_bootstrap_corpus(*pair, _corpus_score(metric), metric=metric, **options)
+        if metric in CORPUS_STATS_METRICS:
+            score_of = corpus_score_01(metric)
+            result = paired_bootstrap_corpus(*pair, score_of, metric=metric, **options)
         else:
             result = paired_bootstrap(*pair, metric=metric, **options)
     else:
@@ -239,14 +233,9 @@ def metric_score(
     values = per_item(record, metric)
     if record.kind != "generation" or value is None or values is None:
         raise RunError(f"{record.folder}: no per-example '{metric}' to rank it on")
-    options: dict[str, Any] = {
-        "resamples": settings.bootstrap_resamples,
-        "confidence": settings.confidence,
-    }
-    if metric in CORPUS:
-        interval = corpus_interval(values, _corpus_score(metric), **options)
-    else:
-        interval = bootstrap_interval(values, **options)
+    interval = metric_interval(
+        metric, values, resamples=settings.bootstrap_resamples, confidence=settings.confidence
+    )
     return float(value), interval
 
 
@@ -275,7 +264,11 @@ def _row(
         "sampled": result.eval.sampled,
         "score": scored[0],
         **measured,
-        "vs_best": _difference_to(result, best, settings, metric),
+        "vs_best": (
+            (measured["vs_best_all"] or {}).get(metric)
+            if result.kind == "generation"
+            else _difference_to(result, best, settings, metric)
+        ),
         "size_on_disk_bytes": result.cost.size_on_disk_bytes,
         "trainable_params": result.cost.trainable_params,
         "total_params": result.cost.total_params,

@@ -123,6 +123,30 @@ def corpus_scorer(metric: StatsMetric) -> Callable[[np.ndarray], float]:
     return score
 
 
+CORPUS_STATS_METRICS: tuple[StatsMetric, ...] = ("bleu", "chrf")
+"""Metrics whose corpus score pools per-example statistics (``<metric>_stats``), not a mean."""
+
+
+def corpus_score_01(metric: StatsMetric) -> Callable[[np.ndarray], float]:
+    """:func:`corpus_scorer` on 0-1, as adaptlab records every score."""
+    scorer = corpus_scorer(metric)
+    return lambda totals: scorer(totals) / 100.0
+
+
+def metric_interval(
+    metric: str, values: np.ndarray, *, resamples: int, confidence: float
+) -> tuple[float, float]:
+    """The bootstrap interval of one run's ``metric`` (0-1) from its per-example ``values``:
+    the corpus statistics of BLEU and chrF++ (resampled into corpus scores), the per-example
+    scores of the others (a mean)."""
+    from adaptlab.evaluate.bootstrap import bootstrap_interval, corpus_interval
+
+    if metric in CORPUS_STATS_METRICS:
+        score = corpus_score_01(metric)
+        return corpus_interval(values, score, resamples=resamples, confidence=confidence)
+    return bootstrap_interval(values, resamples=resamples, confidence=confidence)
+
+
 def corpus_from_stats(metric: StatsMetric, stats: np.ndarray) -> float:
     """The corpus score of ``metric`` from per-example statistics rows (any subset or
     resample of :attr:`FreeTextScores.stats`)."""

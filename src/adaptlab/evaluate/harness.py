@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from adaptlab.config import CompareConfig
-from adaptlab.evaluate.bootstrap import bootstrap_interval, corpus_interval, micro_f1_interval
+from adaptlab.evaluate.bootstrap import bootstrap_interval, micro_f1_interval
 from adaptlab.evaluate.free_text import (
     CORPUS_METRICS,
-    corpus_scorer,
+    CORPUS_STATS_METRICS,
     embedding_similarity,
+    metric_interval,
     score_free_text,
 )
 from adaptlab.evaluate.generation import (
@@ -221,17 +222,10 @@ def text_quality(
         "embedding_similarity": similarity,
     }
     primary = settings.generation_metric
-    options: dict[str, Any] = {
-        "resamples": settings.bootstrap_resamples,
-        "confidence": settings.confidence,
-    }
-    if primary in ("bleu", "chrf"):
-        scorer = corpus_scorer(primary)
-        low, high = corpus_interval(
-            per_example[f"{primary}_stats"], lambda totals: scorer(totals) / 100.0, **options
-        )
-    else:
-        low, high = bootstrap_interval(per_example[primary], **options)
+    values = per_example[f"{primary}_stats" if primary in CORPUS_STATS_METRICS else primary]
+    low, high = metric_interval(
+        primary, values, resamples=settings.bootstrap_resamples, confidence=settings.confidence
+    )
     quality = {
         "primary_metric": primary,
         "metrics": metrics,
