@@ -222,17 +222,23 @@ def data_prepare(
 
 @data_app.command("convert")
 def data_convert(
-    dataset: Annotated[str, typer.Argument(help="banking77, restaurant8k or e2e_nlg")],
+    dataset: Annotated[str, typer.Argument(help="banking77, restaurant8k, e2e_nlg or covidqa")],
     source: Annotated[Path, typer.Argument(help="The dataset's original file.")],
     out: Annotated[Path, typer.Argument(help="The JSONL file to write.")],
 ) -> None:
     """Convert a development dataset to adaptlab's JSONL formats."""
-    from adaptlab.data.convert import convert_banking77, convert_e2e_nlg, convert_restaurant8k
+    from adaptlab.data.convert import (
+        convert_banking77,
+        convert_covidqa,
+        convert_e2e_nlg,
+        convert_restaurant8k,
+    )
 
     converters = {
         "banking77": convert_banking77,
         "restaurant8k": convert_restaurant8k,
         "e2e_nlg": convert_e2e_nlg,
+        "covidqa": convert_covidqa,
     }
     if dataset not in converters:
         _fail(f"unknown dataset '{dataset}'; allowed: {', '.join(converters)}")
@@ -582,6 +588,10 @@ def _print_summary(report: dict[str, Any]) -> None:
             f"{dup['action']}",
             highlight=False,
         )
+    if report.get("documents"):
+        from adaptlab.data.report import documents_summary
+
+        console.print(f"Documents: {documents_summary(report['documents'])}", highlight=False)
     contamination = report.get("contamination")
     if contamination:
         console.print(

@@ -102,6 +102,21 @@ class DataConfig(Section):
         description="The allowed label set; a record with another label is an error. "
         "Empty: the labels found in the training data.",
     )
+    documents: str | None = Field(
+        None,
+        description="A document collection for retrieval strategies (rag, rag_sft): a folder "
+        "of .txt/.md/.html/.pdf files or a JSONL of {id, text, title?}. Eval records name "
+        "their gold documents in a `documents` list to score retrieval.",
+    )
+    chunk_tokens: Annotated[int, Ge(16), Le(4096)] = Field(
+        200,
+        description="Most tokens per document chunk (the retrieval encoder's tokenizer); "
+        "chunks end at sentence boundaries.",
+    )
+    chunk_overlap_tokens: Annotated[int, Ge(0)] = Field(
+        40,
+        description="Tokens of the previous chunk's last sentences repeated at a chunk's start.",
+    )
     hub_split: str = Field("train", description="Split to read when `train` is a hub name.")
     val_set_size: Annotated[float, Gt(0)] = Field(
         0.2,
@@ -137,6 +152,11 @@ class DataConfig(Section):
             raise ValueError(
                 f"val_set_size = {self.val_set_size}: a count must be a whole number; "
                 "a fraction must be in (0, 1)"
+            )
+        if self.chunk_overlap_tokens >= self.chunk_tokens:
+            raise ValueError(
+                f"chunk_overlap_tokens = {self.chunk_overlap_tokens}: must be below "
+                f"chunk_tokens = {self.chunk_tokens}"
             )
         if self.allow_contaminated and self.decontaminate:
             raise ValueError("allow_contaminated and decontaminate exclude each other: pick one")
@@ -250,7 +270,7 @@ class RetentionConfig(Section):
 
 
 GenerationMetric = Literal[
-    "rougeL", "rouge1", "rouge2", "bleu", "chrf", "embedding_similarity", "exact_match"
+    "rougeL", "rouge1", "rouge2", "bleu", "chrf", "embedding_similarity", "exact_match", "token_f1"
 ]
 """The metrics a free-text task may be ranked on (each on 0-1 in ``eval.json``)."""
 
@@ -283,7 +303,7 @@ class CompareConfig(Section):
         "rougeL",
         description="What free-text runs are ranked on (the leaderboard, Δ vs best, the "
         "decision rules): rougeL (ROUGE-L F1, stemmed), rouge1, rouge2, bleu, chrf (chrF++), "
-        "embedding_similarity or exact_match.",
+        "embedding_similarity, exact_match or token_f1 (SQuAD's token F1, for short answers).",
     )
     similarity_model: str = Field(
         "sentence-transformers/all-MiniLM-L6-v2",

@@ -1,6 +1,7 @@
-"""Convert the development sets (banking77, restaurant8k) into the JSONL formats adaptlab reads.
+"""Convert the development sets (banking77, restaurant8k, e2e_nlg, covidqa) into the JSONL
+formats adaptlab reads.
 
-Both converters read the whole source, validate every record, and only then write the output
+Every converter reads the whole source, validates every record, and only then writes the output
 through :func:`adaptlab.paths.atomic_write`: a bad record raises :class:`DataError` naming the
 file, the record and the field, and leaves nothing new at ``out``.
 """
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from adaptlab.data.formats import quoted_names
+from adaptlab.data.formats import is_blank, json_type, quoted_names
 from adaptlab.data.issues import DataError, DataIssue
 from adaptlab.paths import atomic_write
 
@@ -322,6 +323,23 @@ def restaurant8k_slots(messages_record: Mapping[str, Any]) -> dict[str, str]:
     return slots
 
 
+# --- JSONL sources (e2e_nlg, covidqa) ---------------------------------------------------------
+
+
+def _json_objects(src: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line, object) for every non-blank line of a JSONL file."""
+    for number, line in enumerate(_read_text(src).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise _error(src, number, "invalid_json", exc.msg) from None
+        if not isinstance(item, dict):
+            raise _error(src, number, "wrong_type", "a record must be a JSON object")
+        yield number, item
+
+
 # --- e2e_nlg ---------------------------------------------------------------------------------
 
 
@@ -335,15 +353,7 @@ def convert_e2e_nlg(src: Path, out: Path) -> ConversionSummary:
     :class:`DataError` naming the line and field of a record without a prompt or references.
     """
     records = []
-    for number, line in enumerate(_read_text(src).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise _error(src, number, "invalid_json", exc.msg) from None
-        if not isinstance(item, dict):
-            raise _error(src, number, "wrong_type", "a record must be a JSON object")
+    for number, item in _json_objects(src):
         prompt, references = item.get("prompt"), item.get("references")
         if not isinstance(prompt, str) or not prompt.strip():
             raise _error(src, number, "missing_field", "no prompt text", field="prompt")
@@ -359,6 +369,62 @@ def convert_e2e_nlg(src: Path, out: Path) -> ConversionSummary:
             {"role": "assistant", "content": references[0]},
         ]
         records.append({"messages": messages, "references": references})
+    if not records:
+        raise _error(src, 1, "empty_file", "no records")
+    _write_jsonl(out, records)
+    return ConversionSummary(source=src, output=out, records=len(records))
+
+
+# --- covidqa ---------------------------------------------------------------------------------
+
+
+def _required_text(src: Path, line: int, item: dict[str, Any], name: str) -> str:
+    """``item[name]`` as it is, or the error naming the line and field when it is absent, not a
+    string or blank."""
+    if name not in item:
+        raise _error(src, line, "missing_field", "field is absent", field=name)
+    value = item[name]
+    if not isinstance(value, str):
+        message = f"a string is expected, found {json_type(value)}"
+        raise _error(src, line, "wrong_type", message, field=name)
+    if is_blank(value):
+        raise _error(src, line, "empty_text", "the text is empty", field=name)
+    return value
+
+
+def _covidqa_record(src: Path, line: int, item: dict[str, Any]) -> dict[str, Any]:
+    question, answer, doc_id = (
+        _required_text(src, line, item, name) for name in ("question", "answer", "doc_id")
+    )
+    record: dict[str, Any] = {
+        "messages": [
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": answer},
+        ],
+        "documents": [doc_id],
+    }
+    if isinstance(item.get("id"), str) and not is_blank(item["id"]):
+        record["id"] = item["id"]
+    return record
+
+
+def convert_covidqa(src: Path, out: Path) -> ConversionSummary:
+    """Convert a COVID-QA question file (``questions_train.jsonl``/``questions_test.jsonl``:
+    ``{"id", "question", "answer", "doc_id", "article_id", "split"}`` lines) into chat records
+    for retrieval-augmented generation.
+
+    COVID-QA: Möller et al., "COVID-QA: A Question Answering Dataset for COVID-19", NLP-COVID
+    workshop at ACL 2020 (deepset); the annotations are Apache-2.0, the passages they point at
+    (``passages.jsonl``, the collection) come from CORD-19 articles under CC BY.
+
+    The question becomes the user turn and the answer (a span of its passage) the assistant
+    turn, both exactly as written; ``doc_id``, the gold passage, becomes ``documents:
+    [doc_id]``, and ``id`` is kept when it is a non-empty string. ``article_id`` and ``split``
+    are dropped: the passage id names the article, the file names the split. Raises
+    :class:`DataError` naming the file, line and field of a record whose ``question``,
+    ``answer`` or ``doc_id`` is absent, not a string or blank.
+    """
+    records = [_covidqa_record(src, line, item) for line, item in _json_objects(src)]
     if not records:
         raise _error(src, 1, "empty_file", "no records")
     _write_jsonl(out, records)

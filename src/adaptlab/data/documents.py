@@ -32,13 +32,14 @@ Chunking (:func:`chunk_collection`) packs whole sentences into chunks of at most
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ from adaptlab.data.formats import is_blank, json_type, quoted, read_rows
 from adaptlab.data.issues import DataError, DataIssue
 from adaptlab.data.pii import PII_TYPES, scrub
 from adaptlab.data.report import length_stats, safe_sample
+from adaptlab.paths import write_text_atomic
 
 TEXT_SUFFIXES = (".txt", ".md")
 HTML_SUFFIXES = (".html", ".htm")
@@ -679,3 +681,162 @@ def _chunk_section(chunks: Sequence[Chunk], settings: ChunkSettings | None) -> d
         "overlap_tokens": settings.overlap_tokens if settings else None,
         "tokens": {key: stats[key] for key in ("total", "p50", "p95", "max")},
     }
+
+
+# --------------------------------------------------------------------------- prepared collection
+
+CHUNKS_NAME = "documents.jsonl"
+"""The prepared data folder's chunks, one JSON object per chunk, in collection order."""
+COLLECTION_NAME = "documents.json"
+"""The prepared data folder's account of the collection: hashes, settings, report."""
+CHUNK_TOKENIZER = "sentence-transformers/all-MiniLM-L6-v2"
+"""Chunk lengths are counted in the bundled retrieval encoder's word pieces: a chunk must fit
+what the dense retriever reads (256)."""
+
+
+@dataclass(frozen=True)
+class PreparedCollection:
+    """A collection read, scrubbed and chunked for retrieval strategies.
+
+    ``sha256`` (:func:`collection_sha256`) is what runs depend on: it goes into the eval lock
+    and into every retrieval run's manifest. ``source_sha256`` hashes the raw files, so that a
+    later ``compare`` can tell cheaply whether the collection on disk still is the one
+    prepared."""
+
+    path: str
+    sha256: str
+    source_sha256: str
+    tokenizer: str
+    settings: ChunkSettings
+    chunks: list[Chunk]
+    report: dict[str, Any]
+
+    @property
+    def document_ids(self) -> set[str]:
+        return {chunk.document_id for chunk in self.chunks}
+
+    def lock_entry(self) -> dict[str, Any]:
+        """What the eval lock records about the collection."""
+        return {
+            "path": self.path,
+            "sha256": self.sha256,
+            "source_sha256": self.source_sha256,
+            "tokenizer": self.tokenizer,
+            "chunk_tokens": self.settings.chunk_tokens,
+            "overlap_tokens": self.settings.overlap_tokens,
+            "chunks": len(self.chunks),
+        }
+
+
+def source_sha256(path: str | Path) -> str:
+    """sha256 over the raw bytes of a collection: the file, or every file below the folder
+    (names included, hidden ones too, in sorted order). Cheap: nothing is parsed."""
+    source = Path(path)
+    digest = hashlib.sha256()
+    files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+    for file in files:
+        name = file.name if source.is_file() else file.relative_to(source).as_posix()
+        digest.update(b"\0" + name.encode("utf-8", "surrogateescape") + b"\0")
+        with file.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def prepare_collection(
+    path: str | Path,
+    settings: ChunkSettings,
+    *,
+    scrub_pii: bool = True,
+    pii_types: Sequence[str] = PII_TYPES,
+    near_threshold: float = DEFAULT_NEAR_THRESHOLD,
+    tokenizer: Any = None,
+    tokenizer_name: str = CHUNK_TOKENIZER,
+) -> PreparedCollection:
+    """Read, scrub, check and chunk the collection at ``path``."""
+    if tokenizer is None:
+        from adaptlab.models.bundled import load_tokenizer
+
+        tokenizer = load_tokenizer(tokenizer_name)
+    raw = source_sha256(path)
+    collection = read_documents(
+        path, scrub_pii=scrub_pii, pii_types=pii_types, near_threshold=near_threshold
+    )
+    chunks = chunk_collection(collection, tokenizer, settings)
+    return PreparedCollection(
+        str(path),
+        collection_sha256(collection, settings, tokenizer_name),
+        raw,
+        tokenizer_name,
+        settings,
+        chunks,
+        collection_report(collection, chunks, settings),
+    )
+
+
+def write_collection(folder: Path, prepared: PreparedCollection) -> None:
+    """``documents.jsonl`` (the chunks) and ``documents.json`` (hashes, settings, report) in
+    the prepared data folder, each written whole or not at all."""
+    lines = [json.dumps(asdict(chunk), ensure_ascii=False) for chunk in prepared.chunks]
+    write_text_atomic(folder / CHUNKS_NAME, "\n".join(lines) + "\n")
+    facts = {**prepared.lock_entry(), "report": prepared.report}
+    write_text_atomic(folder / COLLECTION_NAME, json.dumps(facts, indent=2) + "\n")
+
+
+def read_collection(folder: Path, expected_sha256: str | None = None) -> PreparedCollection:
+    """The collection a prepared folder holds; ``expected_sha256`` (the eval lock's) must match
+    what ``documents.json`` says. Errors name the file and line."""
+    facts_path, chunks_path = folder / COLLECTION_NAME, folder / CHUNKS_NAME
+    try:
+        facts = json.loads(facts_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(
+            f"{facts_path}: no prepared document collection; run `adaptlab data prepare` "
+            "with data.documents set"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{facts_path}: unreadable: {exc}") from None
+    if expected_sha256 is not None and facts.get("sha256") != expected_sha256:
+        raise DataError(
+            f"{facts_path}: collection sha256 {str(facts.get('sha256'))[:12]}… differs from the "
+            f"eval lock's {expected_sha256[:12]}…; re-run `adaptlab data prepare`"
+        )
+    fields = {f.name for f in dataclasses.fields(Chunk)}
+    chunks = []
+    for line, row in read_rows(chunks_path):
+        if isinstance(row, DataIssue) or set(row) != fields:
+            raise DataError(f"{chunks_path}:{line}: not a chunk record; re-run data prepare")
+        chunks.append(Chunk(**row))
+    settings = ChunkSettings(int(facts["chunk_tokens"]), int(facts["overlap_tokens"]))
+    return PreparedCollection(
+        str(facts["path"]),
+        str(facts["sha256"]),
+        str(facts["source_sha256"]),
+        str(facts["tokenizer"]),
+        settings,
+        chunks,
+        dict(facts.get("report") or {}),
+    )
+
+
+def unknown_gold_ids(
+    records: Sequence[tuple[str, int, Sequence[str]]], known: set[str]
+) -> list[DataIssue]:
+    """Records ``(path, line, gold ids)`` that name a document the collection lacks: one
+    issue each, naming the first unknown id (a gold id that can never be retrieved would count
+    every retriever wrong)."""
+    issues = []
+    for path, line, ids in records:
+        missing = [i for i in ids if i not in known]
+        if missing:
+            issues.append(
+                DataIssue(
+                    path,
+                    line,
+                    "unknown_document",
+                    f"document '{quoted(missing[0])}' is not in the collection"
+                    + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
+                    field="documents",
+                )
+            )
+    return issues

@@ -607,41 +607,55 @@ def validate(
     if layout.format == "classification":
         return _check_classification(path, line, row, layout, labels)
     if layout.format == "chat":
-        return [*_check_chat(path, line, row), *_check_references(path, line, row)]
-    required = (
-        ("prompt", "completion") if layout.format == "completion" else ("instruction", "output")
-    )
-    optional = () if layout.format == "completion" else ("input",)
-    # An empty prompt is legitimate (unconditional text); an empty answer never is.
-    issues = _check_text_fields(path, line, row, required, optional, may_be_empty=("prompt",))
-    return [*issues, *_check_references(path, line, row)]
+        issues = _check_chat(path, line, row)
+    else:
+        required = (
+            ("prompt", "completion") if layout.format == "completion" else ("instruction", "output")
+        )
+        optional = () if layout.format == "completion" else ("input",)
+        # An empty prompt is legitimate (unconditional text); an empty answer never is.
+        issues = _check_text_fields(path, line, row, required, optional, may_be_empty=("prompt",))
+    return [*issues, *_check_references(path, line, row), *_check_documents(path, line, row)]
 
 
 def _check_references(path: str, line: int, row: dict[str, Any]) -> list[DataIssue]:
     """A generative record's optional ``references``: the answers a free-text answer is
     scored against (E2E has several per input), a non-empty list of non-empty strings."""
-    if "references" not in row:
+    return _check_string_list(path, line, row, "references", "reference")
+
+
+def _check_documents(path: str, line: int, row: dict[str, Any]) -> list[DataIssue]:
+    """A generative record's optional ``documents``: the ids of its gold documents in the
+    retrieval collection (COVID-QA names one passage), a non-empty list of non-empty strings."""
+    return _check_string_list(path, line, row, "documents", "document id")
+
+
+def _check_string_list(
+    path: str, line: int, row: dict[str, Any], key: str, item: str
+) -> list[DataIssue]:
+    """Optional ``row[key]``: a non-empty list of non-empty strings, each an ``item``."""
+    if key not in row:
         return []
-    references = row["references"]
-    if not isinstance(references, list) or not references:
-        found = "an empty list" if references == [] else json_type(references)
+    values = row[key]
+    if not isinstance(values, list) or not values:
+        found = "an empty list" if values == [] else json_type(values)
         return [
             _issue(
                 path,
                 line,
                 "wrong_type",
-                f"references must be a non-empty list of strings, found {found}",
-                field="references",
+                f"{key} must be a non-empty list of strings, found {found}",
+                field=key,
             )
         ]
     issues = []
-    for index, reference in enumerate(references):
-        where = f"references[{index}]"
-        if not isinstance(reference, str):
-            message = f"a reference must be a string, found {json_type(reference)}"
+    for index, value in enumerate(values):
+        where = f"{key}[{index}]"
+        if not isinstance(value, str):
+            message = f"a {item} must be a string, found {json_type(value)}"
             issues.append(_issue(path, line, "wrong_type", message, field=where))
-        elif is_blank(reference):
-            issues.append(_issue(path, line, "empty_text", "the reference is empty", field=where))
+        elif is_blank(value):
+            issues.append(_issue(path, line, "empty_text", f"the {item} is empty", field=where))
     return issues
 
 

@@ -52,6 +52,9 @@ class EvalLock:
     text_field: str | None = None
     label_field: str | None = None
     contamination: Contamination = field(default_factory=Contamination)
+    documents: dict[str, Any] | None = None
+    """The document collection retrieval strategies read (``data.documents``): its sha256,
+    the raw files' sha256, chunk settings and count; None without one."""
     version: int = LOCK_VERSION
     adaptlab_version: str = __version__
 
@@ -111,10 +114,19 @@ def _lock_from_dict(raw: Any, path: Path) -> EvalLock:
             text_field=raw.get("text_field"),
             label_field=raw.get("label_field"),
             contamination=Contamination(**contamination),
+            documents=_documents_entry(raw.get("documents"), path),
             adaptlab_version=str(raw.get("adaptlab_version", "")),
         )
     except TypeError as exc:
         raise EvalLockError(f"{path}: field 'contamination' is malformed: {exc}") from None
+
+
+def _documents_entry(raw: Any, path: Path) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not isinstance(raw.get("sha256"), str):
+        raise EvalLockError(f"{path}: field 'documents' must be an object with a 'sha256'")
+    return dict(raw)
 
 
 def verify_lock(folder: Path) -> EvalLock:

@@ -27,6 +27,14 @@ from adaptlab.data.contamination import (
     require_clean,
 )
 from adaptlab.data.dedup import DuplicateGroup, find_duplicates, keep_indices
+from adaptlab.data.documents import (
+    ChunkSettings,
+    PreparedCollection,
+    prepare_collection,
+    read_collection,
+    unknown_gold_ids,
+    write_collection,
+)
 from adaptlab.data.formats import (
     Layout,
     LoadedData,
@@ -49,6 +57,10 @@ from adaptlab.data.report import (
 from adaptlab.paths import atomic_write, writable_folder, write_text_atomic
 
 MAX_LISTED = 1_000  # issues/groups listed in full in data_report.json; counts are always exact
+# Keys that name things rather than hold text: a record's id, and the ids of its gold documents,
+# which must keep matching the collection's (whose ids are not scrubbed either). PII scrubbing
+# leaves them as they are.
+REFERENCE_KEYS = ("id", "documents")
 
 Track = Callable[[Iterable[Any], str, int], Iterable[Any]]
 
@@ -84,6 +96,8 @@ class CheckResult:
     eval: Part | None
     overlaps: list[Overlap]
     report: dict[str, Any]
+    collection: PreparedCollection | None = None
+    """The document collection of ``data.documents``, read, scrubbed and chunked."""
 
     @property
     def has_errors(self) -> bool:
@@ -124,8 +138,38 @@ def check_data(
             _scrub(part, data, track, role)
             _dedup(part, data, track, role)
     overlaps = _contamination(train, eval_part, data, track)
+    collection = _collection(data, train, eval_part)
     report = build_report(train, eval_part, overlaps, data, model, tokenizer, track)
-    return CheckResult(train, eval_part, overlaps, report)
+    if collection is not None:
+        report["documents"] = collection.report
+    return CheckResult(train, eval_part, overlaps, report, collection)
+
+
+def _collection(data: DataConfig, train: Part, eval_part: Part | None) -> PreparedCollection | None:
+    """The collection of ``data.documents``, chunked; records whose gold ``documents`` name an
+    id the collection lacks get a warning each (kept: their retrieval counts as a miss)."""
+    if data.documents is None:
+        return None
+    collection = prepare_collection(
+        data.documents,
+        ChunkSettings(data.chunk_tokens, data.chunk_overlap_tokens),
+        scrub_pii=data.scrub_pii,
+        pii_types=data.pii_types,
+        near_threshold=data.near_dup_threshold,
+    )
+    known = collection.document_ids
+    for part in (train, eval_part):
+        if part is None:
+            continue
+        named = [
+            (part.loaded.path, r.line, [str(i) for i in r.data["documents"]])
+            for r in part.loaded.records
+            if isinstance(r.data.get("documents"), list)
+        ]
+        part.loaded.issues.extend(
+            replace(issue, severity="warning") for issue in unknown_gold_ids(named, known)
+        )
+    return collection
 
 
 def _scrub(part: Part, data: DataConfig, track: Track, role: str) -> None:
@@ -143,8 +187,8 @@ def scrub_record(
 ) -> tuple[dict[str, Any], Counter[str]]:
     """A copy of ``row`` with PII replaced in every string it carries onward: the text, any
     other column or key, nested values, and every field of every chat message (``content``,
-    ``name``...). Only the label and a message's ``role`` are left as they are: they are
-    vocabulary, not text."""
+    ``name``...). Only the label and a message's ``role`` are left as they are (they are
+    vocabulary, not text), and the :data:`REFERENCE_KEYS`."""
     counts: Counter[str] = Counter()
 
     def clean(value: Any) -> Any:
@@ -158,12 +202,13 @@ def scrub_record(
             return {key: clean(item) for key, item in value.items()}
         return value
 
-    # the label as it is; chat messages below, each with its role as it is
-    kept: set[str | None] = set()
+    # the label and the reference keys as they are (unless one is the text column, as "id" may
+    # be made); chat messages below, each with its role as it is
+    kept: set[str | None] = {key for key in REFERENCE_KEYS if key != layout.text_field}
     if layout.format == "classification":
-        kept = {layout.label_field}
+        kept.add(layout.label_field)
     elif layout.format == "chat":
-        kept = {"messages"}
+        kept.add("messages")
     out = {key: value if key in kept else clean(value) for key, value in row.items()}
     if layout.format == "chat":
         out["messages"] = [
@@ -521,7 +566,10 @@ def prepare_data(
         contamination=contamination,
         text_field=train.loaded.text_field,
         label_field=train.loaded.label_field,
+        documents=None if result.collection is None else result.collection.lock_entry(),
     )
+    if result.collection is not None:
+        write_collection(out_dir, result.collection)
     locking.write_lock(out_dir, lock)
     return Prepared(out_dir, train_path, eval_path, lock, notes)
 
@@ -606,6 +654,7 @@ class PreparedData:
     eval: LoadedData
     overlaps: list[Overlap]
     allow_contaminated: bool
+    collection: PreparedCollection | None = None
 
 
 def open_prepared(
@@ -634,7 +683,12 @@ def open_prepared(
         source=str(folder / locking.EVAL_NAME),
         line_of=lambda i: evaluation.records[i].line,
     )
-    return PreparedData(folder, lock, train, evaluation, overlaps, allowed)
+    collection = (
+        None
+        if lock.documents is None
+        else read_collection(folder, expected_sha256=str(lock.documents["sha256"]))
+    )
+    return PreparedData(folder, lock, train, evaluation, overlaps, allowed, collection)
 
 
 __all__ = [

@@ -203,7 +203,45 @@ def to_markdown(report: dict[str, Any]) -> str:
     lines += _pii_markdown(report["pii"])
     if report.get("labels"):
         lines += _labels_markdown(report["labels"])
+    if report.get("documents"):
+        lines += _documents_markdown(report["documents"])
     return "\n".join(lines) + "\n"
+
+
+def documents_summary(documents: dict[str, Any]) -> str:
+    """One line on a document collection: documents kept, skipped by reason, chunks."""
+    counts = documents["documents"]
+    skipped = ", ".join(f"{n:,} {reason}" for reason, n in counts["skipped"].items()) or "none"
+    line = (
+        f"{counts['kept']:,} of {counts['read']:,} documents kept (skipped: {skipped}); "
+        f"{documents['duplicates']['exact_groups']:,} exact and "
+        f"{documents['duplicates']['near_groups']:,} near duplicate groups (reported, kept)"
+    )
+    chunks = documents.get("chunks")
+    if chunks:
+        tokens = chunks["tokens"]
+        line += (
+            f"; {chunks['count']:,} chunks of at most {chunks['chunk_tokens']} tokens "
+            f"(p50 {tokens['p50']:,}, p95 {tokens['p95']:,}, max {tokens['max']:,})"
+        )
+    return line
+
+
+def _documents_markdown(documents: dict[str, Any]) -> list[str]:
+    lines = ["", "## Documents", "", f"`{documents['path']}`: {documents_summary(documents)}."]
+    pii = documents["pii"]["counts"]
+    if pii:
+        found = ", ".join(f"{n:,} {kind}" for kind, n in pii.items())
+        action = "scrubbed" if documents["pii"]["scrubbed"] else "NOT scrubbed"
+        lines.append(f"PII in documents: {found} ({action}).")
+    items = documents["issues"]["items"]
+    if items:
+        lines += ["", "Skipped or flagged:", ""]
+        for item in items[:20]:
+            field = f" [{item['field']}]" if item.get("field") else ""
+            where = item["path"] if not item["line"] else f"{item['path']}:{item['line']}"
+            lines.append(f"- `{where}` {item['error']}{field}: {item['message']}")
+    return lines
 
 
 def _issues_markdown(issues: dict[str, Any]) -> list[str]:

@@ -12,10 +12,14 @@ import pytest
 from adaptlab.data.convert import (
     DEFAULT_SLOT_SYSTEM_PROMPT,
     convert_banking77,
+    convert_covidqa,
     convert_restaurant8k,
     restaurant8k_slots,
 )
+from adaptlab.data.formats import load
 from adaptlab.data.issues import DataError
+
+COVIDQA = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "covidqa"
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
@@ -281,3 +285,102 @@ def test_restaurant8k_bad_requested_slots(tmp_path: Path) -> None:
 def test_restaurant8k_slots_rejects_malformed_records(record: dict[str, Any]) -> None:
     with pytest.raises(DataError):
         restaurant8k_slots(record)
+
+
+# --- covidqa ---------------------------------------------------------------------------------
+
+
+_ABSENT = object()  # a field _question leaves out
+
+
+def _question(**fields: Any) -> dict[str, Any]:
+    item = {
+        "id": "covidqa-1",
+        "question": "What does ACE2 bind?",
+        "answer": "the spike protein",
+        "doc_id": "covid-7-p003",
+        "article_id": "covid-7",
+        "split": "test",
+    }
+    item.update(fields)
+    return {key: value for key, value in item.items() if value is not _ABSENT}
+
+
+def test_covidqa_writes_chat_records_naming_the_gold_passage(tmp_path: Path) -> None:
+    src, out = tmp_path / "questions_test.jsonl", tmp_path / "out" / "test.jsonl"
+    items = [
+        _question(),
+        _question(id=_ABSENT, question="  Wie? \n", answer="Café  "),  # kept exactly, no id
+        _question(id="", doc_id="covid-9-p000"),  # a blank id is dropped
+        _question(id=17),  # so is one that is not a string
+    ]
+    src.write_text(
+        json.dumps(items[0]) + "\n\n" + "\n".join(json.dumps(i) for i in items[1:]) + "\n",
+        encoding="utf-8",
+    )
+
+    summary = convert_covidqa(src, out)
+
+    def chat(question: str, answer: str, doc_id: str) -> dict[str, Any]:
+        messages = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+        return {"messages": messages, "documents": [doc_id]}
+
+    assert _jsonl(out) == [
+        {**chat("What does ACE2 bind?", "the spike protein", "covid-7-p003"), "id": "covidqa-1"},
+        chat("  Wie? \n", "Café  ", "covid-7-p003"),
+        chat("What does ACE2 bind?", "the spike protein", "covid-9-p000"),
+        chat("What does ACE2 bind?", "the spike protein", "covid-7-p003"),
+    ]
+    assert (summary.source, summary.output, summary.records) == (src, out, 4)
+    loaded = load(out)  # what the converter writes is valid chat data with its documents
+    assert loaded.format == "chat" and not loaded.issues and len(loaded.records) == 4
+
+
+@pytest.mark.parametrize(
+    ("line", "error", "field"),
+    [
+        ("{not json", "invalid_json", None),
+        ('["a list"]', "wrong_type", None),
+        (json.dumps(_question(question=_ABSENT)), "missing_field", "question"),
+        (json.dumps(_question(question=" \u200b ")), "empty_text", "question"),
+        (json.dumps(_question(answer=None)), "wrong_type", "answer"),
+        (json.dumps(_question(answer="")), "empty_text", "answer"),
+        (json.dumps(_question(doc_id=_ABSENT)), "missing_field", "doc_id"),
+        (json.dumps(_question(doc_id=["covid-7-p003"])), "wrong_type", "doc_id"),
+        (json.dumps(_question(doc_id="\t")), "empty_text", "doc_id"),
+    ],
+)
+def test_covidqa_bad_record_names_file_line_and_field(
+    tmp_path: Path, line: str, error: str, field: str | None
+) -> None:
+    src, out = tmp_path / "questions.jsonl", tmp_path / "out.jsonl"
+    src.write_text(json.dumps(_question()) + "\n" + line + "\n", encoding="utf-8")
+
+    where = rf"{re.escape(str(src))}:2: {error}" + (rf" \[{field}\]" if field else ":")
+    with pytest.raises(DataError, match=where):
+        convert_covidqa(src, out)
+    assert not out.exists()
+
+
+def test_covidqa_empty_file(tmp_path: Path) -> None:
+    src = tmp_path / "questions.jsonl"
+    src.write_text("\n \n", encoding="utf-8")
+
+    with pytest.raises(DataError, match=rf"{re.escape(str(src))}:1: empty_file"):
+        convert_covidqa(src, tmp_path / "out.jsonl")
+
+
+def test_covidqa_shared_test_questions(tmp_path: Path) -> None:
+    src = COVIDQA / "questions_test.jsonl"
+    if not src.is_file():
+        pytest.skip(f"{src.resolve()} is absent")
+    out = tmp_path / "test.jsonl"
+
+    summary = convert_covidqa(src, out)
+
+    source = [json.loads(line) for line in src.read_text(encoding="utf-8").splitlines()]
+    records = _jsonl(out)
+    assert summary.records == len(records) == len(source) == 264
+    for record, item in zip(records, source, strict=True):
+        assert record["documents"] == [item["doc_id"]] and record["id"] == item["id"]
+        assert [m["content"] for m in record["messages"]] == [item["question"], item["answer"]]

@@ -520,3 +520,59 @@ def test_report_counts_and_chunk_stats(tmp_path: Path) -> None:
         "tokens": {"total": 6, "p50": 2.0, "p95": 2.9, "max": 3},
     }
     assert report["pii"] == {"scrubbed": True, "counts": {}}
+
+
+# --------------------------------------------------------------------------- prepared collection
+
+
+def test_a_prepared_collection_round_trips_through_the_data_folder(tmp_path: Path) -> None:
+    from adaptlab.data.documents import prepare_collection, read_collection, write_collection
+
+    source = write_folder(tmp_path / "docs", {"a.md": GOOD, "b.txt": "Short. Text here."})
+    settings = ChunkSettings(8, 2)
+    prepared = prepare_collection(source, settings, tokenizer=TOKENIZER, tokenizer_name="ws")
+    write_collection(tmp_path / "data", prepared)
+
+    again = read_collection(tmp_path / "data", expected_sha256=prepared.sha256)
+
+    assert again == prepared
+    assert prepared.lock_entry()["chunks"] == len(prepared.chunks) > 2
+    with pytest.raises(DataError, match=r"documents\.json: collection sha256 .* differs"):
+        read_collection(tmp_path / "data", expected_sha256="0" * 64)
+
+
+def test_the_source_hash_changes_with_any_byte_or_name_and_nothing_else(tmp_path: Path) -> None:
+    from adaptlab.data.documents import source_sha256
+
+    source = write_folder(tmp_path / "docs", {"a.md": GOOD, "sub/b.txt": "B."})
+    first = source_sha256(source)
+    assert source_sha256(shutil.copytree(source, tmp_path / "elsewhere")) == first
+    (source / "sub" / "b.txt").write_text("B!", encoding="utf-8")
+    assert source_sha256(source) != first
+    (source / "sub" / "b.txt").write_text("B.", encoding="utf-8")
+    (source / "sub" / "b.txt").rename(source / "sub" / "c.txt")
+    assert source_sha256(source) != first
+
+
+def test_data_check_reports_documents_and_names_each_skipped_file(tmp_path: Path) -> None:
+    from adaptlab.config import DataConfig, ModelConfig
+    from adaptlab.data.pipeline import check_data
+    from adaptlab.data.report import to_markdown
+
+    source = write_folder(
+        tmp_path / "docs", {"good.md": GOOD, "empty.txt": "  \n", "latin.txt": b"caf\xe9"}
+    )
+    train = tmp_path / "train.jsonl"
+    chat = {"messages": [{"role": "user", "content": "q?"}, {"role": "assistant", "content": "a"}]}
+    train.write_text("\n".join(json.dumps(chat) for _ in range(3)) + "\n", encoding="utf-8")
+    data = DataConfig(train=str(train), documents=str(source), dedup=False)
+
+    result = check_data(data, ModelConfig())
+
+    documents = result.report["documents"]
+    assert documents["documents"]["kept"] == 1 and documents["documents"]["read"] == 3
+    assert sum(documents["documents"]["skipped"].values()) == 2
+    markdown = to_markdown(result.report)
+    assert "## Documents" in markdown
+    assert "empty.txt" in markdown and "latin.txt" in markdown
+    assert result.collection is not None and result.collection.chunks

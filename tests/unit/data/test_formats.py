@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adaptlab.data.formats import Layout, load, read_rows
+from adaptlab.data.formats import Layout, is_blank, load, read_rows
 from adaptlab.data.issues import DataError, DataIssue
 
 
@@ -130,6 +130,57 @@ def test_references_must_be_a_non_empty_list_of_text(tmp_path: Path) -> None:
     assert [(i.error, i.field) for i in completion.issues] == [("wrong_type", "references[0]")]
 
 
+def test_documents_must_be_a_non_empty_list_of_ids(tmp_path: Path) -> None:
+    turns = [{"role": "user", "content": "what is it?"}, {"role": "assistant", "content": "ok"}]
+    lines = [
+        # 1: the converted COVID-QA shape; id and documents are not chat keys, still chat
+        {"messages": turns, "documents": ["covid-630-p000"], "id": "covidqa-1"},
+        {"messages": turns, "documents": ["covid-630-p000", "covid-630-p001"]},  # 2
+        {"messages": turns, "documents": "covid-630-p000"},  # 3 a string, not a list
+        {"messages": turns, "documents": []},  # 4
+        {"messages": turns, "documents": None},  # 5
+        {"messages": turns, "documents": ["covid-630-p000", 7]},  # 6
+        {"messages": turns, "documents": ["", " \u200b "]},  # 7 both blank
+    ]
+    path = write_lines(tmp_path / "chat.jsonl", [json.dumps(x) for x in lines])
+    data = load(path)
+    assert data.format == "chat"
+    found = [(issue.line, issue.error, issue.field) for issue in data.issues]
+    assert found == [
+        (3, "wrong_type", "documents"),
+        (4, "wrong_type", "documents"),
+        (5, "wrong_type", "documents"),
+        (6, "wrong_type", "documents[1]"),
+        (7, "empty_text", "documents[0]"),
+        (7, "empty_text", "documents[1]"),
+    ]
+    messages = {issue.line: issue.message for issue in data.issues}
+    assert "found a string" in messages[3] and "found an empty list" in messages[4]
+    assert "found null" in messages[5] and "found a number" in messages[6]
+    assert [r.line for r in data.records] == [1, 2]
+    assert data.records[0].data == lines[0]  # kept exactly
+
+
+@pytest.mark.parametrize(
+    ("record", "format", "field"),
+    [
+        (
+            {"prompt": "q", "completion": "a", "documents": [{"id": "x"}]},
+            "completion",
+            "documents[0]",
+        ),
+        ({"instruction": "q", "output": "a", "documents": {"id": "x"}}, "alpaca", "documents"),
+    ],
+)
+def test_documents_are_checked_in_every_generative_format(
+    tmp_path: Path, record: dict[str, object], format: str, field: str
+) -> None:
+    data = load(write_lines(tmp_path / "d.jsonl", [json.dumps(record)]))
+    assert data.format == format and not data.records
+    assert [(i.error, i.field) for i in data.issues] == [("wrong_type", field)]
+    assert "found an object" in data.issues[0].message
+
+
 def test_completion_and_alpaca_detection_and_checks(tmp_path: Path) -> None:
     completion = write_lines(
         tmp_path / "c.jsonl",
@@ -247,7 +298,10 @@ def test_random_bytes_never_crash_the_reader(tmp_path: Path, blob: bytes, suffix
 )
 @given(
     texts=st.lists(
-        st.text(alphabet=st.characters(exclude_categories=("Cs",)), min_size=1).filter(str.strip),
+        # not is_blank: a text of only format characters (a soft hyphen) is empty, not valid
+        st.text(alphabet=st.characters(exclude_categories=("Cs",)), min_size=1).filter(
+            lambda text: not is_blank(text)
+        ),
         min_size=1,
         max_size=10,
     )

@@ -11,9 +11,17 @@ import pytest
 
 from adaptlab.config import DataConfig, ModelConfig
 from adaptlab.data.contamination import ContaminationError
+from adaptlab.data.formats import Layout
 from adaptlab.data.issues import DataError
 from adaptlab.data.lock import EvalLockError, read_lock, verify_lock
-from adaptlab.data.pipeline import check_data, open_prepared, prepare_data, write_report
+from adaptlab.data.pii import PII_TYPES
+from adaptlab.data.pipeline import (
+    check_data,
+    open_prepared,
+    prepare_data,
+    scrub_record,
+    write_report,
+)
 from adaptlab.models.bundled import load_tokenizer
 
 INTENTS = {
@@ -299,6 +307,45 @@ def test_pii_in_a_chat_message_name_is_scrubbed(tmp_path: Path, tokenizer: Any) 
     written = prepared.train_path.read_text() + prepared.eval_path.read_text()
     assert "jane.doe@example.com" not in written and "7946 0958" not in written
     assert '"role": "user"' in written
+
+
+def test_pii_scrubbing_leaves_record_and_document_ids_as_they_are(
+    tmp_path: Path, tokenizer: Any
+) -> None:
+    # Ids are references: a scrubbed gold id would no longer match the collection's (whose ids
+    # are not scrubbed either), turning a correct retrieval into a miss.
+    documents = ["inbox/jane.doe@example.com.txt", "ticket-4111111111111111"]
+    chats = [
+        {
+            "messages": [
+                {"role": "user", "content": row["text"]},  # distinct, so no record is a duplicate
+                {"role": "assistant", "content": f"ask jane.doe@example.com about {row['label']}"},
+            ],
+            "documents": documents,
+            "id": f"jane.doe@example.com-{n}",
+        }
+        for n, row in enumerate(dataset(4))
+    ]
+    config = DataConfig(train=str(write_jsonl(tmp_path / "chat.jsonl", chats)))
+    result = check_data(config, ModelConfig(sequence_len=64), tokenizer=tokenizer)
+    counts = result.report["pii"]["counts"]["train"]
+    assert {kind: n for kind, n in counts.items() if n} == {"EMAIL": 12}  # the answers only
+    prepared = prepare_data(result, config, tmp_path / "out")
+    written = [
+        json.loads(line)
+        for path in (prepared.train_path, prepared.eval_path)
+        for line in path.read_text().splitlines()
+    ]
+    assert len(written) == 12
+    for row in written:
+        assert row["documents"] == documents and row["id"].startswith("jane.doe@example.com-")
+        assert row["messages"][1]["content"].startswith("ask <EMAIL> about ")
+
+
+def test_an_id_column_used_as_the_text_is_scrubbed() -> None:
+    layout = Layout("classification", text_field="id", label_field="label")
+    row, counts = scrub_record(layout, {"id": "mail jane.doe@example.com", "label": "x"}, PII_TYPES)
+    assert row == {"id": "mail <EMAIL>", "label": "x"} and counts == {"EMAIL": 1}
 
 
 @pytest.mark.parametrize("format", ["chat", "completion", "alpaca"])
