@@ -159,6 +159,7 @@ METRIC_WORDS = {
     "chrf": "chrF++",
     "embedding_similarity": "embedding similarity",
     "exact_match": "exact match",
+    "token_f1": "token F1",
 }
 
 
@@ -339,6 +340,27 @@ def _generation_cost_fields(result: RunRecord) -> dict[str, Any]:
         "output_tokens_per_s": cost.get("output_tokens_per_s"),
         "prompt_tokens_per_request": prompt.get("mean"),
         "prompt_build_p50_ms": cost.get("prompt_build_latency", {}).get("p50_ms"),
+        **_retrieval_fields(result),
+    }
+
+
+def _retrieval_fields(result: RunRecord) -> dict[str, Any]:
+    """A retrieval run's grounding, its retriever's recall and its index (``None`` each for a
+    closed-book run)."""
+    grounding = result.eval.grounding or {}
+    retrieval = result.eval.retrieval or {}
+    used = (retrieval.get("by_retriever") or {}).get(retrieval.get("used"), {})
+    facts = result.cost.raw
+    return {
+        "groundedness": grounding.get("groundedness"),
+        "groundedness_ci": grounding.get("groundedness_ci"),
+        "citation_rate": grounding.get("citation_rate"),
+        "citation_accuracy": grounding.get("citation_accuracy"),
+        "retriever": retrieval.get("used"),
+        "retrieved_k": retrieval.get("k"),
+        "retrieval_recall_at_k": used.get(f"recall@{retrieval.get('k')}"),
+        "index_build_s": facts.get("index_build_s"),
+        "index_bytes": facts.get("index_bytes"),
     }
 
 

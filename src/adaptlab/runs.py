@@ -105,6 +105,7 @@ def manifest_key(manifest: dict[str, Any]) -> dict[str, Any]:
         "seed",
         "dependencies",
         "other_models",
+        "documents_sha256",
     )
     return {key: manifest.get(key) for key in keys}
 
@@ -210,6 +211,11 @@ class Evaluation:
     ``raw["cost"]``."""
     raw: dict[str, Any]
     """The whole file, for fields one stage reads (reliability, tokens, retention, cost...)."""
+    grounding: dict[str, Any] | None = None
+    """A retrieval run's groundedness (mean and interval) and citation rate and accuracy."""
+    retrieval: dict[str, Any] | None = None
+    """A retrieval run's recall@k and MRR per retriever (``by_retriever``), the retriever
+    used and ``k``, when eval records name their gold documents."""
 
 
 @dataclass(frozen=True)
@@ -283,6 +289,8 @@ def parse_evaluation(payload: dict[str, Any], folder: Path) -> Evaluation:
         interval=(float(interval[0]), float(interval[1])),
         latency=latency,
         raw=payload,
+        grounding=_field(path, payload, "grounding", "object", False),
+        retrieval=_field(path, payload, "retrieval", "object", False),
     )
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 import string
 import unicodedata
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -34,6 +35,7 @@ CORPUS_METRICS: tuple[str, ...] = (
     "rouge2",
     "rougeL",
     "exact_match",
+    "token_f1",
     "length_ratio",
 )
 ROUGE_TYPES: tuple[str, ...] = ("rouge1", "rouge2", "rougeL")
@@ -48,6 +50,25 @@ def normalise_answer(text: str) -> str:
     articles a/an/the removed, whitespace collapsed."""
     text = unicodedata.normalize("NFKC", text).lower().translate(_PUNCTUATION)
     return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def answer_tokens(text: str) -> list[str]:
+    """An answer's words after :func:`normalise_answer`: the tokens SQuAD's F1 counts."""
+    return normalise_answer(text).split()
+
+
+def token_f1(answer: str, reference: str) -> float:
+    """SQuAD's token F1 (Rajpurkar et al. 2016, the official v1.1 script): the harmonic mean
+    of precision and recall of the normalised answer's tokens against the reference's, each
+    shared token counted at most as often as it occurs in both; two empty texts score 1."""
+    mine, theirs = answer_tokens(answer), answer_tokens(reference)
+    if not mine or not theirs:
+        return float(mine == theirs)
+    shared = sum((Counter(mine) & Counter(theirs)).values())
+    if shared == 0:
+        return 0.0
+    precision, recall = shared / len(mine), shared / len(theirs)
+    return 2 * precision * recall / (precision + recall)
 
 
 @dataclass(frozen=True)
@@ -186,6 +207,10 @@ def score_free_text(answers: Sequence[str], references: Sequence[Sequence[str]])
         ]
     )
     corpus["exact_match"] = float(per_example["exact_match"].mean())
+    per_example["token_f1"] = np.array(
+        [max(token_f1(h, ref) for ref in r) for h, r in zip(hypotheses, references, strict=True)]
+    )
+    corpus["token_f1"] = float(per_example["token_f1"].mean())
     lengths = np.array(
         [_lengths(h, r) for h, r in zip(hypotheses, references, strict=True)], dtype=float
     )

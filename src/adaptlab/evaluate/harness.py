@@ -32,9 +32,16 @@ from adaptlab.evaluate.generation import (
     generate,
     measure_generation_cost,
 )
+from adaptlab.evaluate.grounding import (
+    RetrievalAugmented,
+    grounding_quality,
+    retrieval_scores,
+    strip_citations,
+)
 from adaptlab.evaluate.latency import measure_latency
 from adaptlab.evaluate.metrics import classification_metrics, reliability_bins
 from adaptlab.evaluate.slots import slot_metrics
+from adaptlab.models.document_retrieval import Hit
 from adaptlab.models.encoder import embed_texts
 from adaptlab.train.chat import encode_prompt
 
@@ -117,7 +124,10 @@ class GeneratedAnswers:
     per_example: dict[str, np.ndarray]
     """Per-example scores for paired comparisons, by task kind: slot extraction's ``counts``
     (n, 3) true positives, false positives and false negatives, ``exact`` and ``json_valid``
-    (0/1); free text's :data:`TEXT_ARRAYS`."""
+    (0/1); free text's :data:`TEXT_ARRAYS` (and, answering from retrieved chunks,
+    ``groundedness``, ``cites`` and ``citation_correct``)."""
+    contexts: list[list[str]] | None = None
+    """The ids of the chunks shown with each request, in prompt order (retrieval only)."""
 
     def arrays(self) -> dict[str, np.ndarray]:
         """What ``predictions.safetensors`` holds: :attr:`per_example` and ``indices``."""
@@ -125,7 +135,7 @@ class GeneratedAnswers:
 
     def rows(self) -> list[dict[str, Any]]:
         """One JSON-ready row per answer: its eval position, text and token counts."""
-        return [
+        rows = [
             {
                 "index": int(index),
                 "text": generation.text,
@@ -135,6 +145,9 @@ class GeneratedAnswers:
             }
             for index, generation in zip(self.indices, self.generations, strict=True)
         ]
+        for row, shown in zip(rows, self.contexts or [], strict=False):
+            row["context"] = shown
+        return rows
 
 
 TEXT_ARRAYS = ("bleu_stats", "chrf_stats", *CORPUS_METRICS, "embedding_similarity")
@@ -156,7 +169,13 @@ def evaluate_generator(
     requests = task.eval_requests
     asked = [requests[int(i)] for i in indices]
     start = time.perf_counter()
-    conversations = generator.conversations(asked)
+    shown: list[list[Hit]] | None = None
+    if isinstance(generator, RetrievalAugmented):
+        queries = [generator.query(request) for request in asked]
+        shown = generator.retrievers[generator.retriever_kind].retrieve(queries, generator.k)
+        conversations = generator.grounded_conversations(asked, shown)
+    else:
+        conversations = generator.conversations(asked)
     prompts = [encode_prompt(generator.lm.tokenizer, c) for c in conversations]
     generations = generate(generator.lm, prompts, generator.decoding)
     seconds = time.perf_counter() - start
@@ -165,7 +184,27 @@ def evaluate_generator(
         quality, per_example = _slot_quality(texts, task, indices, settings)
     else:
         references = [task.eval_references[int(i)] for i in indices]
-        quality, per_example = text_quality(texts, references, settings)
+        scored = texts if shown is None else [strip_citations(t) for t in texts]
+        quality, per_example = text_quality(scored, references, settings)
+    contexts = None
+    if shown is not None:
+        assert isinstance(generator, RetrievalAugmented)
+        gold = (
+            None if task.eval_documents is None else [task.eval_documents[int(i)] for i in indices]
+        )
+        grounding, arrays = grounding_quality(
+            texts,
+            shown,
+            generator,
+            gold,
+            resamples=settings.bootstrap_resamples,
+            confidence=settings.confidence,
+        )
+        quality["grounding"] = grounding
+        per_example.update(arrays)
+        if gold is not None:
+            quality["retrieval"] = retrieval_scores(generator, asked, gold)
+        contexts = [[generator.chunk_ids[i] for i, _ in hits] for hits in shown]
     payload = {
         "task": task.kind,
         "n": len(indices),
@@ -182,7 +221,7 @@ def evaluate_generator(
         },
         "cost": generation_cost(generator, asked, prompts, settings),
     }
-    return payload, GeneratedAnswers(np.asarray(indices), generations, per_example)
+    return payload, GeneratedAnswers(np.asarray(indices), generations, per_example, contexts)
 
 
 def _slot_quality(

@@ -55,13 +55,17 @@ per query and 0.65-0.8 s per batch of 64: a real share of a request. Hence
 
 from __future__ import annotations
 
+import json
 import math
+import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 
 from adaptlab.models.bundled import MINILM
 from adaptlab.models.encoder import FrozenEncoder
@@ -315,6 +319,145 @@ def build_retriever(
     if kind == "hybrid":
         return HybridRetriever([dense, SparseRetriever.build(texts)])
     raise ValueError(f"kind must be one of {', '.join(RETRIEVER_KINDS)}, got {kind!r}")
+
+
+CHUNKS_FILE = "chunks.jsonl"
+VECTORS_FILE = "vectors.safetensors"
+INDEX_FILE = "index.json"
+
+
+@dataclass
+class CollectionIndex:
+    """Every retriever over one chunked collection, saved in a folder of its own: the chunks
+    (``chunks.jsonl``: id, document id, text), the dense vectors (safetensors) and the
+    settings (``index.json``). BM25 is rebuilt from the texts on load (a second or so for
+    100k chunks); the vectors are not re-embedded.
+
+    ``build_seconds`` is what building cost when it was measured: embedding the chunks (or
+    reading them from the embedding cache, ``vectors_cached``) and indexing them for BM25.
+    """
+
+    chunk_ids: list[str]
+    chunk_documents: list[str]
+    chunk_texts: list[str]
+    dense: DenseRetriever
+    sparse: SparseRetriever
+    encoder_name: str
+    build_seconds: float = 0.0
+    vectors_cached: bool = False
+
+    @classmethod
+    def build(
+        cls,
+        chunk_ids: Sequence[str],
+        chunk_documents: Sequence[str],
+        chunk_texts: Sequence[str],
+        model: str = MINILM,
+        max_length: int = DEFAULT_MAX_LENGTH,
+        exact_limit: int = EXACT_SEARCH_LIMIT,
+    ) -> CollectionIndex:
+        from adaptlab.models.encoder import embedding_cache_path
+
+        _require_texts(chunk_texts)
+        cached = embedding_cache_path(model, chunk_texts, max_length).is_file()
+        start = time.perf_counter()
+        dense = DenseRetriever.build(chunk_texts, model, max_length, exact_limit)
+        sparse = SparseRetriever.build(chunk_texts)
+        seconds = time.perf_counter() - start
+        return cls(
+            list(chunk_ids),
+            list(chunk_documents),
+            list(chunk_texts),
+            dense,
+            sparse,
+            model,
+            seconds,
+            cached,
+        )
+
+    @property
+    def retrievers(self) -> dict[str, Retriever]:
+        return {
+            "dense": self.dense,
+            "sparse": self.sparse,
+            "hybrid": HybridRetriever([self.dense, self.sparse]),
+        }
+
+    def size_bytes(self) -> int:
+        """What the index holds in memory: the dense vectors (or graph) and BM25's sparse
+        score matrix and vocabulary."""
+        scores = self.sparse.model.scores
+        sparse = sum(int(np.asarray(v).nbytes) for v in scores.values() if hasattr(v, "nbytes"))
+        vocabulary = sum(len(str(t)) + 8 for t in self.sparse.model.vocab_dict)
+        return self.dense.index.size_bytes() + sparse + vocabulary
+
+    def save(self, folder: Path) -> None:
+        """The chunks, vectors and settings into ``folder`` (made whole or not at all)."""
+        from adaptlab.paths import write_folder
+
+        index = self.dense.index
+        vectors = index.vectors if isinstance(index, ExactIndex) else _hnsw_vectors(index)
+
+        def write(staging: Path) -> None:
+            rows = zip(self.chunk_ids, self.chunk_documents, self.chunk_texts, strict=True)
+            lines = [
+                json.dumps({"id": i, "document_id": d, "text": t}, ensure_ascii=False)
+                for i, d, t in rows
+            ]
+            (staging / CHUNKS_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+            save_file(
+                {"vectors": torch.from_numpy(np.ascontiguousarray(vectors))},
+                str(staging / VECTORS_FILE),
+            )
+            settings = {
+                "encoder": self.encoder_name,
+                "max_length": self.dense.encoder.max_length,
+                "chunks": len(self.chunk_ids),
+                "build_seconds": round(self.build_seconds, 3),
+                "vectors_cached": self.vectors_cached,
+                "stemmer": self.sparse.stemmer,
+                "stopwords": self.sparse.stopwords,
+            }
+            (staging / INDEX_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+
+        write_folder(folder, write)
+
+    @classmethod
+    def load(cls, folder: Path, exact_limit: int = EXACT_SEARCH_LIMIT) -> CollectionIndex:
+        """An index saved by :meth:`save`; safetensors and JSON only."""
+        from safetensors.numpy import load_file
+
+        settings = json.loads((folder / INDEX_FILE).read_text(encoding="utf-8"))
+        rows = [
+            json.loads(line)
+            for line in (folder / CHUNKS_FILE).read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
+        texts = [str(row["text"]) for row in rows]
+        vectors = load_file(str(folder / VECTORS_FILE))["vectors"]
+        if len(vectors) != len(rows):
+            raise ValueError(
+                f"{folder}: {len(vectors)} vectors for {len(rows)} chunks; the index is damaged"
+            )
+        encoder = FrozenEncoder.load(settings["encoder"], int(settings["max_length"]))
+        dense = DenseRetriever(encoder, vector_index(vectors, exact_limit))
+        sparse = SparseRetriever.build(texts, settings["stemmer"], settings["stopwords"])
+        return cls(
+            [str(row["id"]) for row in rows],
+            [str(row["document_id"]) for row in rows],
+            texts,
+            dense,
+            sparse,
+            settings["encoder"],
+            float(settings["build_seconds"]),
+            bool(settings["vectors_cached"]),
+        )
+
+
+def _hnsw_vectors(index: Any) -> np.ndarray:
+    """The vectors an HNSW index was built from (faiss keeps them: ``IndexHNSWFlat``)."""
+    graph = index.index
+    return np.asarray(graph.reconstruct_n(0, int(graph.ntotal)), dtype=np.float32)
 
 
 def _require_k(k: int) -> None:

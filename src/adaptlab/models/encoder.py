@@ -235,6 +235,17 @@ def embed_texts(
     return cached_embeddings(name, texts, max_length, compute)
 
 
+def embedding_cache_path(
+    name: str, texts: Sequence[str], max_length: int, runtime: str = "torch"
+) -> Path:
+    """Where the cache keeps this model's (by content) embeddings of these texts."""
+    variant = "" if runtime == "torch" else f":{runtime}"  # torch keys predate runtimes
+    key = hashlib.sha256(
+        f"{model_fingerprint(name)}:{texts_fingerprint(texts)}:{max_length}{variant}".encode()
+    ).hexdigest()[:32]
+    return cache_dir() / "embeddings" / f"{key}.safetensors"
+
+
 def cached_embeddings(
     name: str,
     texts: Sequence[str],
@@ -244,11 +255,7 @@ def cached_embeddings(
 ) -> np.ndarray:
     """``compute()``'s embeddings of ``texts``, read from the cache when this model (by content),
     these texts, this ``max_length`` and this runtime were embedded before."""
-    variant = "" if runtime == "torch" else f":{runtime}"  # torch keys predate runtimes
-    key = hashlib.sha256(
-        f"{model_fingerprint(name)}:{texts_fingerprint(texts)}:{max_length}{variant}".encode()
-    ).hexdigest()[:32]
-    path = cache_dir() / "embeddings" / f"{key}.safetensors"
+    path = embedding_cache_path(name, texts, max_length, runtime)
     if path.exists():
         return np.asarray(load_file(str(path))["embeddings"].numpy())
     vectors = np.ascontiguousarray(compute(), dtype=np.float32)
