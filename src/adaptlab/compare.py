@@ -30,9 +30,17 @@ from typing import Any, Literal
 import numpy as np
 
 from adaptlab.comparison import build_comparison, human_ratings, leaderboard_markdown
-from adaptlab.config import CompareConfig, ExperimentConfig, TrainConfig, to_yaml
+from adaptlab.config import (
+    CompareConfig,
+    ConfigError,
+    DataConfig,
+    ExperimentConfig,
+    TrainConfig,
+    to_yaml,
+)
 from adaptlab.cost.memory import peak_cuda_bytes, peak_rss_bytes, reset_peak
 from adaptlab.data.convert import SLOT_ORDER, restaurant8k_slots
+from adaptlab.data.documents import PreparedCollection, source_sha256
 from adaptlab.data.formats import LoadedData
 from adaptlab.data.issues import DataError
 from adaptlab.data.lock import (
@@ -133,6 +141,8 @@ def prepared_is_current(folder: Path, experiment: ExperimentConfig) -> bool:
     if source is None or not Path(source).is_file():
         return False
     same_source = lock.split.get("train_file_sha256") == sha256_file(Path(source))
+    if not same_documents(lock.documents, data):
+        return False
     if data.eval is not None:
         given = Path(data.eval)
         same_eval = given.is_file() and lock.split.get("eval_file_sha256") == sha256_file(given)
@@ -142,6 +152,20 @@ def prepared_is_current(folder: Path, experiment: ExperimentConfig) -> bool:
         data.seed,
     )
     return same_source and same_split and lock.source == "split"
+
+
+def same_documents(locked: dict[str, Any] | None, data: DataConfig) -> bool:
+    """Whether the lock's collection is ``data.documents`` as it is now on disk, chunked the
+    same way (a cheap check on the raw bytes; the prepared chunks carry the content hash)."""
+    if data.documents is None or locked is None:
+        return data.documents is None and locked is None
+    source = Path(data.documents)
+    return (
+        source.exists()
+        and (locked.get("chunk_tokens"), locked.get("overlap_tokens"))
+        == (data.chunk_tokens, data.chunk_overlap_tokens)
+        and locked.get("source_sha256") == source_sha256(source)
+    )
 
 
 def classification_task(prepared: PreparedData) -> ClassificationTask:
@@ -211,6 +235,9 @@ def generative_task(prepared: PreparedData, answers: AnswerKind = "auto") -> Gen
                 references(record.data, messages, eval_path, record.line)
                 for record, messages in zip(prepared.eval.records, evals, strict=True)
             ],
+            collection=prepared.collection,
+            train_documents=gold_documents(prepared.train),
+            eval_documents=gold_documents(prepared.eval),
         )
     train_frames = _frames(prepared.train, train, train_path)
     eval_frames = _frames(prepared.eval, evals, eval_path)
@@ -227,6 +254,12 @@ def generative_task(prepared: PreparedData, answers: AnswerKind = "auto") -> Gen
 
 
 GENERATIVE_FORMATS = ("chat", "completion", "alpaca")
+
+
+def gold_documents(data: LoadedData) -> list[list[str]]:
+    """Each record's gold document ids (its ``documents`` list, checked when the data was
+    read); an empty list for a record that names none."""
+    return [[str(i) for i in record.data.get("documents") or []] for record in data.records]
 
 
 def as_messages(format: str, row: dict[str, Any]) -> list[dict[str, Any]]:
@@ -334,6 +367,22 @@ def experiment_task(prepared: PreparedData, answers: AnswerKind = "auto") -> Tas
 # --------------------------------------------------------------------------- running
 
 
+DOCUMENT_SETTINGS = ("documents", "chunk_tokens", "chunk_overlap_tokens")
+"""``data`` settings only retrieval runs depend on."""
+
+
+def require_collection(name: str, task: Task) -> PreparedCollection:
+    """The task's document collection, or an error naming the run that needs one."""
+    collection = getattr(task, "collection", None)
+    if collection is None:
+        raise ConfigError(
+            f"strategy run '{name}' answers from a document collection: set data.documents to "
+            "a folder of .txt/.md/.html/.pdf files or a JSONL of {id, text, title?}"
+        )
+    assert isinstance(collection, PreparedCollection)
+    return collection
+
+
 def ordered_strategies(
     names: Sequence[str] | None,
     experiment: ExperimentConfig,
@@ -360,6 +409,24 @@ def ordered_strategies(
     return ordered
 
 
+def with_documents(
+    ordered: list[str], experiment: ExperimentConfig, task: Task, *, chosen: bool, log: Log
+) -> list[str]:
+    """The runs the data allows: one that answers from documents (rag) needs
+    ``data.documents``; without it, it is an error before anything runs when the user
+    ``chosen`` the list, and is left out, with a line saying why, from the default list."""
+    kept = []
+    for name in ordered:
+        if not resolve_run(name, experiment.strategies.get(name))[0].profile.retrieves:
+            kept.append(name)
+        elif chosen or getattr(task, "collection", None) is not None:
+            require_collection(name, task)
+            kept.append(name)
+        else:
+            log(f"[{name}] left out: it answers from documents and data.documents is not set")
+    return kept
+
+
 def runnable_here(
     ordered: list[str], experiment: ExperimentConfig, *, chosen: bool, log: Log
 ) -> list[str]:
@@ -379,12 +446,13 @@ def runnable_here(
 
 
 def task_decoding(
-    config: StrategyConfig, task: Task, experiment: ExperimentConfig
+    config: StrategyConfig, task: Task, experiment: ExperimentConfig, cites: bool = False
 ) -> StrategyConfig:
     """For free text, a strategy's ``decoding.max_new_tokens``, unless set, becomes the 99th
     percentile of the training answers' length in the base model's tokens plus the stop
-    token: long enough for nearly every answer the task has, and no longer (the default, 64,
-    suits slot frames). The run's ``config.yaml`` records what was used."""
+    token (and, for a strategy asked to ``cite`` passages, :data:`CITATION_TOKENS` more): long
+    enough for nearly every answer the task has, and no longer (the default, 64, suits slot
+    frames). The run's ``config.yaml`` records what was used."""
     decoding = getattr(config, "decoding", None)
     if (
         not isinstance(task, GenerativeTask)
@@ -394,10 +462,14 @@ def task_decoding(
     ):
         return config
     tokens = answer_tokens_p99(task, experiment.model.base_model, experiment.model.revision) + 1
+    tokens += CITATION_TOKENS if cites else 0
     return config.model_copy(
         update={"decoding": decoding.model_copy(update={"max_new_tokens": tokens})}
     )
 
+
+CITATION_TOKENS = 8
+"""Room for a citation after the answer (`` [1]`` is 3 tokens for SmolLM2, ``[1, 2]`` 6)."""
 
 _ANSWER_P99: dict[tuple[str, str | None, str], int] = {}
 
@@ -427,11 +499,13 @@ def run_strategy(
     raw = experiment.strategies.get(name)
     strategy, config = resolve_run(name, raw)
     require_supported(name, strategy, task.kind)
-    config = task_decoding(config, task, experiment)
+    config = task_decoding(config, task, experiment, cites=strategy.profile.retrieves)
     train = merged_train_config(experiment.train, experiment.train.model_fields_set, config)
     folder = RunFolder(run_dir(experiment, name))
     registered = strategy_name(name, raw)
-    config_yaml = _run_config_yaml(experiment, name, registered, config, train)
+    config_yaml = _run_config_yaml(
+        experiment, name, registered, config, train, strategy.profile.retrieves
+    )
     manifest = base_manifest(
         name,
         registered,
@@ -449,6 +523,8 @@ def run_strategy(
     )
     if config.other_models():
         manifest["other_models"] = {m: model_fingerprint(m) for m in config.other_models()}
+    if strategy.profile.retrieves:
+        manifest["documents_sha256"] = require_collection(name, task).sha256
     if not force and folder.matches(manifest):
         log(f"[{name}] up to date in {folder.path}; skipped")
         remove_checkpoint(folder.path)  # what a crash during the last removal left behind
@@ -487,6 +563,12 @@ def run_strategy(
         assert isinstance(model, Generator)  # _evaluate refused anything else
         payload["retention"] = measure_retention(name, model, experiment, log)
     folder.write_eval({"run": name, "strategy": registered, **payload})
+    if isinstance(task, GenerativeTask):  # what a request costs, beside what fitting did
+        served = payload["cost"]
+        context.record(
+            latency_batch1_p50_ms=served["latency"]["p50_ms"],
+            prompt_build_p50_ms=served["prompt_build_latency"]["p50_ms"],
+        )
     folder.write_cost(_cost(context, fit_seconds, folder.path))
     folder.write_manifest(manifest)  # its presence marks the run finished: the commit
     remove_checkpoint(folder.path)  # only now: a crash before the commit resumes from it
@@ -553,7 +635,13 @@ def _run_config_yaml(
     registered: str,
     config: StrategyConfig,
     train: TrainConfig,
+    retrieves: bool = False,
 ) -> str:
+    # The collection's settings are part of a retrieval run's config only: a run that reads
+    # no documents stays current when they change.
+    data = experiment.data.model_dump(
+        mode="json", exclude=None if retrieves else set(DOCUMENT_SETTINGS)
+    )
     resolved = {
         "run": name,
         "strategy": registered,
@@ -561,7 +649,7 @@ def _run_config_yaml(
         "train": train.model_dump(mode="json"),
         "model": experiment.model.model_dump(mode="json"),
         "lora": experiment.lora.model_dump(mode="json"),
-        "data": experiment.data.model_dump(mode="json"),
+        "data": data,
     }
     import yaml
 
@@ -624,9 +712,9 @@ def _compare(
         require_supported(name, resolve_run(name, experiment.strategies.get(name))[0], task.kind)
         run_dir(experiment, name)  # and so is a name that is a path
     loadable(experiment.model.base_model)  # and a base model that would unpickle or run code
-    ordered = runnable_here(
-        ordered, experiment, chosen=bool(names or experiment.compare.strategies), log=log
-    )
+    chosen = bool(names or experiment.compare.strategies)
+    ordered = with_documents(ordered, experiment, task, chosen=chosen, log=log)
+    ordered = runnable_here(ordered, experiment, chosen=chosen, log=log)
     failures: dict[str, str] = {}
     folders = []
     for name in ordered:

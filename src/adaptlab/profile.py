@@ -46,6 +46,9 @@ class StrategyProfile:
     teaches: bool = False
     """A finished run of it can be a distillation teacher (``teacher: best`` picks among them)."""
     tasks: tuple[TaskKind, ...] = ("classification",)
+    retrieves: bool = False
+    """It answers from the experiment's document collection (``data.documents``): the
+    collection's hash goes into its manifest, so a changed collection makes it stale."""
 
     def __post_init__(self) -> None:
         if self.role not in get_args(Role):
@@ -80,6 +83,7 @@ class StrategyProfile:
                 ),
                 teaches=bool(raw.get("teaches", False)),
                 tasks=tuple(cast(list[TaskKind], raw.get("tasks", ["classification"]))),
+                retrieves=bool(raw.get("retrieves", False)),
             )
         except KeyError as exc:
             raise ValueError(f"no {exc.args[0]}") from None

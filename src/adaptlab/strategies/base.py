@@ -42,6 +42,7 @@ from adaptlab.data.report import TASK_SPECIFIC
 from adaptlab.profile import DataNeed, StrategyProfile, TaskKind
 
 if TYPE_CHECKING:
+    from adaptlab.data.documents import PreparedCollection
     from adaptlab.evaluate.generation import DecodingConfig
     from adaptlab.models.causal_lm import CausalLM
 
@@ -125,6 +126,12 @@ class GenerativeTask:
     eval_sha256: str
     eval_references: list[list[str]] | None = None
     """Free text: each eval record's references; ``None`` for slot extraction."""
+    collection: PreparedCollection | None = None
+    """The document collection (``data.documents``) retrieval strategies answer from."""
+    train_documents: list[list[str]] | None = None
+    """Each training record's gold document ids (its ``documents`` list; empty: none named)."""
+    eval_documents: list[list[str]] | None = None
+    """Each eval record's gold document ids, which retrieval is scored against."""
 
     @property
     def kind(self) -> TaskKind:

@@ -143,6 +143,57 @@ def tiny_chat_task() -> GenerativeTask:
     )
 
 
+# A tiny collection and questions about it: each answer is said in one document, whose id
+# the question names as its gold document.
+DOCUMENTS = {
+    "cards.md": "Lost cards are blocked at once. A new card arrives in five days.",
+    "transfers.md": "A SEPA transfer takes one working day. Wires abroad take three days.",
+    "refunds.md": "A refund reaches your account within ten days of the merchant's return.",
+}
+QUESTIONS = [
+    ("When does a new card arrive?", "In five days.", "cards.md"),
+    ("What happens to a lost card?", "It is blocked at once.", "cards.md"),
+    ("How long does a SEPA transfer take?", "One working day.", "transfers.md"),
+    ("How long do wires abroad take?", "Three days.", "transfers.md"),
+    ("When does a refund arrive?", "Within ten days.", "refunds.md"),
+    ("What starts the refund clock?", "The merchant's return.", "refunds.md"),
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_rag_task(tmp_path_factory: pytest.TempPathFactory, tiny_encoder: Path) -> GenerativeTask:
+    """A free-text task over :data:`DOCUMENTS`, chunked with the tiny encoder's tokenizer:
+    four training questions and two eval questions, each naming its gold document."""
+    from adaptlab.data.documents import ChunkSettings, prepare_collection
+
+    folder = tmp_path_factory.mktemp("documents")
+    for name, text in DOCUMENTS.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    tokenizer, _ = load_encoder(str(tiny_encoder))
+    collection = prepare_collection(
+        folder, ChunkSettings(12, 4), tokenizer=tokenizer, tokenizer_name=str(tiny_encoder)
+    )
+    records = [
+        [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        for q, a, _ in QUESTIONS
+    ]
+    gold = [[document] for _, _, document in QUESTIONS]
+    order = [0, 2, 3, 5, 1, 4]  # eval: one question on cards, one on refunds
+    train, evaluation = order[:4], order[4:]
+    return GenerativeTask(
+        (),
+        [records[i] for i in train],
+        [records[i] for i in evaluation],
+        [],
+        "rag-train-sha",
+        "rag-eval-sha",
+        eval_references=[[QUESTIONS[i][1]] for i in evaluation],
+        collection=collection,
+        train_documents=[gold[i] for i in train],
+        eval_documents=[gold[i] for i in evaluation],
+    )
+
+
 RunFactory = Callable[..., RunContext[Any]]
 
 
@@ -161,8 +212,12 @@ def make_run(
     """
 
     def make(name: str, settings: dict[str, Any] | None = None, **train: Any) -> RunContext[Any]:
-        generative = "generative" in supported_tasks(resolve_run(name, settings)[0])
-        task = request.getfixturevalue("tiny_chat_task") if generative else tiny_task
+        kinds = supported_tasks(resolve_run(name, settings)[0])
+        generative = "generative" in kinds or "generation" in kinds
+        if "generative" in kinds:
+            task = request.getfixturevalue("tiny_chat_task")
+        else:  # free text only: answers from documents
+            task = request.getfixturevalue("tiny_rag_task") if generative else tiny_task
         base_model = request.getfixturevalue("tiny_llm") if generative else tiny_encoder
         experiment = ExperimentConfig.model_validate(
             {
