@@ -80,6 +80,8 @@ class Candidate:
     perplexity_ratio: float | None = None
     """Held-out perplexity over the base model's (above 1: worse); ``None`` where it was not
     measured."""
+    retrieves: bool = False
+    """It answers from the experiment's document collection, as its strategy declared."""
 
     @property
     def strategy(self) -> str:
@@ -125,6 +127,9 @@ class DecisionConfig(Section):
     )
 
 
+_OPPOSITE: dict[Outcome, Outcome] = {"better": "worse", "worse": "better", "tie": "tie"}
+
+
 @dataclass(frozen=True)
 class Verdict:
     """How one strategy's quality compares with another's, and on what evidence."""
@@ -134,6 +139,13 @@ class Verdict:
     low: float | None
     high: float | None
     basis: Literal["paired bootstrap", "unpaired CIs"]
+
+    def flipped(self) -> Verdict:
+        """The same comparison the other way round (``b`` against ``a``)."""
+        outcome = _OPPOSITE[self.outcome]
+        low = None if self.high is None else -self.high
+        high = None if self.low is None else -self.low
+        return Verdict(outcome, -self.difference, low, high, self.basis)
 
     def describe(self) -> str:
         points = f"{self.difference * 100:+.1f} points"
@@ -160,9 +172,23 @@ class Evidence:
         """The base model unchanged (the best, should there be several)."""
         return _best(c for c in self.candidates if c.kind_role == "base")
 
-    def prompted(self) -> Candidate | None:
-        """The strongest prompted baseline."""
-        return _best(c for c in self.candidates if c.kind_role == "prompted")
+    def prompted(self, retrieves: bool = False) -> Candidate | None:
+        """The strongest prompted baseline a run that does (``retrieves``) or does not answer
+        from documents is held against: a closed-book run against closed-book prompts only,
+        since no training puts unseen documents into a model (losing to retrieval on
+        questions about them is no process problem); a retrieval run against retrieval with
+        a prompt (what its training added), else against the closed-book prompts."""
+        prompted = [c for c in self.candidates if c.kind_role == "prompted"]
+        alike = [c for c in prompted if c.retrieves == retrieves]
+        return _best(alike or ([c for c in prompted if not c.retrieves] if retrieves else []))
+
+    def closed_book_tuned(self) -> Candidate | None:
+        """The strongest run that trains and answers without documents."""
+        return _best(c for c in self.candidates if c.kind_role == "tuned" and not c.retrieves)
+
+    def retrieving(self) -> Candidate | None:
+        """The strongest run that answers from the document collection."""
+        return _best(c for c in self.candidates if c.retrieves)
 
     def compare(self, a: Candidate, b: Candidate) -> Verdict:
         """``a`` against ``b``: paired bootstrap where known, else overlap of the two CIs."""
@@ -259,7 +285,7 @@ def tuned_vs_base(candidate: Candidate, evidence: Evidence) -> Finding:
 def tuned_vs_prompted(candidate: Candidate, evidence: Evidence) -> Finding:
     """A tuned model is measured against the best prompted baseline, not only the bare base."""
     rule = "tuned_vs_prompted"
-    prompted = evidence.prompted()
+    prompted = evidence.prompted(candidate.retrieves)
     if candidate.kind_role != "tuned" or prompted is None:
         why = "not a tuned model" if prompted is not None else "no prompted baseline run"
         return _finding(rule, candidate, False, "none", why)
@@ -276,7 +302,7 @@ def process_problem(candidate: Candidate, evidence: Evidence) -> Finding:
     """Beating the base but losing to the prompted base points at the tuning recipe, not the
     method: a tuned model should at least match what a good prompt gets from a base model."""
     rule = "process_problem"
-    base, prompted = evidence.base(), evidence.prompted()
+    base, prompted = evidence.base(), evidence.prompted(candidate.retrieves)
     if candidate.kind_role != "tuned" or base is None or prompted is None:
         return _finding(rule, candidate, False, "none", "needs a tuned model, a base and a prompt")
     over_base = evidence.compare(candidate, base)
@@ -295,6 +321,58 @@ def process_problem(candidate: Candidate, evidence: Evidence) -> Finding:
         "the method."
     )
     return _finding(rule, candidate, True, "flag", message, prompted.name)
+
+
+def retrieval_vs_fine_tuning(candidate: Candidate, evidence: Evidence) -> Finding:
+    """Answering from the documents against training the knowledge into the model, on the
+    same questions ("RAG for knowledge, fine-tuning for behaviour" put to the test).
+
+    Each retrieval run is held against the best closed-book fine-tuned run, and each other
+    closed-book fine-tuned run against the best retrieval run, so no pair is cited twice. The
+    paired difference is cited whichever side wins; the finding changes nothing, since cost
+    decides between the two as between any others (``cheaper_within_ci``)."""
+    rule = "retrieval_vs_fine_tuning"
+    tuned, retrieving = evidence.closed_book_tuned(), evidence.retrieving()
+    if tuned is None or retrieving is None:
+        why = "no closed-book fine-tuned run" if tuned is None else "no retrieval run"
+        return _finding(rule, candidate, False, "none", why)
+    if candidate.retrieves:
+        documents, closed, other = candidate, tuned, tuned.name
+    elif candidate.kind_role == "tuned" and candidate.name != tuned.name:
+        documents, closed, other = retrieving, candidate, retrieving.name
+    elif candidate.name == tuned.name:
+        return _finding(rule, candidate, False, "none", "cited in the retrieval runs' findings")
+    else:
+        return _finding(rule, candidate, False, "none", "neither retrieves nor fine-tunes")
+    message = _retrieval_verdict(documents, closed, evidence)
+    return _finding(rule, candidate, True, "flag", message, other)
+
+
+def _retrieval_verdict(documents: Candidate, closed: Candidate, evidence: Evidence) -> str:
+    """The winner first and by how much, with the interval of the paired difference; a tie
+    gives the difference with its sign, retrieval minus fine-tuning."""
+    verdict = evidence.compare(documents, closed)
+    approach = "retrieval with fine-tuning" if documents.kind_role == "tuned" else "retrieval"
+    retrieval = f"{approach} ({documents.name})"
+    fine_tuning = f"closed-book fine-tuning ({closed.name})"
+    if verdict.outcome == "tie":
+        return (
+            f"{retrieval} and {fine_tuning} are tied on this knowledge task: Δ "
+            f"{_in_metric(verdict, evidence.metric)}."
+        )
+    if verdict.outcome == "better":
+        winner, loser, won = retrieval, fine_tuning, verdict
+    else:
+        winner, loser, won = fine_tuning, retrieval, verdict.flipped()
+    return f"{winner} beats {loser} on this knowledge task by {_in_metric(won, evidence.metric)}."
+
+
+def _in_metric(verdict: Verdict, metric: str) -> str:
+    """``+12.0 points of ROUGE-L F1 [+8.0, +16.0] (paired bootstrap)``."""
+    points = f"{verdict.difference * 100:+.1f} points of {metric}"
+    if verdict.low is None or verdict.high is None:
+        return f"{points} ({verdict.basis}; no paired difference available)"
+    return f"{points} [{verdict.low * 100:+.1f}, {verdict.high * 100:+.1f}] ({verdict.basis})"
 
 
 def cheaper_within_ci(candidate: Candidate, evidence: Evidence) -> Finding:
@@ -407,6 +485,7 @@ RULES: tuple[Rule, ...] = (
     tuned_vs_base,
     tuned_vs_prompted,
     process_problem,
+    retrieval_vs_fine_tuning,
     too_little_data,
     calibration_regression,
     forgetting_regression,
@@ -554,6 +633,7 @@ def _candidate(
         vs_best=Difference.from_dict(row.get("vs_best")),
         forgetting=_optional(row.get("forgetting")),
         perplexity_ratio=_optional(row.get("perplexity_ratio")),
+        retrieves=profile is not None and profile.retrieves,
     )
 
 

@@ -1,20 +1,26 @@
 """The report's sections, from the runs' measurements, the decision and the cost projection.
 
 Order: the recommendation and its reasons first, then runs left out, the leaderboard, quality
-against cost and latency, deployment cost over time, per-class (or per-slot) results,
-calibration, forgetting, the data report's summary and every run's lineage.
+against cost and latency, deployment cost over time, retrieval (where a run answered from
+documents), per-class (or per-slot) results, calibration, forgetting, the data report's summary
+and every run's lineage.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from adaptlab.comparison import leaderboard_cells, leaderboard_headers
+from adaptlab.comparison import (
+    Difference,
+    leaderboard_cells,
+    leaderboard_headers,
+    paired_difference,
+)
 from adaptlab.cost.hardware import MEASURED_PROFILE, HardwareProfile
 from adaptlab.cost.projection import ProjectionConfig, retune_count
 from adaptlab.report.decide import METRIC_WORDS, Decision, DecisionConfig, Finding
@@ -90,6 +96,7 @@ def document(data: ReportData) -> Document:
         leaderboard(data),
         quality(data),
         deployment(data),
+        retrieval(data),
         per_label(data),
         examples(data),
         human_preference(data),
@@ -398,6 +405,316 @@ def _break_even_blocks(data: ReportData) -> list[Block]:
         "the requests between them) becomes the cheaper one in total."
     )
     return [Paragraph(text), Bullets(tuple(even.describe() for even in evens))]
+
+
+# --------------------------------------------------------------------------- retrieval
+
+
+RETRIEVER_WORDS = {
+    "dense": "dense (sentence embeddings)",
+    "sparse": "sparse (BM25)",
+    "hybrid": "hybrid (reciprocal-rank fusion)",
+}
+"""How the retrieval table names the retrievers ``eval.json`` scores, in this order."""
+
+
+def retrieval(data: ReportData) -> Section | None:
+    """Answering from documents, where a run did: how well each retriever finds the gold
+    documents at each depth k, every free-text run with and without retrieval side by side,
+    the paired differences that say whether retrieval, fine-tuning or both answer best, and
+    what retrieval's long prompt costs against a fine-tuned model's short one."""
+    runs = data.inputs.runs.values()
+    if not any(record.eval.retrieval or record.eval.grounding for record in runs):
+        return None
+    blocks = [
+        *_recall_blocks(data),
+        *_documents_against_closed_book(data),
+        *_retrieval_pair_blocks(data),
+        *_retrieval_cost_blocks(data),
+    ]
+    return Section("retrieval", "Retrieval: answering from documents", tuple(blocks))
+
+
+def _retrieves(record: RunRecord) -> bool:
+    return record.profile is not None and record.profile.retrieves
+
+
+def _trains(record: RunRecord) -> bool:
+    # A run without a recorded profile counts as tuned, as the decision rules read it.
+    return record.profile is None or record.profile.role == "tuned"
+
+
+def _closed_book(record: RunRecord) -> bool:
+    return not _retrieves(record)
+
+
+def _closed_book_tuned(record: RunRecord) -> bool:
+    return _closed_book(record) and _trains(record)
+
+
+def _best_run(data: ReportData, keep: Callable[[RunRecord], bool]) -> RunRecord | None:
+    """The run ``keep`` accepts with the highest score the comparison ranks on."""
+    scores = {str(row["strategy"]): float(row["score"]) for row in data.rows}
+    kept = [r for r in data.inputs.runs.values() if r.name in scores and keep(r)]
+    return max(kept, key=lambda record: scores[record.name], default=None)
+
+
+def _recall_blocks(data: ReportData) -> list[Block]:
+    """recall@k and MRR per retriever, from the best run that scored its retrieval."""
+    source = _best_run(data, lambda r: bool((r.eval.retrieval or {}).get("by_retriever")))
+    if source is None:
+        text = (
+            "Retrieval is not scored: no eval record names its gold documents, so recall@k and "
+            "citation accuracy are not measured (groundedness is)."
+        )
+        return [Paragraph(text)]
+    scored = source.eval.retrieval or {}
+    by_retriever: dict[str, dict[str, Any]] = scored["by_retriever"]
+    depths = sorted(
+        {int(key.split("@")[1]) for one in by_retriever.values() for key in one if "@" in key}
+    )
+    order = [kind for kind in RETRIEVER_WORDS if kind in by_retriever]
+    order += sorted(set(by_retriever) - set(order))
+    rows = tuple(
+        (
+            RETRIEVER_WORDS.get(kind, kind),
+            *(_percent(by_retriever[kind].get(f"recall@{k}")) for k in depths),
+            _fixed(by_retriever[kind].get("mrr"), 3),
+        )
+        for kind in order
+    )
+    headers = ("retriever", *(f"recall@{k}" for k in depths), "MRR")
+    text = (
+        f"Every retriever on the same {_count(scored.get('queries_with_gold'))} eval questions "
+        f"that name their gold document (of {_count(scored.get('queries'))}), over "
+        f"{source.name}'s index of the collection. recall@k: the share of those questions with "
+        "a chunk of a gold document among the top k retrieved; MRR: the mean of 1/rank of the "
+        f"first such chunk (0 past rank {max(depths, default=0)}). Along a row, the effect of "
+        "k: a run shown k chunks has a gold document in its prompt for at most recall@k of "
+        f"the questions. The runs answered with: {_retrieval_settings(data)}."
+    )
+    blocks: list[Block] = [Table(headers, rows, id="retrieval-recall-table"), Paragraph(text)]
+    differ = [
+        record.name
+        for record in data.inputs.runs.values()
+        if (record.eval.retrieval or {}).get("by_retriever") not in (None, {}, by_retriever)
+    ]
+    if differ:
+        blocks.append(
+            Paragraph(
+                f"{', '.join(differ)}: retrieval scored otherwise than {source.name}'s (another "
+                "encoder or collection): see each run's eval.json."
+            )
+        )
+    return blocks
+
+
+def _retrieval_settings(data: ReportData) -> str:
+    """Each retrieval run's retriever, k and that retriever's recall at that k."""
+    described = []
+    for record in data.inputs.runs.values():
+        scored = record.eval.retrieval
+        if not _retrieves(record) and scored is None:
+            continue
+        if scored is None:
+            described.append(f"{record.name}: not recorded")
+            continue
+        used, k = scored.get("used"), scored.get("k")
+        recall = ((scored.get("by_retriever") or {}).get(used) or {}).get(f"recall@{k}")
+        found = "" if recall is None else f" (recall@{k} {_percent(recall)})"
+        described.append(f"{record.name}: {RETRIEVER_WORDS.get(str(used), used)}, top {k}{found}")
+    return "; ".join(described) or "none recorded"
+
+
+def _documents_against_closed_book(data: ReportData) -> list[Block]:
+    """Every free-text run, retrieval and closed book, on the comparison's own columns."""
+    metric, level = data.inputs.metric, _level(data)
+    headers = (
+        "strategy",
+        "answers from",
+        "trains",
+        f"{data.metric_words} ({level} CI)",
+        "token F1",
+        f"groundedness ({level} CI)",
+        "citation accuracy",
+        "prompt tokens/request",
+        "p50 ms (batch 1)",
+    )
+    rows = []
+    for row in data.rows:
+        record = data.inputs.runs.get(str(row["strategy"]))
+        rows.append(
+            (
+                str(row["strategy"]),
+                "—" if record is None else ("documents" if _retrieves(record) else "closed book"),
+                "—" if record is None else ("yes" if _trains(record) else "no"),
+                _points_with_interval(row.get("score"), row.get(f"{metric}_ci")),
+                _fixed(_times_100(row.get("token_f1")), 1),
+                _points_with_interval(row.get("groundedness"), row.get("groundedness_ci")),
+                _fixed(_times_100(row.get("citation_accuracy")), 1),
+                _number_or_dash(row.get("prompt_tokens_per_request"), "{:,.0f}"),
+                _number_or_dash(row.get("latency_batch1_p50_ms"), "{:,.1f}"),
+            )
+        )
+    text = (
+        "Answering from documents against closed book, × 100. Token F1: SQuAD's overlap of "
+        "answer and reference words. Groundedness: the share of an answer's words found in the "
+        "passages it was shown (lexical: it says the model used its context, not that it was "
+        "right). Citation accuracy: the share of answers citing a passage of a gold document "
+        "(citing none counts as wrong). Prompt tokens per request include the passages. — "
+        "where not measured (a closed-book run is shown no passages)."
+    )
+    return [
+        Paragraph("Every run, with and without retrieval:"),
+        Table(headers, tuple(rows), id="retrieval-runs-table"),
+        Paragraph(text),
+    ]
+
+
+def _retrieval_pairs(data: ReportData) -> list[tuple[str, RunRecord, RunRecord]]:
+    """(what is compared, a, b) for the pairs that exist of: the best retrieval run against
+    the best closed-book run and the best closed-book fine-tuned one, each run that retrieves
+    and trains against the best that retrieves without training, and each retrieval run
+    against the closed-book base; a pair named twice is shown once, with both names."""
+    runs = list(data.inputs.runs.values())
+    best = _best_run(data, _retrieves)
+    alone = _best_run(data, lambda r: _retrieves(r) and not _trains(r))
+    base = _best_run(
+        data, lambda r: _closed_book(r) and r.profile is not None and r.profile.role == "base"
+    )
+    base = base or _best_run(data, lambda r: _closed_book(r) and not _trains(r))
+    wanted = [
+        ("best retrieval against best closed book", best, _best_run(data, _closed_book)),
+        (
+            "best retrieval against best closed-book fine-tuning",
+            best,
+            _best_run(data, _closed_book_tuned),
+        ),
+        *(
+            ("retrieval with fine-tuning against retrieval alone", r, alone)
+            for r in runs
+            if _retrieves(r) and _trains(r)
+        ),
+        *(("retrieval against the closed-book base", r, base) for r in runs if _retrieves(r)),
+    ]
+    named: dict[tuple[str, str], tuple[list[str], RunRecord, RunRecord]] = {}
+    for what, a, b in wanted:
+        if a is None or b is None or a.name == b.name:
+            continue
+        labels, _, _ = named.setdefault((a.name, b.name), ([], a, b))
+        labels.append(what)
+    return [("; ".join(labels), a, b) for labels, a, b in named.values()]
+
+
+def _retrieval_pair_blocks(data: ReportData) -> list[Block]:
+    pairs = _retrieval_pairs(data)
+    if not pairs:
+        return []
+    metric, level, settings = data.inputs.metric, _level(data), data.inputs.settings
+    metrics = [metric] if metric == "token_f1" else [metric, "token_f1"]
+    words = [data.metric_words, "token F1"][: len(metrics)]
+    headers = ("comparison", "a − b", *(f"Δ {w} ({level} CI)" for w in words), "items")
+    rows = []
+    for what, a, b in pairs:
+        found = [paired_difference(a, b, settings, m) for m in metrics]
+        items = max((d.n for d in found if d is not None), default=None)
+        rows.append((what, f"{a.name} − {b.name}", *(_difference(d) for d in found), _count(items)))
+    text = (
+        "Paired bootstrap on the eval items both runs answered: Δ is the first run's score "
+        f"minus the second's, in points, with its {level} CI; * marks one whose CI excludes 0 "
+        "(significant); — where a run's per-item scores are missing."
+    )
+    return [
+        Paragraph("Retrieval, fine-tuning or both:"),
+        Table(headers, tuple(rows), id="retrieval-pairs-table"),
+        Paragraph(text),
+    ]
+
+
+def _retrieval_cost_blocks(data: ReportData) -> list[Block]:
+    """What retrieval's long prompt costs on every request against a closed-book fine-tuned
+    model's training and short prompt: each retrieval run's break-even traffic against the
+    best closed-book fine-tuned run, the best retrieval run first."""
+    tuned = _best_run(data, _closed_book_tuned)
+    retrieving = [r for r in data.inputs.runs.values() if _retrieves(r)]
+    best = _best_run(data, _retrieves)
+    if best is None:
+        return []
+    if tuned is None:
+        text = "No closed-book fine-tuned run to weigh retrieval's cost per request against."
+        return [Paragraph(text)]
+    rows = {str(row["strategy"]): row for row in data.rows}
+    text = (
+        f"The cost of retrieval: the passages go into every prompt ({best.name} sends "
+        f"{_tokens(rows[best.name])} prompt tokens a request against {tuned.name}'s "
+        f"{_tokens(rows[tuned.name])}), while fine-tuning pays for training and re-tuning up "
+        f"front. Each run's projected cost over {data.horizon} at "
+        f"{data.deployment.settings.requests_per_day:,.0f} requests a day, and its break-even "
+        f"against {tuned.name}: the traffic after which the one dearer up front but cheaper "
+        "per request costs less in total."
+    )
+    ordered = [best, *(r for r in retrieving if r.name != best.name)]
+    lines = [_cost_line(data, tuned.name, rows, None)]
+    lines += [_cost_line(data, r.name, rows, tuned.name) for r in ordered]
+    blocks: list[Block] = [Paragraph(text), Bullets(tuple(lines))]
+    build = rows[best.name].get("prompt_build_p50_ms")
+    if build is not None:
+        blocks.append(
+            Paragraph(
+                f"Retrieving the passages takes {float(build):,.1f} ms a request ({best.name}, "
+                "median, batch 1), timed apart from generation: serving is priced on the "
+                "generation latency, with the passages in the prompt, and leaves it out."
+            )
+        )
+    return blocks
+
+
+def _cost_line(
+    data: ReportData, name: str, rows: Mapping[str, Mapping[str, Any]], against: str | None
+) -> str:
+    """One run's prompt, serving, training and total cost, and its break-even ``against``."""
+    projected = data.deployment
+    costs, cost = projected.costs.get(name), projected.breakdown(name)
+    if costs is None or cost is None:
+        return f"{name}: cost unknown ({projected.unknown.get(name, 'not projected')})."
+    line = (
+        f"{name}: {_tokens(rows[name])} prompt tokens a request, serving "
+        f"${_money(costs.per_request * 1_000_000)} per 1M requests, training "
+        f"${_money(costs.training)}, total ${_money(cost.total)}."
+    )
+    evens = [e for e in projected.break_evens(name) if e.b == against]
+    return f"{line} {evens[0].describe()}" if evens else line
+
+
+def _tokens(row: Mapping[str, Any]) -> str:
+    return _number_or_dash(row.get("prompt_tokens_per_request"), "{:,.0f}")
+
+
+def _difference(difference: Difference | None) -> str:
+    """A paired difference in points (× 100) with its CI, * when significant."""
+    if difference is None:
+        return "—"
+    return (
+        f"{difference.difference * 100:+.1f} [{difference.low * 100:+.1f}, "
+        f"{difference.high * 100:+.1f}]{'*' if difference.significant else ''}"
+    )
+
+
+def _times_100(value: Any) -> float | None:
+    return None if value is None else float(value) * 100
+
+
+def _points_with_interval(value: Any, interval: Any) -> str:
+    if value is None:
+        return "—"
+    if not interval:
+        return f"{float(value) * 100:.1f}"
+    low, high = interval
+    return f"{float(value) * 100:.1f} [{float(low) * 100:.1f}, {float(high) * 100:.1f}]"
+
+
+def _number_or_dash(value: Any, pattern: str) -> str:
+    return "—" if value is None else pattern.format(float(value))
 
 
 # --------------------------------------------------------------------------- per class / slot

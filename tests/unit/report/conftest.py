@@ -42,6 +42,45 @@ MORE_CLASSIFIERS: dict[str, tuple[str, float, float, float]] = {
     "scratch": ("scratch", 0.30, 9.0, 300.0),
     "llm_prompt": ("llm_prompt", 0.50, 90.0, 1.0),
 }
+# Free text answered with and without the document collection (the issue-15 four):
+# name -> (ROUGE-L target, batch-1 latency ms, fit seconds, prompt tokens per request)
+TEXT_RUNS: dict[str, tuple[float, float, float, float]] = {
+    "prompt": (0.20, 300.0, 1.0, 40.0),
+    "sft_lora": (0.35, 300.0, 400.0, 40.0),
+    "rag": (0.55, 420.0, 2.0, 600.0),
+    "rag_sft": (0.65, 420.0, 500.0, 600.0),
+}
+# recall@k and MRR per retriever of a retrieval run's eval.json (as grounding.retrieval_scores
+# writes them), by hand: hybrid at or above both, as on COVID-QA.
+BY_RETRIEVER: dict[str, dict[str, float]] = {
+    "dense": {
+        "queries": 80,
+        "recall@1": 0.35,
+        "recall@3": 0.55,
+        "recall@5": 0.6375,
+        "recall@10": 0.75,
+        "recall@20": 0.85,
+        "mrr": 0.4712,
+    },
+    "sparse": {
+        "queries": 80,
+        "recall@1": 0.4,
+        "recall@3": 0.6,
+        "recall@5": 0.675,
+        "recall@10": 0.8,
+        "recall@20": 0.8875,
+        "mrr": 0.5123,
+    },
+    "hybrid": {
+        "queries": 80,
+        "recall@1": 0.45,
+        "recall@3": 0.6625,
+        "recall@5": 0.7375,
+        "recall@10": 0.8375,
+        "recall@20": 0.925,
+        "mrr": 0.5611,
+    },
+}
 # name -> (slot F1 target, latency ms, fit seconds, forgetting, perplexity ratio)
 GENERATORS: dict[str, tuple[float, float, float, float | None, float | None]] = {
     "prompt": (0.3, 300.0, 1.0, None, None),
@@ -159,12 +198,68 @@ def write_generator_run(runs: Path, name: str, seed: int) -> Path:
     return _finish(folder, name, payload, fit)
 
 
-def _finish(folder: RunFolder, name: str, payload: dict[str, Any], fit: float) -> Path:
+def write_text_run(runs: Path, name: str, seed: int) -> Path:
+    """A free-text run ranked on ROUGE-L, with per-item ROUGE-L and token F1; a retrieval run
+    (by its strategy's profile) also has grounding, recall per retriever and index costs."""
+    target, latency, fit, prompt_tokens = TEXT_RUNS[name]
+    rng = np.random.default_rng(seed)
+    rouge = np.clip(rng.normal(target, 0.15, N), 0.0, 1.0)
+    f1 = np.clip(rouge + rng.normal(0.05, 0.05, N), 0.0, 1.0)
+    low, high = bootstrap_interval(rouge, resamples=200, confidence=0.95)
+    payload: dict[str, Any] = {
+        "strategy": name,
+        "task": "generation",
+        "n": N,
+        "eval_size": N,
+        "sampled": False,
+        "metrics": {"rougeL": float(rouge.mean()), "token_f1": float(f1.mean()), "bleu": 0.1},
+        "primary_metric": "rougeL",
+        "rougeL_ci": [low, high],
+        "confidence": 0.95,
+        "tokens": {"prompt": {"mean": prompt_tokens}, "generated": {"mean": 12.0}},
+        "cost": {
+            "latency": {"p50_ms": latency, "p95_ms": latency * 1.2},
+            "output_tokens_per_s": 30.0,
+            "prompt_build_latency": {"p50_ms": 6.5 if name.startswith("rag") else 0.1},
+        },
+    }
+    cost: dict[str, Any] = {"prompt_tokens_per_request": prompt_tokens}
+    if get_strategy(name).profile.retrieves:
+        payload["grounding"] = {
+            "groundedness": 0.8,
+            "groundedness_ci": [0.75, 0.85],
+            "citation_rate": 0.9,
+            "citation_accuracy": 0.6,
+            "citation_scored": N - 10,
+        }
+        payload["retrieval"] = {
+            "queries_with_gold": N - 10,
+            "queries": N,
+            "used": "hybrid",
+            "k": 3,
+            "by_retriever": BY_RETRIEVER,
+        }
+        cost.update(index_build_s=3.2, index_bytes=2_500_000, index_chunks=400)
+    folder = RunFolder(runs / name)
+    folder.reset()
+    indices = np.arange(N, dtype=np.int64)
+    folder.write_prediction_arrays({"rougeL": rouge, "token_f1": f1, "indices": indices})
+    return _finish(folder, name, payload, fit, cost)
+
+
+def _finish(
+    folder: RunFolder,
+    name: str,
+    payload: dict[str, Any],
+    fit: float,
+    more_cost: dict[str, Any] | None = None,
+) -> Path:
     config_yaml = yaml.safe_dump({"strategy": name, "train": {"num_epochs": 3}})
     (folder.path / "config.yaml").write_text(config_yaml)
     folder.write_json("eval.json", payload)
     cost = {"fit_wall_s": fit, "size_on_disk_bytes": 1_000_000, "trainable_params": 0}
-    folder.write_json("cost.json", {**cost, "total_params": 1_000_000, "peak_rss_bytes": 2**28})
+    cost |= {"total_params": 1_000_000, "peak_rss_bytes": 2**28, **(more_cost or {})}
+    folder.write_json("cost.json", cost)
     folder.write_json("manifest.json", manifest(name, config_yaml))
     return folder.path
 
@@ -195,6 +290,15 @@ def generative_folder(root: Path) -> Path:
     folder = write_experiment(root / "runs", "chat", "generative", {n: n for n in GENERATORS})
     for seed, name in enumerate(GENERATORS):
         write_generator_run(folder / "runs", name, seed + 1)
+    return folder
+
+
+def text_folder(root: Path, names: tuple[str, ...] = tuple(TEXT_RUNS)) -> Path:
+    """root/runs/qa with free-text runs ``names``: by default the closed-book prompt and
+    sft_lora and the retrieval runs rag and rag_sft."""
+    folder = write_experiment(root / "runs", "qa", "generation", {n: n for n in names})
+    for seed, name in enumerate(names):
+        write_text_run(folder / "runs", name, seed + 1)
     return folder
 
 
