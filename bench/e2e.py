@@ -16,15 +16,13 @@ records it with the command and the machine.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchlib import ROOT, arguments, comparison_for, paired
+
 DATA = ROOT / ".." / "shared" / "data" / "e2e_nlg"
 EXPERIMENT = "e2e"
 FINE_TUNED = ("sft_full", "sft_lora")
@@ -41,38 +39,6 @@ def prepare() -> None:
     folder = ROOT / "runs" / "e2e"
     folder.mkdir(parents=True, exist_ok=True)
     convert_e2e_nlg(DATA / "test_multiref.jsonl", folder / "test.jsonl")
-
-
-def run_compare(out: Path, only: list[str]) -> dict[str, Any]:
-    start = time.perf_counter()
-    command = ["adaptlab", "compare", str(ROOT / "configs" / "e2e.yaml")]
-    command += ["--output-dir", str(out)] + [f"--strategy={name}" for name in only]
-    subprocess.run(command, check=True, cwd=ROOT)
-    comparison: dict[str, Any] = json.loads((out / EXPERIMENT / "comparison.json").read_text())
-    comparison["compare_wall_s"] = round(time.perf_counter() - start, 1)
-    return comparison
-
-
-def finished_comparison(out: Path) -> dict[str, Any]:
-    """The leaderboard of every finished run in the experiment folder, running nothing."""
-    from adaptlab.comparison import build_comparison
-    from adaptlab.config import CompareConfig
-
-    folders = sorted(p.parent for p in (out / EXPERIMENT / "runs").glob("*/manifest.json"))
-    comparison, problems = build_comparison(folders, CompareConfig())
-    comparison["problems"] = problems
-    comparison["compare_wall_s"] = None
-    return comparison
-
-
-def paired(runs: Path, a: str, b: str, metric: str) -> dict[str, Any] | None:
-    """``metric`` of run ``a`` minus run ``b`` on their shared eval items, paired bootstrap."""
-    from adaptlab.comparison import paired_difference
-    from adaptlab.config import CompareConfig
-    from adaptlab.runs import read_run
-
-    difference = paired_difference(read_run(runs / a), read_run(runs / b), CompareConfig(), metric)
-    return None if difference is None else difference.to_dict()
 
 
 def targets(rows: dict[str, dict[str, Any]], runs: Path) -> dict[str, Any]:
@@ -105,20 +71,10 @@ def targets(rows: dict[str, dict[str, Any]], runs: Path) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench")
-    parser.add_argument("--strategies", default="", help="Comma-separated runs (default: all).")
-    parser.add_argument(
-        "--no-run",
-        action="store_true",
-        help="Train nothing: summarise the runs already finished in the experiment folder.",
-    )
-    args = parser.parse_args()
-    if args.no_run:
-        comparison = finished_comparison(args.out)
-    else:
+    args = arguments(__doc__.splitlines()[0])
+    if not args.no_run:
         prepare()
-        comparison = run_compare(args.out, [name for name in args.strategies.split(",") if name])
+    comparison = comparison_for(args, "e2e.yaml", EXPERIMENT)
     rows = {row["strategy"]: row for row in comparison["rows"]}
     summary = {
         "bench": EXPERIMENT,
