@@ -222,7 +222,7 @@ def documents_summary(documents: dict[str, Any]) -> str:
         tokens = chunks["tokens"]
         line += (
             f"; {chunks['count']:,} chunks of at most {chunks['chunk_tokens']} tokens "
-            f"(p50 {tokens['p50']:,}, p95 {tokens['p95']:,}, max {tokens['max']:,})"
+            f"(p50 {tokens['p50']:,.0f}, p95 {tokens['p95']:,.0f}, max {tokens['max']:,})"
         )
     return line
 
