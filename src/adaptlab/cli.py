@@ -637,3 +637,226 @@ def _print_tokens_and_labels(report: dict[str, Any]) -> None:
 
 def main() -> None:
     app()
+
+
+# The model registry (issue 16): promote a finished run to a version, then list, show, move
+# aliases, roll back and verify. The logic is adaptlab.registry's; these commands print.
+
+registry_app = typer.Typer(
+    no_args_is_help=True,
+    help="The model registry: versions, aliases, approvals, lineage and integrity checks.",
+)
+app.add_typer(registry_app, name="registry")
+
+RegistryOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--registry",
+        help="The registry folder (default: $ADAPTLAB_REGISTRY, else registry/ in the cache).",
+    ),
+]
+ApproverOption = Annotated[str, typer.Option(help="Who approves this change (recorded).")]
+ReasonOption = Annotated[str, typer.Option(help="Why (recorded with the change).")]
+
+
+def _escape(text: str) -> str:
+    """``text`` shown as written: names, paths and reasons may hold rich markup's brackets."""
+    from rich.markup import escape as escape_markup
+
+    return escape_markup(text)
+
+
+def _registry(path: Path | None, *, create: bool = False) -> Any:
+    from adaptlab.registry import Registry, registry_root
+
+    return Registry(registry_root(path), create=create)
+
+
+def _registry_errors() -> tuple[type[Exception], ...]:
+    from adaptlab.registry import RegistryError
+    from adaptlab.runs import RunError
+    from adaptlab.safeload import UnsafeArtifactError
+
+    return RegistryError, RunError, UnsafeArtifactError, OutputError
+
+
+def _print_event(event: Any) -> None:
+    alias = f"@{event.alias}" if event.alias else ""
+    before = "none" if event.from_version is None else event.from_version
+    console.print(
+        f"{event.kind}: {event.name}{alias} {before} -> {event.to_version} "
+        f"(by {event.who}: {event.why})",
+        highlight=False,
+        markup=False,
+    )
+
+
+@app.command("promote")
+def promote_command(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder (runs/<exp>/runs/<run>).")],
+    name: Annotated[str, typer.Option(help="The model's name in the registry.")],
+    approver: ApproverOption,
+    reason: ReasonOption,
+    alias: Annotated[
+        str | None, typer.Option(help="Point this alias (e.g. champion) at the new version.")
+    ] = None,
+    registry: RegistryOption = None,
+) -> None:
+    """Register a finished run as the next version of a model: its files are copied into the
+    registry's store (the run folder is not changed) with its lineage and your approval."""
+    try:
+        promotion = _registry(registry, create=True).promote(
+            run_dir, name, approver=approver, reason=reason, alias=alias
+        )
+    except _registry_errors() as exc:
+        _fail(_escape(str(exc)))
+        return
+    version = promotion.version
+    stored = sum(f.size for f in version.files)
+    console.print(
+        f"Registered [bold]{version}[/bold] from run {_escape(version.run)} "
+        f"({_escape(version.strategy)}): {len(version.files)} files, {stored:,} bytes.",
+        highlight=False,
+    )
+    for event in promotion.events:
+        _print_event(event)
+    for path in promotion.left_out:
+        errors.print(f"[yellow]left out (temporary):[/yellow] {_escape(path)}", highlight=False)
+
+
+@registry_app.command("list")
+def registry_list(registry: RegistryOption = None) -> None:
+    """The registered models: latest version, aliases, last change."""
+    try:
+        models = _registry(registry).models()
+    except _registry_errors() as exc:
+        _fail(_escape(str(exc)))
+        return
+    table = Table(title="Registered models")
+    for column in ("model", "latest", "aliases", "last change"):
+        table.add_column(column, justify="right" if column == "latest" else "left")
+    for model in models:
+        aliases = ", ".join(f"@{alias} -> {number}" for alias, number in model.aliases.items())
+        table.add_row(model.name, str(model.latest), aliases or "-", model.changed_at)
+    console.print(table)
+
+
+@registry_app.command("show")
+def registry_show(
+    reference: Annotated[
+        str, typer.Argument(help="NAME (latest version), NAME@ALIAS or NAME:VERSION.")
+    ],
+    lineage: Annotated[
+        bool, typer.Option("--lineage", help="Also print the version's lineage (JSON).")
+    ] = False,
+    registry: RegistryOption = None,
+) -> None:
+    """One version: its run, approval, aliases and files, and the model's history."""
+    try:
+        opened = _registry(registry)
+        version = opened.version(reference)
+        history = opened.history(version.name)
+    except _registry_errors() as exc:
+        _fail(_escape(str(exc)))
+        return
+    aliases = ", ".join(f"@{alias}" for alias in version.aliases) or "none"
+    console.print(
+        f"[bold]{version}[/bold]: run {_escape(version.run)} ({_escape(version.strategy)}), "
+        f"promoted {version.created_at} by {_escape(version.who)}; aliases: {aliases}",
+        highlight=False,
+    )
+    _print_files(version.files)
+    _print_history(version.name, history)
+    if lineage:
+        console.print_json(data=version.lineage)
+
+
+def _print_files(files: Any) -> None:
+    table = Table(title="Files")
+    for column in ("path", "bytes", "sha256"):
+        table.add_column(column, justify="right" if column == "bytes" else "left")
+    for stored in files:
+        table.add_row(_escape(stored.path), f"{stored.size:,}", stored.sha256[:16] + "…")
+    console.print(table)
+
+
+def _print_history(name: str, history: Any) -> None:
+    table = Table(title=f"History of {name}")
+    for column in ("#", "at", "change", "alias", "from", "to", "who", "why"):
+        table.add_column(column)
+    for event in history:
+        before = "-" if event.from_version is None else str(event.from_version)
+        alias = f"@{event.alias}" if event.alias else "-"
+        who, why = _escape(event.who), _escape(event.why)
+        row = (event.at, event.kind, alias, before, str(event.to_version), who, why)
+        table.add_row(str(event.id), *row)
+    console.print(table)
+
+
+@registry_app.command("alias")
+def registry_alias(
+    target: Annotated[str, typer.Argument(help="NAME@ALIAS, e.g. intent@champion.")],
+    version: Annotated[int, typer.Argument(min=1, help="The version the alias points at.")],
+    approver: ApproverOption,
+    reason: ReasonOption,
+    registry: RegistryOption = None,
+) -> None:
+    """Point an alias at a version (recorded as an event)."""
+    from adaptlab.registry import parse_reference
+
+    try:
+        reference = parse_reference(target)
+        if reference.alias is None:
+            _fail(_escape(f"{target!r}: give NAME@ALIAS, e.g. {reference.name}@champion"))
+            return
+        event = _registry(registry).set_alias(
+            reference.name, reference.alias, version, approver=approver, reason=reason
+        )
+    except _registry_errors() as exc:
+        _fail(_escape(str(exc)))
+        return
+    if event is None:
+        console.print(f"{target} already points at version {version}; nothing changed.")
+    else:
+        _print_event(event)
+
+
+@registry_app.command("rollback")
+def registry_rollback(
+    target: Annotated[str, typer.Argument(help="NAME@ALIAS, e.g. intent@champion.")],
+    approver: ApproverOption,
+    reason: ReasonOption,
+    registry: RegistryOption = None,
+) -> None:
+    """Move an alias back to the version it pointed at before its last move."""
+    from adaptlab.registry import parse_reference
+
+    try:
+        reference = parse_reference(target)
+        if reference.alias is None:
+            _fail(_escape(f"{target!r}: give NAME@ALIAS, e.g. {reference.name}@champion"))
+            return
+        event = _registry(registry).rollback(
+            reference.name, reference.alias, approver=approver, reason=reason
+        )
+    except _registry_errors() as exc:
+        _fail(_escape(str(exc)))
+        return
+    _print_event(event)
+
+
+@registry_app.command("verify")
+def registry_verify(registry: RegistryOption = None) -> None:
+    """Re-hash every stored file of every version; exit 1 naming each one that changed."""
+    try:
+        result = _registry(registry).verify()
+    except _registry_errors() as exc:
+        _fail(_escape(str(exc)))
+        return
+    for problem in result.problems:
+        errors.print(f"[red]changed:[/red] {_escape(problem.message)}", highlight=False)
+    versions = f"{result.versions:,} version{'' if result.versions == 1 else 's'}"
+    summary = f"{result.files:,} files of {versions} ({result.objects:,} stored objects)"
+    if result.problems:
+        _fail(f"{len(result.problems):,} of {summary} do not match their sha256", code=1)
+    console.print(f"Verified {summary}: every one matches its sha256.")
