@@ -275,6 +275,8 @@ class HybridRetriever:
     retrievers: Sequence[Retriever]
     rrf_k: int = RRF_K
     depth: int = HYBRID_DEPTH
+    weights: Sequence[float] | None = None
+    """Each retriever's weight in the fusion; None: 1 each (plain RRF)."""
 
     def retrieve(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
         _require_k(k)
@@ -283,22 +285,28 @@ class HybridRetriever:
         fused = []
         for query in range(len(queries)):
             ranked = [[index for index, _ in hits[query]] for hits in rankings]
-            fused.append(reciprocal_rank_fusion(ranked, self.rrf_k)[:k])
+            fused.append(reciprocal_rank_fusion(ranked, self.rrf_k, self.weights)[:k])
         return fused
 
 
-def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> list[Hit]:
-    """Items of every ranking by ``Σ 1 / (k + rank)`` (1-based ranks), highest first.
+def reciprocal_rank_fusion(
+    rankings: Sequence[Sequence[int]], k: int = RRF_K, weights: Sequence[float] | None = None
+) -> list[Hit]:
+    """Items of every ranking by ``Σ w_r / (k + rank)`` (1-based ranks, ``w_r`` ranking r's
+    weight, 1 when ``weights`` is None), highest first.
 
     Ties go to the smaller item index, so the order is deterministic; the sums are exact-rounded
     (``math.fsum``), so equal rank patterns give equal scores whatever the order of the lists.
     """
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
+    weights = [1.0] * len(rankings) if weights is None else list(weights)
+    if len(weights) != len(rankings) or min(weights, default=0.0) < 0:
+        raise ValueError(f"weights {weights}: one non-negative weight per ranking")
     terms: dict[int, list[float]] = {}
-    for ranking in rankings:
+    for ranking, weight in zip(rankings, weights, strict=True):
         for rank, item in enumerate(ranking, start=1):
-            terms.setdefault(item, []).append(1.0 / (k + rank))
+            terms.setdefault(item, []).append(weight / (k + rank))
     fused = [(item, math.fsum(values)) for item, values in terms.items()]
     return sorted(fused, key=lambda hit: (-hit[1], hit[0]))
 
@@ -345,6 +353,9 @@ class CollectionIndex:
     encoder_name: str
     build_seconds: float = 0.0
     vectors_cached: bool = False
+    dense_weight: float = 1.0
+    """The dense ranking's weight in the hybrid fusion (BM25's is 1); see
+    :func:`tune_dense_weight`."""
 
     @classmethod
     def build(
@@ -380,7 +391,7 @@ class CollectionIndex:
         return {
             "dense": self.dense,
             "sparse": self.sparse,
-            "hybrid": HybridRetriever([self.dense, self.sparse]),
+            "hybrid": HybridRetriever([self.dense, self.sparse], weights=(self.dense_weight, 1.0)),
         }
 
     def size_bytes(self) -> int:
@@ -415,6 +426,7 @@ class CollectionIndex:
                 "chunks": len(self.chunk_ids),
                 "build_seconds": round(self.build_seconds, 3),
                 "vectors_cached": self.vectors_cached,
+                "dense_weight": self.dense_weight,
                 "stemmer": self.sparse.stemmer,
                 "stopwords": self.sparse.stopwords,
             }
@@ -451,7 +463,39 @@ class CollectionIndex:
             settings["encoder"],
             float(settings["build_seconds"]),
             bool(settings["vectors_cached"]),
+            float(settings.get("dense_weight", 1.0)),
         )
+
+
+DENSE_WEIGHTS: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
+"""The dense weights :func:`tune_dense_weight` tries (0 would drop dense retrieval)."""
+
+
+def tune_dense_weight(
+    index: CollectionIndex,
+    queries: Sequence[str],
+    gold: Sequence[Collection[str]],
+    k: int,
+    weights: Sequence[float] = DENSE_WEIGHTS,
+) -> tuple[float, dict[float, float]]:
+    """The dense weight of the hybrid fusion with the highest recall@``k`` on ``queries``
+    (training questions that name their gold documents, never eval ones), and each weight's
+    recall; ties go to the larger weight (the plain fusion's 1 first). A sentence encoder
+    trained on general text can rank a specialised collection worse than BM25 does, and then
+    an equal vote in the fusion costs recall (COVID-QA: bench/RESULTS.md)."""
+    if len(queries) != len(gold) or not queries:
+        raise ValueError("tuning needs queries, each with its gold documents")
+    dense = index.dense.retrieve(queries, HYBRID_DEPTH)
+    sparse = index.sparse.retrieve(queries, HYBRID_DEPTH)
+    recall = {}
+    for weight in weights:
+        fused = [
+            reciprocal_rank_fusion([[i for i, _ in a], [i for i, _ in b]], RRF_K, (weight, 1.0))[:k]
+            for a, b in zip(dense, sparse, strict=True)
+        ]
+        recall[weight] = score_retrieval(fused, index.chunk_documents, gold, (k,)).recall[k]
+    best = max(sorted(recall, reverse=True), key=lambda w: recall[w])
+    return best, recall
 
 
 def _hnsw_vectors(index: Any) -> np.ndarray:

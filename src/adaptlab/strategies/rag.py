@@ -24,10 +24,16 @@ from typing import Annotated, Any, ClassVar, Literal
 from annotated_types import Ge, Le
 from pydantic import Field
 
-from adaptlab.evaluate.generation import DecodingConfig
+from adaptlab.evaluate.generation import DecodingConfig, request_messages
 from adaptlab.models.bundled import MINILM
 from adaptlab.models.causal_lm import CausalLM
-from adaptlab.models.document_retrieval import DEFAULT_MAX_LENGTH, CollectionIndex, Hit, Retriever
+from adaptlab.models.document_retrieval import (
+    DEFAULT_MAX_LENGTH,
+    CollectionIndex,
+    Hit,
+    Retriever,
+    tune_dense_weight,
+)
 from adaptlab.paths import write_text_atomic
 from adaptlab.profile import DataNeed, StrategyProfile
 from adaptlab.strategies.base import (
@@ -61,6 +67,12 @@ class RetrievalSettings(StrategyConfig):
         "reciprocal-rank fusion).",
     )
     encoder: str = Field(MINILM, description="Sentence encoder of dense retrieval.")
+    dense_weight: Annotated[float, Ge(0), Le(1)] | Literal["tuned"] = Field(
+        "tuned",
+        description="The dense ranking's weight in the hybrid fusion (BM25's is 1). tuned: the "
+        "weight of 0.25, 0.5, 0.75 or 1 with the best recall@k on the training questions "
+        "that name their gold documents (1 without them).",
+    )
     instruction: str | None = Field(
         None,
         description="System message. Empty: answer briefly from the numbered passages and "
@@ -164,13 +176,39 @@ def collection_index(run: RunContext[GenerativeTask, RetrievalSettings]) -> Coll
     if collection is None:
         raise ValueError(f"run '{run.name}' answers from documents: set data.documents")
     chunks = collection.chunks
-    return CollectionIndex.build(
+    index = CollectionIndex.build(
         [c.id for c in chunks],
         [c.document_id for c in chunks],
         [c.text for c in chunks],
         run.config.encoder,
         DEFAULT_MAX_LENGTH,
     )
+    index.dense_weight = hybrid_weight(run, index)
+    return index
+
+
+def hybrid_weight(
+    run: RunContext[GenerativeTask, RetrievalSettings], index: CollectionIndex
+) -> float:
+    """The configured dense weight, or the one tuned on the training questions that name gold
+    documents (recorded with each candidate's recall in the run's cost facts)."""
+    config, task = run.config, run.task
+    if config.dense_weight != "tuned":
+        return float(config.dense_weight)
+    golds = task.train_documents or []
+    named = [
+        (record, gold) for record, gold in zip(task.train_records, golds, strict=False) if gold
+    ]
+    if config.retriever != "hybrid" or not named:
+        return 1.0
+    queries = [query_text(request_messages({"messages": record})) for record, _ in named]
+    weight, recall = tune_dense_weight(index, queries, [gold for _, gold in named], config.k)
+    run.record(
+        hybrid_dense_weight=weight,
+        hybrid_tuning={f"{w:g}": round(r, 4) for w, r in recall.items()},
+        hybrid_tuning_queries=len(queries),
+    )
+    return weight
 
 
 def save_retrieval(

@@ -250,3 +250,57 @@ def test_build_retriever_makes_each_kind(
         build_retriever("fuzzy", texts)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="no chunk texts"):
         SparseRetriever.build([])
+
+
+# --- weighted fusion and its tuning ----------------------------------------------------------
+
+
+def test_weighted_rrf_scales_each_rankings_votes() -> None:
+    # item 0 is first for ranking A, item 1 first for ranking B
+    fused = reciprocal_rank_fusion([[0, 1], [1, 0]], k=0, weights=(0.25, 1.0))
+    assert fused == [(1, pytest.approx(0.25 / 2 + 1.0)), (0, pytest.approx(0.25 + 1.0 / 2))]
+    assert reciprocal_rank_fusion([[0], [1]], k=60, weights=None) == reciprocal_rank_fusion(
+        [[0], [1]], k=60, weights=(1.0, 1.0)
+    )
+    with pytest.raises(ValueError, match="one non-negative weight per ranking"):
+        reciprocal_rank_fusion([[0], [1]], weights=(1.0,))
+    with pytest.raises(ValueError, match="one non-negative weight per ranking"):
+        reciprocal_rank_fusion([[0], [1]], weights=(-1.0, 1.0))
+
+
+class Fixed:
+    """A retriever whose ranking per query is given."""
+
+    def __init__(self, rankings: list[list[int]]) -> None:
+        self.rankings = rankings
+
+    def retrieve(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
+        return [[(i, 1.0) for i in self.rankings[q][:k]] for q, _ in enumerate(queries)]
+
+
+def test_tuning_picks_the_dense_weight_with_the_best_recall_and_ties_go_up() -> None:
+    from adaptlab.models.document_retrieval import CollectionIndex, tune_dense_weight
+
+    # Two queries whose gold chunk BM25 ranks 2nd and dense ranks 4th, with dense's own first
+    # choice each time a wrong chunk that BM25 ranks 3rd. With BM25's first choice at 1, the
+    # gold chunk is in the fused top 1 only when dense's vote counts little.
+    dense = Fixed([[3, 4, 2, 0], [3, 4, 2, 1]])
+    sparse = Fixed([[2, 0, 3], [2, 1, 3]])
+    index: Any = CollectionIndex.__new__(CollectionIndex)
+    index.dense, index.sparse = dense, sparse
+    index.chunk_documents = ["fruit", "fruit", "space", "cooking", "sport"]
+    gold = [{"fruit"}, {"fruit"}]
+
+    weight, recall = tune_dense_weight(index, ["q1", "q2"], gold, k=2)
+
+    # k=2: BM25 puts chunk 2 (space) then the gold chunk; dense puts 3 and 4 (both wrong) first
+    for w, value in recall.items():
+        fused = [
+            [i for i, _ in reciprocal_rank_fusion([d, s], 60, (w, 1.0))[:2]]
+            for d, s in (([3, 4, 2, 0], [2, 0, 3]), ([3, 4, 2, 1], [2, 1, 3]))
+        ]
+        hits = sum(any(index.chunk_documents[i] == "fruit" for i in row) for row in fused)
+        assert value == hits / 2
+    best = max(recall.values())
+    assert recall[weight] == best and weight == max(w for w, v in recall.items() if v == best)
+    assert recall[0.25] == 1.0 and recall[1.0] == 0.0  # dense's equal vote pushes gold out
