@@ -860,3 +860,40 @@ def registry_verify(registry: RegistryOption = None) -> None:
     if result.problems:
         _fail(f"{len(result.problems):,} of {summary} do not match their sha256", code=1)
     console.print(f"Verified {summary}: every one matches its sha256.")
+
+
+@registry_app.command("card")
+def registry_card(
+    reference: Annotated[
+        str, typer.Argument(help="NAME (latest version), NAME@ALIAS or NAME:VERSION.")
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the card to this file (e.g. README.md).")
+    ] = None,
+    license: Annotated[
+        str,
+        typer.Option(
+            "--license",
+            help="The Hub license id of the model (apache-2.0, mit...); 'other' when unknown.",
+        ),
+    ] = "other",
+    registry: RegistryOption = None,
+) -> None:
+    """A version's model card (Hugging Face README.md): metadata, data, results, approvals."""
+    from adaptlab.paths import write_text_atomic
+    from adaptlab.registry.card import model_card
+
+    try:
+        card = model_card(_registry(registry), reference, license=license)
+        if out is not None:
+            write_text_atomic(out, card)
+    except _registry_errors() as exc:
+        _fail(_escape(str(exc)))
+        return
+    except OSError as exc:
+        _fail(_escape(f"{out}: cannot write the card: {exc.strerror or exc}"))
+        return
+    if out is None:
+        typer.echo(card, nl=False)
+    else:
+        console.print(f"Wrote the model card of {_escape(reference)} to {_escape(str(out))}.")
