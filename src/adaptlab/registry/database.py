@@ -12,6 +12,7 @@ edits the file itself; ``adaptlab registry verify`` re-checks the artefacts, not
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +24,8 @@ SCHEMA_VERSION = 1
 """``PRAGMA user_version`` of the layout below; a database from a newer adaptlab is refused."""
 BUSY_TIMEOUT_S = 60.0
 """How long a writer waits for another's transaction (each holds it for milliseconds)."""
+CREATE_RETRY_S = 0.02
+"""The pause between tries to create a database another process is creating."""
 
 _APPEND_ONLY = ("models", "versions", "events")
 _TABLES = (
@@ -128,9 +131,24 @@ def _prepare(connection: sqlite3.Connection, path: Path) -> None:
         )
     if version == SCHEMA_VERSION:
         return
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            _create(connection)
+            return
+        except sqlite3.OperationalError as exc:
+            # Switching to WAL needs the file to itself, and SQLite answers "locked" at once,
+            # without its busy wait, while another process is creating the tables: wait here.
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(CREATE_RETRY_S)
+
+
+def _create(connection: sqlite3.Connection) -> None:
+    """WAL mode, then the tables and triggers, unless another process made them meanwhile."""
     connection.execute("PRAGMA journal_mode = WAL")
     with transaction(connection):
-        if _user_version(connection) == 0:  # another process may have created it meanwhile
+        if _user_version(connection) == 0:
             for statement in (*_TABLES, *_triggers()):
                 connection.execute(statement)
             connection.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
