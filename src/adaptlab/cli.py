@@ -793,6 +793,16 @@ def _print_history(name: str, history: Any) -> None:
     console.print(table)
 
 
+def _alias_reference(target: str) -> Any:
+    """``NAME@ALIAS`` parsed; a target without an alias is a RegistryError saying so."""
+    from adaptlab.registry import RegistryError, parse_reference
+
+    reference = parse_reference(target)
+    if reference.alias is None:
+        raise RegistryError(f"{target!r}: give NAME@ALIAS, e.g. {reference.name}@champion")
+    return reference
+
+
 @registry_app.command("alias")
 def registry_alias(
     target: Annotated[str, typer.Argument(help="NAME@ALIAS, e.g. intent@champion.")],
@@ -802,13 +812,8 @@ def registry_alias(
     registry: RegistryOption = None,
 ) -> None:
     """Point an alias at a version (recorded as an event)."""
-    from adaptlab.registry import parse_reference
-
     try:
-        reference = parse_reference(target)
-        if reference.alias is None:
-            _fail(_escape(f"{target!r}: give NAME@ALIAS, e.g. {reference.name}@champion"))
-            return
+        reference = _alias_reference(target)
         event = _registry(registry).set_alias(
             reference.name, reference.alias, version, approver=approver, reason=reason
         )
@@ -829,13 +834,8 @@ def registry_rollback(
     registry: RegistryOption = None,
 ) -> None:
     """Move an alias back to the version it pointed at before its last move."""
-    from adaptlab.registry import parse_reference
-
     try:
-        reference = parse_reference(target)
-        if reference.alias is None:
-            _fail(_escape(f"{target!r}: give NAME@ALIAS, e.g. {reference.name}@champion"))
-            return
+        reference = _alias_reference(target)
         event = _registry(registry).rollback(
             reference.name, reference.alias, approver=approver, reason=reason
         )
