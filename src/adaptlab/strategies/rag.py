@@ -3,7 +3,8 @@ each question, and cites them.
 
 The experiment's document collection (``data.documents``, chunked when the data is prepared)
 is indexed for dense retrieval (the bundled MiniLM; embeddings cached per model and chunk
-texts), BM25 (``bm25s``) and their reciprocal-rank fusion; see
+texts), BM25 (``bm25s``) and their reciprocal-rank fusion, in which the dense ranking's weight
+is tuned on the training questions' gold documents unless set (``dense_weight``); see
 :mod:`adaptlab.models.document_retrieval`. For each request the configured retriever's top
 ``k`` chunks go into the last user turn, numbered ``[1]`` … ``[k]`` (best first), before the
 question; the system turn asks for a short answer from the passages that cites the numbers it
