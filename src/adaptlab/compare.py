@@ -81,6 +81,7 @@ from adaptlab.strategies.base import (
     GenerativeTask,
     Generator,
     RunContext,
+    Strategy,
     StrategyConfig,
     StrategyUnavailableError,
     Task,
@@ -375,10 +376,7 @@ def require_collection(name: str, task: Task) -> PreparedCollection:
     """The task's document collection, or an error naming the run that needs one."""
     collection = getattr(task, "collection", None)
     if collection is None:
-        raise ConfigError(
-            f"strategy run '{name}' answers from a document collection: set data.documents to "
-            "a folder of .txt/.md/.html/.pdf files or a JSONL of {id, text, title?}"
-        )
+        raise ConfigError(f"strategy run '{name}': {DOCUMENTS_NEEDED}")
     assert isinstance(collection, PreparedCollection)
     return collection
 
@@ -409,33 +407,22 @@ def ordered_strategies(
     return ordered
 
 
-def with_documents(
-    ordered: list[str], experiment: ExperimentConfig, task: Task, *, chosen: bool, log: Log
-) -> list[str]:
-    """The runs the data allows: one that answers from documents (rag) needs
-    ``data.documents``; without it, it is an error before anything runs when the user
-    ``chosen`` the list, and is left out, with a line saying why, from the default list."""
-    kept = []
-    for name in ordered:
-        if not resolve_run(name, experiment.strategies.get(name))[0].profile.retrieves:
-            kept.append(name)
-        elif chosen or getattr(task, "collection", None) is not None:
-            require_collection(name, task)
-            kept.append(name)
-        else:
-            log(f"[{name}] left out: it answers from documents and data.documents is not set")
-    return kept
-
-
 def runnable_here(
-    ordered: list[str], experiment: ExperimentConfig, *, chosen: bool, log: Log
+    ordered: list[str],
+    experiment: ExperimentConfig,
+    *,
+    chosen: bool,
+    log: Log,
+    task: Task | None = None,
 ) -> list[str]:
-    """The runs this machine can do. One that cannot (qlora without CUDA) is an error before
-    anything runs when the user ``chosen`` the list, and is left out, with a line saying why,
-    from the default list of every strategy."""
+    """The runs this machine and data can do. One that cannot (qlora without CUDA; rag
+    without a document collection in ``task``) is an error before anything runs when the user
+    ``chosen`` the list, and is left out, with a line saying why, from the default list of
+    every strategy."""
     runnable = []
     for name in ordered:
-        reason = unavailable_here(*resolve_run(name, experiment.strategies.get(name)))
+        strategy, config = resolve_run(name, experiment.strategies.get(name))
+        reason = unavailable_here(strategy, config) or _missing_documents(strategy, task)
         if reason is None:
             runnable.append(name)
         elif chosen:
@@ -443,6 +430,19 @@ def runnable_here(
         else:
             log(f"[{name}] left out: {reason}")
     return runnable
+
+
+DOCUMENTS_NEEDED = (
+    "it answers from a document collection: set data.documents to a folder of "
+    ".txt/.md/.html/.pdf files or a JSONL of {id, text, title?}"
+)
+
+
+def _missing_documents(strategy: Strategy, task: Task | None) -> str | None:
+    """Why a strategy that retrieves cannot run on ``task`` (it has no collection), or None."""
+    if strategy.profile.retrieves and getattr(task, "collection", None) is None:
+        return DOCUMENTS_NEEDED
+    return None
 
 
 def task_decoding(
@@ -712,9 +712,13 @@ def _compare(
         require_supported(name, resolve_run(name, experiment.strategies.get(name))[0], task.kind)
         run_dir(experiment, name)  # and so is a name that is a path
     loadable(experiment.model.base_model)  # and a base model that would unpickle or run code
-    chosen = bool(names or experiment.compare.strategies)
-    ordered = with_documents(ordered, experiment, task, chosen=chosen, log=log)
-    ordered = runnable_here(ordered, experiment, chosen=chosen, log=log)
+    ordered = runnable_here(
+        ordered,
+        experiment,
+        chosen=bool(names or experiment.compare.strategies),
+        log=log,
+        task=task,
+    )
     failures: dict[str, str] = {}
     folders = []
     for name in ordered:

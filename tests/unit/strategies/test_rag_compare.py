@@ -225,15 +225,17 @@ def test_a_gold_id_missing_from_the_collection_is_named_by_file_and_line(
 def test_without_documents_the_default_list_leaves_retrieval_out_and_says_why(
     tmp_path: Path, tiny_llm: Path, tiny_encoder: Path
 ) -> None:
-    from adaptlab.compare import experiment_task, prepare_experiment_data, with_documents
+    from adaptlab.compare import experiment_task, prepare_experiment_data, runnable_here
 
     config = rag_experiment(tmp_path, tiny_llm, tiny_encoder, ["prompt"], None)
     task = experiment_task(prepare_experiment_data(config, lambda i, *_: i, print))
     said: list[str] = []
 
-    kept = with_documents(["prompt", "rag", "rag_sft"], config, task, chosen=False, log=said.append)
+    kept = runnable_here(
+        ["prompt", "rag", "rag_sft"], config, chosen=False, log=said.append, task=task
+    )
 
     assert kept == ["prompt"]
     assert [line.split("]")[0] for line in said] == ["[rag", "[rag_sft"]
     with pytest.raises(ConfigError, match="data.documents"):
-        with_documents(["prompt", "rag"], config, task, chosen=True, log=said.append)
+        runnable_here(["prompt", "rag"], config, chosen=True, log=said.append, task=task)
