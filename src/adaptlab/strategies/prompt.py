@@ -123,14 +123,18 @@ class PromptGenerator:
         return [self.conversation(request) for request in requests]
 
     def conversation(self, request: Messages, examples: Sequence[Messages] = ()) -> Messages:
-        """System turn, the ``examples``' turns in order, then the request's own turns (its
-        system turn replaced by ours, or, when we have none, kept first)."""
-        own = [dict(m) for m in request if m.get("role") == "system"]
-        turns: Messages = [{"role": "system", "content": self.system}] if self.system else own
-        for example in examples:
-            turns.extend(dict(m) for m in example if m.get("role") != "system")
-        turns.extend(dict(m) for m in request if m.get("role") != "system")
-        return turns
+        return conversation(self.system, request, examples)
+
+
+def conversation(system: str, request: Messages, examples: Sequence[Messages] = ()) -> Messages:
+    """The ``system`` turn, the ``examples``' turns in order, then the request's own turns (its
+    system turn replaced by ``system``, or, when that is empty, kept first)."""
+    own = [dict(m) for m in request if m.get("role") == "system"]
+    turns: Messages = [{"role": "system", "content": system}] if system else own
+    for example in examples:
+        turns.extend(dict(m) for m in example if m.get("role") != "system")
+    turns.extend(dict(m) for m in request if m.get("role") != "system")
+    return turns
 
 
 def record_prompt_facts(

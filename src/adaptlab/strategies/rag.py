@@ -100,6 +100,12 @@ class RagConfig(RetrievalSettings):
         return [*super().other_models(), *([] if self.model is None else [self.model])]
 
 
+def rag_system(config: RetrievalSettings) -> str:
+    """The system turn of a retrieval prompt: the configured instruction, else
+    :data:`RAG_INSTRUCTION`."""
+    return (config.instruction or RAG_INSTRUCTION).strip()
+
+
 def passages_turn(question: str, passages: Sequence[str]) -> str:
     """The user turn: the numbered passages, then the question."""
     numbered = "\n\n".join(f"[{n}] {text.strip()}" for n, text in enumerate(passages, start=1))
@@ -258,7 +264,7 @@ class RagStrategy:
         config = run.config
         spec = PromptSpec(
             config.model or run.base_model,
-            (config.instruction or RAG_INSTRUCTION).strip(),
+            rag_system(config),
             config.decoding.model_dump(mode="json"),
         )
         index = collection_index(run)

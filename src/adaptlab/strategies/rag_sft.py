@@ -41,13 +41,14 @@ from adaptlab.strategies.base import (
     StrategyConfig,
     register,
 )
-from adaptlab.strategies.prompt import PromptGenerator, PromptSpec
+from adaptlab.strategies.few_shot import query_text
+from adaptlab.strategies.prompt import PromptGenerator, PromptSpec, conversation
 from adaptlab.strategies.rag import (
-    RAG_INSTRUCTION,
     RagGenerator,
     RetrievalSettings,
     collection_index,
     grounded_request,
+    rag_system,
     read_retrieval,
     save_retrieval,
 )
@@ -76,33 +77,36 @@ class RagSftConfig(RetrievalSettings, SftLoraConfig):
 
 
 def oracle_chunk(
-    index: CollectionIndex, gold: Sequence[str], answer: str, ranked: Sequence[int]
+    chunks: Sequence[int], texts: Sequence[str], answer: str, ranked: Sequence[int]
 ) -> int | None:
-    """The chunk a training answer comes from (see the module docstring), or None when no
-    chunk belongs to a gold document."""
-    wanted = set(gold)
-    chunks = [i for i, document in enumerate(index.chunk_documents) if document in wanted]
+    """Of ``chunks`` (the gold documents' chunks, in collection order), the one a training
+    answer comes from (see the module docstring); None when there are none."""
     if not chunks:
         return None
     said = normalise_answer(answer)
-    holding = [i for i in chunks if said and said in normalise_answer(index.chunk_texts[i])]
-    for candidates in (holding, chunks):
-        in_ranking = [i for i in ranked if i in set(candidates)]
+    holding = [i for i in chunks if said and said in normalise_answer(texts[i])]
+    for candidates in (set(holding), set(chunks)):
+        in_ranking = [i for i in ranked if i in candidates]
         if in_ranking:
             return in_ranking[0]
     return holding[0] if holding else chunks[0]
 
 
 def raft_records(
-    run: RunContext[GenerativeTask, RagSftConfig], generator: RagGenerator
+    run: RunContext[GenerativeTask, RagSftConfig], index: CollectionIndex
 ) -> list[Messages]:
     """The training conversations in ``rag``'s prompt, oracle and distractor chunks mixed as
     the module docstring says; the answer cites the oracle's number."""
     config, task = run.config, run.task
     requests = [request_messages({"messages": record}) for record in task.train_records]
-    ranked = generator.retrieve(requests, max(CANDIDATES, config.k))
+    retriever = index.retrievers[config.retriever]
+    ranked = retriever.retrieve([query_text(r) for r in requests], max(CANDIDATES, config.k))
+    chunks_of: dict[str, list[int]] = {}
+    for number, document in enumerate(index.chunk_documents):
+        chunks_of.setdefault(document, []).append(number)
     rng = np.random.default_rng(run.train.seed)
     golds = task.train_documents or [[] for _ in requests]
+    system = rag_system(config)
     records = []
     for record, request, hits, gold in zip(
         task.train_records, requests, ranked, golds, strict=True
@@ -111,9 +115,10 @@ def raft_records(
         answer = dict(record[len(request)])
         shown = order[: config.k]
         if gold:
-            oracle = oracle_chunk(generator.index, gold, str(answer.get("content", "")), order)
-            documents = generator.chunk_documents
-            distractors = [i for i in order if documents[i] not in set(gold)]
+            wanted = set(gold)
+            chunks = sorted(i for document in wanted for i in chunks_of.get(document, []))
+            oracle = oracle_chunk(chunks, index.chunk_texts, str(answer.get("content", "")), order)
+            distractors = [i for i in order if index.chunk_documents[i] not in wanted]
             if oracle is not None and rng.random() < config.oracle_share:
                 shown = [*distractors[: config.k - 1], oracle]
                 shown = [shown[i] for i in rng.permutation(len(shown))]
@@ -121,9 +126,8 @@ def raft_records(
                 answer["content"] = str(answer.get("content", "")).rstrip() + citation
             else:
                 shown = [distractors[i] for i in rng.permutation(min(config.k, len(distractors)))]
-        passages = [generator.chunk_texts[i] for i in shown]
-        conversation = generator.prompt.conversation(grounded_request(request, passages))
-        records.append([*conversation, answer])
+        passages = [index.chunk_texts[i] for i in shown]
+        records.append([*conversation(system, grounded_request(request, passages)), answer])
     return records
 
 
@@ -132,16 +136,6 @@ def with_records(
 ) -> RunContext[GenerativeTask, RagSftConfig]:
     """The run, training on ``records`` instead of the task's closed-book conversations."""
     return dataclasses.replace(run, task=dataclasses.replace(run.task, train_records=records))
-
-
-def rag_prompt(run: RunContext[GenerativeTask, RagSftConfig], lm: CausalLM) -> PromptGenerator:
-    config = run.config
-    spec = PromptSpec(
-        run.base_model,
-        (config.instruction or RAG_INSTRUCTION).strip(),
-        config.decoding.model_dump(mode="json"),
-    )
-    return PromptGenerator(lm, config.decoding, spec.system)
 
 
 class RagSftStrategy:
@@ -163,27 +157,24 @@ class RagSftStrategy:
         config = run.config
         lm = trainable_copy(run.base_model)
         index = collection_index(run)
-        prompt = rag_prompt(run, lm)
-        records = raft_records(run, RagGenerator(prompt, index, config.k, config.retriever))
+        records = raft_records(run, index)
         adapted = with_adapter(run, lm.model)
         tuned_generator(
             with_records(run, records), CausalLM(lm.name, lm.tokenizer, adapted), config
         )
         decoding = config.decoding.model_dump(mode="json")
         save_adapter(adapted, run.folder / ADAPTER_DIR, decoding=decoding, base_model=lm.name)
-        PromptSpec(run.base_model, prompt.system, decoding).save(run.folder)
+        system = rag_system(config)
+        PromptSpec(run.base_model, system, decoding).save(run.folder)
         save_retrieval(run, index)
         run.record(needs_base_model=True)
         merged = CausalLM(lm.name, lm.tokenizer, adapted.merge_and_unload().eval())
-        tuned = PromptGenerator(merged, config.decoding, prompt.system)
+        tuned = PromptGenerator(merged, config.decoding, system)
         return RagGenerator(tuned, index, config.k, config.retriever)
 
     def workload(self, run: RunContext[GenerativeTask, RagSftConfig]) -> Workload:
         """``sft_lora``'s, over the training conversations with their passages."""
-        lm = CausalLM.load(run.base_model)
-        index = collection_index(run)
-        generator = RagGenerator(rag_prompt(run, lm), index, run.config.k, run.config.retriever)
-        return adapter_workload(with_records(run, raft_records(run, generator)))
+        return adapter_workload(with_records(run, raft_records(run, collection_index(run))))
 
     def load(self, run: RunContext[GenerativeTask], merge: bool = True) -> RagGenerator:
         index, settings = read_retrieval(run)
