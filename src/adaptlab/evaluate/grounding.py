@@ -111,7 +111,8 @@ def citation_scores(
 ) -> tuple[float, float]:
     """``(cites a shown passage, cites a passage of a gold document)`` as 0/1."""
     cited = [n for n in cited_numbers(answer) if 1 <= n <= len(shown_documents)]
-    hit = any(shown_documents[n - 1] in set(gold) for n in cited)
+    wanted = set(gold)
+    hit = any(shown_documents[n - 1] in wanted for n in cited)
     return float(bool(cited)), float(hit)
 
 
