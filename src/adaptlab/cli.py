@@ -897,3 +897,70 @@ def registry_card(
         typer.echo(card, nl=False)
     else:
         console.print(f"Wrote the model card of {_escape(reference)} to {_escape(str(out))}.")
+
+
+# Prediction and export with a finished run or a registered version (issue 16). They load the
+# model through adaptlab.predict, the path the server takes.
+
+ModelTarget = Annotated[
+    str,
+    typer.Argument(
+        help="A finished run folder, or a registered version: NAME, NAME@ALIAS or NAME:VERSION."
+    ),
+]
+
+
+def _predict_errors() -> tuple[type[Exception], ...]:
+    from adaptlab.models.bundled import ModelNotAvailable
+
+    return (*_registry_errors(), DataError, ConfigError, ModelNotAvailable)
+
+
+@app.command("predict")
+def predict_command(
+    target: ModelTarget,
+    inputs: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A JSONL/CSV/JSON file: 'text' per row (a generator also reads 'messages')."
+        ),
+    ] = None,
+    text: Annotated[
+        list[str] | None, typer.Option("--text", help="A text to predict (repeatable).")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write JSON lines here, not stdout.")
+    ] = None,
+    top_k: Annotated[
+        int, typer.Option("--top-k", min=1, help="A classifier's labels shown per text.")
+    ] = 5,
+    registry: RegistryOption = None,
+) -> None:
+    """Labels with probabilities (a classifier) or answers (a generator), one JSON line per
+    input, from the same loading path the server uses."""
+    from adaptlab import predict
+    from adaptlab.paths import write_text_atomic
+
+    if (inputs is None) == (not text):
+        _fail("give a FILE of inputs or --text, one of the two")
+        return
+    _quiet_libraries()
+    try:
+        with predict.open_model(target, registry) as loaded:
+            given = predict.as_input_list(text or [], loaded)
+            rows = predict.predict(
+                loaded, given if inputs is None else predict.read_inputs(inputs, loaded), top_k
+            )
+    except _predict_errors() as exc:
+        _fail(_escape(str(exc)))
+        return
+    lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    if output is None:
+        typer.echo(lines, nl=False)
+        return
+    try:
+        write_text_atomic(output, lines)
+    except OSError as exc:
+        _fail(_escape(f"{output}: cannot write: {exc.strerror or exc}"))
+        return
+    errors.print(f"Wrote {len(rows):,} predictions of {loaded.source} to {output}.", markup=False)

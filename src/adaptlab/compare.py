@@ -525,6 +525,8 @@ def run_strategy(
         manifest["other_models"] = {m: model_fingerprint(m) for m in config.other_models()}
     if strategy.profile.retrieves:
         manifest["documents_sha256"] = require_collection(name, task).sha256
+    if isinstance(task, ClassificationTask):  # what the probability columns mean, for loading
+        manifest["label_names"] = list(task.label_names)
     if not force and folder.matches(manifest):
         log(f"[{name}] up to date in {folder.path}; skipped")
         remove_checkpoint(folder.path)  # what a crash during the last removal left behind

@@ -326,6 +326,8 @@ class GenerationRow:
     """It ended by itself (end of turn), not at ``max_new_tokens``."""
     prompt_tokens: int
     generated_tokens: int
+    context: tuple[str, ...] | None = None
+    """A retrieval run's chunk ids shown with the request, best first."""
 
 
 _GENERATION_FIELDS = {
@@ -352,6 +354,11 @@ def parse_generations(text: str, folder: Path) -> tuple[GenerationRow, ...]:
         values = {
             k: _field(where, payload, k, kind, True) for k, kind in _GENERATION_FIELDS.items()
         }
+        context = payload.get("context")
+        if context is not None:
+            if not isinstance(context, list) or not all(isinstance(c, str) for c in context):
+                raise RunError(f"{where}: field 'context' must be a list of chunk ids")
+            values["context"] = tuple(context)
         rows.append(GenerationRow(**values))
     return tuple(rows)
 

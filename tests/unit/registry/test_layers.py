@@ -10,6 +10,7 @@ from tests.unit.test_import_layers import SOURCE, import_edges
 FORBIDDEN = (
     "adaptlab.train",
     "adaptlab.strategies",
+    "adaptlab.predict",
     "adaptlab.compare",
     "adaptlab.serve",
     "adaptlab.cli",

@@ -1,0 +1,353 @@
+"""Prediction with a finished run or a registered version: the one load-and-predict path.
+
+``adaptlab predict``, ``adaptlab export`` and the server (``adaptlab serve``) load a model only
+through :func:`open_model`, and predict only through :func:`classify` and :func:`answer`, so
+what the command line prints is what the server answers.
+
+A run is loaded from its folder alone: :func:`load_run` reads it through
+:func:`adaptlab.runs.read_run`, rebuilds the settings it ran with from its ``config.yaml``, and
+hands the folder to its registered strategy's ``load`` — the strategy is the one place that
+knows what it saved. The training and eval data are not read: a run's task is rebuilt without
+its examples (its label names come from the manifest). A registered version (``NAME@ALIAS``,
+``NAME:VERSION``) is first written out of the registry into a temporary folder, every file
+checked against its sha256 as it is copied (a flipped byte is refused, naming the file).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import ValidationError
+
+from adaptlab.config import ExperimentConfig, TrainConfig
+from adaptlab.data.formats import read_rows
+from adaptlab.data.issues import DataError, DataIssue
+from adaptlab.evaluate.generation import generate_chat
+from adaptlab.evaluate.grounding import RetrievalAugmented
+from adaptlab.paths import cache_dir
+from adaptlab.registry import Registry
+from adaptlab.registry.catalog import registry_root
+from adaptlab.registry.names import parse_reference
+from adaptlab.runs import CONFIG, RunError, RunRecord, read_run
+from adaptlab.strategies.base import (
+    ClassificationTask,
+    Classifier,
+    GenerativeTask,
+    Generator,
+    Messages,
+    RunContext,
+    Task,
+    resolve_run,
+)
+
+Model = Classifier | Generator
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A run's model, loaded and ready to predict."""
+
+    record: RunRecord
+    model: Model
+    source: str
+    """What was opened: the run folder, or the registered version (``intent:3``)."""
+
+    @property
+    def is_classifier(self) -> bool:
+        return not isinstance(self.model, Generator)
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        """A classifier's labels, in the order of its probability columns; empty otherwise."""
+        return tuple(getattr(self.model, "label_names", ()))
+
+
+@dataclass(frozen=True)
+class LabelPrediction:
+    """A classifier's answer to one text."""
+
+    label: str
+    probability: float
+    probabilities: dict[str, float]
+    """The ``top_k`` most probable labels with their probabilities, most probable first."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "probability": self.probability,
+            "probabilities": self.probabilities,
+        }
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A generator's answer to one request."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finished: bool
+    """True when the model stopped by itself; False when ``max_new_tokens`` cut it."""
+    context: list[str] = field(default_factory=list)
+    """The ids of the chunks shown with the request (retrieval runs), best first."""
+
+    def to_dict(self) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "answer": self.text,
+            "finished": self.finished,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+        }
+        if self.context:
+            row["context"] = self.context
+        return row
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_run(folder: Path, source: str | None = None) -> LoadedModel:
+    """The model of the finished run in ``folder``; :class:`RunError` naming the file at fault
+    (an unfinished run, a config that no longer validates, an unknown strategy)."""
+    record = read_run(folder, predictions=False)
+    try:
+        strategy, _ = resolve_run(record.name, {"strategy": record.strategy})
+    except KeyError as exc:
+        raise RunError(f"{folder / 'manifest.json'}: field 'strategy': {exc.args[0]}") from None
+    context = loading_context(record)
+    return LoadedModel(record, strategy.load(context), source or str(folder))
+
+
+def loading_context(record: RunRecord) -> RunContext[Any]:
+    """The :class:`RunContext` a strategy's ``load`` reads: the run's folder and the settings
+    of its ``config.yaml``, with a task that carries no examples."""
+    path = record.folder / CONFIG
+    try:
+        resolved = yaml.safe_load(record.config_yaml) if record.config_yaml else None
+    except yaml.YAMLError as exc:
+        raise RunError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(resolved, dict):
+        raise RunError(f"{path}: missing or not a mapping; the run cannot be loaded without it")
+    sections = {key: resolved.get(key) or {} for key in ("model", "lora", "data", "train")}
+    settings = {**(resolved.get("strategy_config") or {}), "strategy": record.strategy}
+    try:
+        experiment = ExperimentConfig.model_validate(sections)
+        _, config = resolve_run(record.name, settings)
+        train = TrainConfig.model_validate(sections["train"])
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise RunError(f"{path}: field '{where}': {first['msg']}") from None
+    return RunContext(
+        record.name,
+        record.folder,
+        _task_without_examples(record),
+        experiment,
+        config,
+        train,
+        record.folder.parent,
+    )
+
+
+def _task_without_examples(record: RunRecord) -> Task:
+    manifest = record.manifest
+    if record.kind == "classification":
+        names = record.manifest.raw.get("label_names")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise RunError(
+                f"{record.folder / 'manifest.json'}: field 'label_names' is missing: the run "
+                "was written before adaptlab recorded its labels; run compare again to load it"
+            )
+        empty = np.zeros(0, dtype=np.int64)
+        return ClassificationTask(
+            tuple(names), [], empty, [], empty, manifest.train_sha256, manifest.eval_sha256
+        )
+    return GenerativeTask(
+        (), [], [], [], manifest.train_sha256, manifest.eval_sha256,
+        eval_references=None if record.kind == "generative" else [],
+    )  # fmt: skip
+
+
+@contextmanager
+def open_model(target: str | Path, registry: Path | None = None) -> Iterator[LoadedModel]:
+    """The model of ``target``: a finished run folder, or a registered version
+    (``NAME``, ``NAME@ALIAS``, ``NAME:VERSION``) in the registry at ``registry`` (else
+    ``$ADAPTLAB_REGISTRY``, else the cache's). A version is written into a temporary folder,
+    each file checked against its sha256, and the folder is removed when the block ends."""
+    folder = Path(target)
+    if folder.is_dir():
+        yield load_run(folder)
+        return
+    reference = parse_reference(str(target))
+    catalog = Registry(registry_root(registry))
+    version = catalog.version(reference)
+    scratch = cache_dir() / "checkouts"
+    scratch.mkdir(parents=True, exist_ok=True)
+    holder = Path(tempfile.mkdtemp(prefix=f"{version.name}-{version.version}-", dir=scratch))
+    try:
+        # By number: an alias moved meanwhile does not swap the files under the loaded model.
+        opened = catalog.open_version(str(version), holder / "run")
+        yield load_run(opened, source=str(version))
+    finally:
+        shutil.rmtree(holder, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- predicting
+
+
+def classify(loaded: LoadedModel, texts: Sequence[str], top_k: int = 5) -> list[LabelPrediction]:
+    """Each text's most probable label and the ``top_k`` most probable with their
+    probabilities."""
+    model = loaded.model
+    if isinstance(model, Generator):
+        raise ValueError(f"{loaded.source} is a generator ({loaded.record.strategy}): it answers")
+    if not texts:
+        return []
+    probabilities = np.asarray(model.predict_proba(list(texts)), dtype=np.float64)
+    names = list(model.label_names)
+    shown = max(1, min(top_k, len(names)))
+    predictions = []
+    for row in probabilities:
+        order = np.argsort(-row, kind="stable")[:shown]
+        ranked = {names[i]: float(row[i]) for i in order}
+        best = int(order[0])
+        predictions.append(LabelPrediction(names[best], float(row[best]), ranked))
+    return predictions
+
+
+def answer(loaded: LoadedModel, requests: Sequence[Messages]) -> list[Answer]:
+    """The generator's answer to each chat request (greedy, with the run's decoding settings:
+    the answers ``compare`` scored)."""
+    model = loaded.model
+    if not isinstance(model, Generator):
+        raise ValueError(f"{loaded.source} is a classifier ({loaded.record.strategy}): it labels")
+    if not requests:
+        return []
+    contexts: list[list[str]] = [[] for _ in requests]
+    if isinstance(model, RetrievalAugmented):
+        retriever = model.retrievers[model.retriever_kind]
+        hits = retriever.retrieve([model.query(r) for r in requests], model.k)
+        conversations = model.grounded_conversations(requests, hits)
+        contexts = [[model.chunk_ids[i] for i, _ in shown] for shown in hits]
+    else:
+        conversations = model.conversations(requests)
+    generations = generate_chat(model.lm, conversations, model.decoding)
+    tokenizer = model.lm.tokenizer
+    return [
+        Answer(
+            _plain(tokenizer, generation.token_ids, generation.finished),
+            generation.prompt_tokens,
+            generation.generated_tokens,
+            generation.finished,
+            shown,
+        )
+        for generation, shown in zip(generations, contexts, strict=True)
+    ]
+
+
+def _plain(tokenizer: Any, token_ids: Sequence[int], finished: bool) -> str:
+    """The answer's text without special tokens (the stop token is the last id when it
+    finished)."""
+    ids = list(token_ids[:-1] if finished else token_ids)
+    return str(tokenizer.decode(ids, skip_special_tokens=True)).strip()
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def read_inputs(path: Path, loaded: LoadedModel) -> list[str] | list[Messages]:
+    """The texts (classifier) or chat requests (generator) of a JSONL/CSV/JSON file.
+
+    A classifier reads each row's ``text`` (or the run's ``data.text_field``); a generator
+    reads ``messages`` (the conversation so far; a trailing assistant turn is the reference
+    and is dropped) or a ``text`` asked as one user turn. Every bad row is named, with its
+    file and line, in one :class:`DataError`; nothing is predicted then.
+    """
+    field_name = _text_field(loaded)
+    values: list[Any] = []
+    problems: list[DataIssue] = []
+    for line, row in read_rows(path):
+        if isinstance(row, DataIssue):
+            problems.append(row)
+            continue
+        try:
+            values.append(_input(row, field_name, chat=not loaded.is_classifier))
+        except _BadInput as exc:
+            problems.append(DataIssue(str(path), line, "bad_input", str(exc), field=exc.field))
+    if problems:
+        shown = "\n".join(f"  {p}" for p in problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise DataError(f"{path}: {len(problems)} rows cannot be predicted:\n{shown}{more}")
+    if not values:
+        raise DataError(f"{path}: no rows to predict")
+    return values
+
+
+def _text_field(loaded: LoadedModel) -> str:
+    try:
+        resolved = yaml.safe_load(loaded.record.config_yaml) or {}
+    except yaml.YAMLError:
+        resolved = {}
+    configured = (resolved.get("data") or {}).get("text_field") if loaded.is_classifier else None
+    return str(configured or "text")
+
+
+class _BadInput(ValueError):
+    def __init__(self, message: str, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _input(row: Mapping[str, Any], field_name: str, *, chat: bool) -> Any:
+    """The row's text (classifier) or request (generator); :class:`_BadInput` when it has
+    none."""
+    if chat and "messages" in row:
+        return _request(row["messages"])
+    text = row.get(field_name)
+    if not isinstance(text, str) or not text.strip():
+        wanted = "'messages' or 'text'" if chat else f"'{field_name}'"
+        raise _BadInput(f"expected {wanted}: a non-empty string", field_name)
+    return [{"role": "user", "content": text}] if chat else text
+
+
+def _request(messages: Any) -> Messages:
+    if not isinstance(messages, list) or not messages:
+        raise _BadInput("expected a non-empty list of {role, content} objects", "messages")
+    turns: Messages = []
+    for position, message in enumerate(messages):
+        if (
+            not isinstance(message, Mapping)
+            or message.get("role") not in ("system", "user", "assistant")
+            or not isinstance(message.get("content"), str)
+        ):
+            raise _BadInput(
+                "expected {role: system|user|assistant, content: string}", f"messages[{position}]"
+            )
+        turns.append({"role": message["role"], "content": message["content"]})
+    if turns[-1]["role"] == "assistant":
+        turns = turns[:-1]  # a reference answer: what the model is asked is what precedes it
+    if not turns or turns[-1]["role"] != "user":
+        raise _BadInput("must end with a user turn (or a user turn and its answer)", "messages")
+    return turns
+
+
+def as_input_list(texts: Sequence[str], loaded: LoadedModel) -> list[str] | list[Messages]:
+    """``--text`` values as the model's inputs: texts, or one user turn each."""
+    if loaded.is_classifier:
+        return list(texts)
+    return [[{"role": "user", "content": text}] for text in texts]
+
+
+def predict(loaded: LoadedModel, inputs: Sequence[Any], top_k: int = 5) -> list[dict[str, Any]]:
+    """One JSON-ready row per input: the labels (classifier) or answer (generator)."""
+    if loaded.is_classifier:
+        return [p.to_dict() for p in classify(loaded, inputs, top_k)]
+    return [a.to_dict() for a in answer(loaded, inputs)]
