@@ -290,6 +290,15 @@ def compare_command(
             "--wait", help="If another compare is writing this experiment, wait for it to end."
         ),
     ] = False,
+    mlflow: Annotated[
+        str | None,
+        typer.Option(
+            "--mlflow",
+            metavar="URI",
+            help="Also log each finished run to this MLflow tracking server "
+            "(pip install 'adaptlab\\[mlflow]').",
+        ),
+    ] = None,
 ) -> None:
     """Run every strategy on the same data and locked eval set; print the leaderboard."""
     from adaptlab.compare import compare
@@ -297,6 +306,8 @@ def compare_command(
     from adaptlab.runs import RunError
     from adaptlab.safeload import UnsafeArtifactError
 
+    if mlflow is not None:
+        _check_mlflow(mlflow)
     _quiet_libraries()
     try:
         experiment = _experiment(config, None, None, {}, {})
@@ -324,6 +335,8 @@ def compare_command(
     if (result.folder / "report.html").is_file():  # compare removes it when the build failed
         report = f"Report: {result.folder / 'report.html'} and {result.folder / 'report.md'}"
         console.print(report, highlight=False, soft_wrap=True)
+    if mlflow is not None:
+        _log_to_mlflow(result.folder, mlflow)
     if result.failures:
         _fail(
             f"{len(result.failures)} strategies failed: {', '.join(result.failures)} "
@@ -691,6 +704,57 @@ def _print_event(event: Any) -> None:
     )
 
 
+# MLflow, optional (issue 16): --mlflow on compare and promote; the work is
+# adaptlab.registry.tracking's, checked before the command does anything it would then undo.
+
+
+def _check_mlflow(uri: str, alias: str | None = None) -> None:
+    from adaptlab.registry.tracking import TrackingError, check_tracking
+
+    try:
+        check_tracking(uri, alias)
+    except TrackingError as exc:
+        _fail(_escape(str(exc)))
+
+
+def _log_to_mlflow(experiment_folder: Path, uri: str) -> None:
+    from adaptlab.registry.tracking import TrackingError, experiment_name, log_comparison
+
+    try:
+        logged = log_comparison(experiment_folder, uri)
+    except TrackingError as exc:
+        _fail(f"the comparison is written but not logged to MLflow: {_escape(str(exc))}", code=1)
+        return
+    ids = ", ".join(f"{run.run}={run.run_id}" for run in logged)
+    new = sum(run.new for run in logged)
+    console.print(
+        f"MLflow {uri}, experiment '{experiment_name(experiment_folder)}': {new} runs logged "
+        f"now, {len(logged) - new} logged before: {ids}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+def _register_in_mlflow(store: Any, version: Any, uri: str, alias: str | None) -> None:
+    from adaptlab.registry.tracking import TrackingError, register_version
+
+    refusals: tuple[type[Exception], ...] = (TrackingError, *_registry_errors())
+    try:
+        registered = register_version(store, version, uri, alias=alias)
+    except refusals as exc:
+        _fail(f"{version} is in the registry but not in MLflow: {_escape(str(exc))}", code=1)
+        return
+    pointed = f", @{registered.alias}" if registered.alias else ""
+    console.print(
+        f"MLflow {uri}: registered model '{registered.name}' version {registered.version}"
+        f"{pointed} (run {registered.run_id})",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+
+
 @app.command("promote")
 def promote_command(
     run_dir: Annotated[Path, typer.Argument(help="A finished run folder (runs/<exp>/runs/<run>).")],
@@ -701,13 +765,23 @@ def promote_command(
         str | None, typer.Option(help="Point this alias (e.g. champion) at the new version.")
     ] = None,
     registry: RegistryOption = None,
+    mlflow: Annotated[
+        str | None,
+        typer.Option(
+            "--mlflow",
+            metavar="URI",
+            help="Also register the version (and its alias) in this MLflow server's Model "
+            "Registry (pip install 'adaptlab\\[mlflow]').",
+        ),
+    ] = None,
 ) -> None:
     """Register a finished run as the next version of a model: its files are copied into the
     registry's store (the run folder is not changed) with its lineage and your approval."""
+    if mlflow is not None:
+        _check_mlflow(mlflow, alias)
     try:
-        promotion = _registry(registry, create=True).promote(
-            run_dir, name, approver=approver, reason=reason, alias=alias
-        )
+        store = _registry(registry, create=True)
+        promotion = store.promote(run_dir, name, approver=approver, reason=reason, alias=alias)
     except _registry_errors() as exc:
         _fail(_escape(str(exc)))
         return
@@ -722,6 +796,8 @@ def promote_command(
         _print_event(event)
     for path in promotion.left_out:
         errors.print(f"[yellow]left out (temporary):[/yellow] {_escape(path)}", highlight=False)
+    if mlflow is not None:
+        _register_in_mlflow(store, version, mlflow, alias)
 
 
 @registry_app.command("list")
@@ -964,3 +1040,38 @@ def predict_command(
         _fail(_escape(f"{output}: cannot write: {exc.strerror or exc}"))
         return
     errors.print(f"Wrote {len(rows):,} predictions of {loaded.source} to {output}.", markup=False)
+
+
+@app.command("export")
+def export_command(
+    target: ModelTarget,
+    out: Annotated[Path, typer.Argument(help="A new or empty folder to write the export into.")],
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="hf: a folder plain transformers loads (merged weights, tokenizer, label map); "
+            "peft: the run's adapter for PEFT and vLLM; onnx: an encoder classifier as one "
+            "graph giving probabilities.",
+        ),
+    ],
+    registry: RegistryOption = None,
+) -> None:
+    """Write a finished run or a registered version in a form other tools load, with a
+    README that shows how (loaded the way 'adaptlab predict' loads it)."""
+    from adaptlab.export import ExportError, export
+
+    _quiet_libraries()
+    refused: tuple[type[Exception], ...] = (*_predict_errors(), ExportError)
+    try:
+        result = export(target, format, out, registry)
+    except refused as exc:
+        _fail(_escape(str(exc)))
+        return
+    console.print(
+        f"Exported {_escape(result.source)} as {result.format} to {_escape(str(result.folder))}: "
+        + ", ".join(_escape(name) for name in result.files),
+        highlight=False,
+    )
+    for note in result.notes:
+        console.print(f"note: {_escape(note)}", highlight=False)

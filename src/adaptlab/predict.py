@@ -1,8 +1,9 @@
 """Prediction with a finished run or a registered version: the one load-and-predict path.
 
 ``adaptlab predict``, ``adaptlab export`` and the server (``adaptlab serve``) load a model only
-through :func:`open_model`, and predict only through :func:`classify` and :func:`answer`, so
-what the command line prints is what the server answers.
+through :func:`open_model`, and predict only through :func:`classify` and :func:`answer` (or
+:func:`answer_streaming`, the same decoding for one request, its text handed over piece by
+piece), so what the command line prints is what the server answers.
 
 A run is loaded from its folder alone: :func:`load_run` reads it through
 :func:`adaptlab.runs.read_run`, rebuilds the settings it ran with from its ``config.yaml``, and
@@ -17,20 +18,28 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import yaml
 from pydantic import ValidationError
 
 from adaptlab.config import ExperimentConfig, TrainConfig
 from adaptlab.data.formats import read_rows
 from adaptlab.data.issues import DataError, DataIssue
-from adaptlab.evaluate.generation import generate_chat
+from adaptlab.evaluate.generation import (
+    DecodingConfig,
+    _generation,
+    _greedy_settings,
+    generate_chat,
+    stop_token_ids,
+)
 from adaptlab.evaluate.grounding import RetrievalAugmented
 from adaptlab.paths import cache_dir
 from adaptlab.registry import Registry
@@ -47,6 +56,7 @@ from adaptlab.strategies.base import (
     Task,
     resolve_run,
 )
+from adaptlab.train.chat import encode_prompt
 
 Model = Classifier | Generator
 
@@ -68,6 +78,13 @@ class LoadedModel:
     def label_names(self) -> tuple[str, ...]:
         """A classifier's labels, in the order of its probability columns; empty otherwise."""
         return tuple(getattr(self.model, "label_names", ()))
+
+    @property
+    def max_new_tokens(self) -> int | None:
+        """A generator's longest answer in tokens (its run's decoding setting); None for a
+        classifier."""
+        model = self.model
+        return model.decoding.max_new_tokens if isinstance(model, Generator) else None
 
 
 @dataclass(frozen=True)
@@ -186,6 +203,8 @@ def open_model(target: str | Path, registry: Path | None = None) -> Iterator[Loa
     if folder.is_dir():
         yield load_run(folder)
         return
+    if "/" in str(target) or "\\" in str(target) or folder.exists():  # names hold no separator
+        raise RunError(f"{target}: no such run folder")
     reference = parse_reference(str(target))
     catalog = Registry(registry_root(registry))
     version = catalog.version(reference)
@@ -223,23 +242,17 @@ def classify(loaded: LoadedModel, texts: Sequence[str], top_k: int = 5) -> list[
     return predictions
 
 
-def answer(loaded: LoadedModel, requests: Sequence[Messages]) -> list[Answer]:
+def answer(
+    loaded: LoadedModel, requests: Sequence[Messages], *, max_new_tokens: int | None = None
+) -> list[Answer]:
     """The generator's answer to each chat request (greedy, with the run's decoding settings:
-    the answers ``compare`` scored)."""
-    model = loaded.model
-    if not isinstance(model, Generator):
-        raise ValueError(f"{loaded.source} is a classifier ({loaded.record.strategy}): it labels")
+    the answers ``compare`` scored). ``max_new_tokens`` may lower the run's limit, never raise
+    it."""
+    model = _generator(loaded)
     if not requests:
         return []
-    contexts: list[list[str]] = [[] for _ in requests]
-    if isinstance(model, RetrievalAugmented):
-        retriever = model.retrievers[model.retriever_kind]
-        hits = retriever.retrieve([model.query(r) for r in requests], model.k)
-        conversations = model.grounded_conversations(requests, hits)
-        contexts = [[model.chunk_ids[i] for i, _ in shown] for shown in hits]
-    else:
-        conversations = model.conversations(requests)
-    generations = generate_chat(model.lm, conversations, model.decoding)
+    conversations, contexts = _conversations(model, requests)
+    generations = generate_chat(model.lm, conversations, _decoding(model, max_new_tokens))
     tokenizer = model.lm.tokenizer
     return [
         Answer(
@@ -251,6 +264,135 @@ def answer(loaded: LoadedModel, requests: Sequence[Messages]) -> list[Answer]:
         )
         for generation, shown in zip(generations, contexts, strict=True)
     ]
+
+
+def answer_streaming(
+    loaded: LoadedModel,
+    request: Messages,
+    on_text: Callable[[str], None],
+    *,
+    max_new_tokens: int | None = None,
+    stop: threading.Event | None = None,
+) -> Answer:
+    """:func:`answer` for one request, calling ``on_text`` with each new piece of the answer's
+    text as it is decoded (in this thread), and returning the same :class:`Answer`.
+
+    The pieces add up to ``Answer.text`` (the tokenizer's decoding of every token so far is
+    compared with what was already sent, so a piece never splits a multi-byte character).
+    Decoding is :func:`answer`'s for a batch of one: the prompt unpadded, the run's greedy
+    settings. Setting ``stop`` ends decoding after the current token (a client went away, a
+    time limit passed): the answer is then unfinished.
+    """
+    from transformers import StoppingCriteriaList
+
+    model = _generator(loaded)
+    conversations, contexts = _conversations(model, [request])
+    lm = model.lm
+    prompt = encode_prompt(lm.tokenizer, conversations[0])
+    if not prompt:
+        raise ValueError("the request encodes to no tokens: a prompt needs at least one")
+    stops = stop_token_ids(lm)
+    settings = _greedy_settings(lm, _decoding(model, max_new_tokens), stops)
+    pieces = _TextPieces(lm.tokenizer, stops, on_text)
+    network: Any = lm.model
+    device = next(network.parameters()).device
+    with torch.inference_mode():
+        output = network.generate(
+            input_ids=torch.tensor([prompt], device=device),
+            attention_mask=torch.ones((1, len(prompt)), dtype=torch.long, device=device),
+            generation_config=settings,
+            streamer=pieces,
+            stopping_criteria=StoppingCriteriaList([_StopWhenSet(stop or threading.Event())]),
+        )
+    generation = _generation(lm, prompt, output[0, len(prompt) :].tolist(), stops)
+    text = _plain(lm.tokenizer, generation.token_ids, generation.finished)
+    pieces.finish(text)
+    return Answer(
+        text, generation.prompt_tokens, generation.generated_tokens, generation.finished,
+        contexts[0],
+    )  # fmt: skip
+
+
+def _generator(loaded: LoadedModel) -> Generator:
+    model = loaded.model
+    if not isinstance(model, Generator):
+        raise ValueError(f"{loaded.source} is a classifier ({loaded.record.strategy}): it labels")
+    return model
+
+
+def _decoding(model: Generator, max_new_tokens: int | None) -> DecodingConfig:
+    """The run's decoding settings, with at most ``max_new_tokens`` tokens per answer."""
+    decoding = model.decoding
+    if max_new_tokens is None:
+        return decoding
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens = {max_new_tokens}: must be >= 1")
+    limit = min(max_new_tokens, decoding.max_new_tokens)
+    return decoding.model_copy(update={"max_new_tokens": limit})
+
+
+def _conversations(
+    model: Generator, requests: Sequence[Messages]
+) -> tuple[list[Messages], list[list[str]]]:
+    """What the model continues for each request, and the ids of the chunks each was shown
+    (retrieval runs; empty lists otherwise)."""
+    if isinstance(model, RetrievalAugmented):
+        retriever = model.retrievers[model.retriever_kind]
+        hits = retriever.retrieve([model.query(r) for r in requests], model.k)
+        conversations = model.grounded_conversations(requests, hits)
+        return conversations, [[model.chunk_ids[i] for i, _ in shown] for shown in hits]
+    return model.conversations(requests), [[] for _ in requests]
+
+
+class _TextPieces:
+    """A ``generate`` streamer (transformers' ``BaseStreamer`` protocol: ``put``, ``end``) that
+    hands each new piece of the answer's plain text to ``on_text``.
+
+    Each piece is the growth of the stripped decoding of the tokens so far (stop tokens left
+    out), sent only while it extends what was sent: a partly decoded character (``\ufffd``) or
+    a tokenizer clean-up that rewrites earlier text waits for :meth:`finish`."""
+
+    def __init__(self, tokenizer: Any, stops: Sequence[int], on_text: Callable[[str], None]):
+        self.tokenizer = tokenizer
+        self.stops = set(stops)
+        self.on_text = on_text
+        self.ids: list[int] = []
+        self.sent = ""
+        self.prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        if not self.prompt_seen:  # generate's first call hands over the prompt
+            self.prompt_seen = True
+            return
+        self.ids.extend(int(token) for token in value.reshape(-1).tolist())
+        kept = [token for token in self.ids if token not in self.stops]
+        text = str(self.tokenizer.decode(kept, skip_special_tokens=True)).strip()
+        if not text.endswith("\ufffd"):
+            self._send(text)
+
+    def end(self) -> None:
+        pass
+
+    def finish(self, text: str) -> None:
+        """Send what is left of the final ``text``."""
+        self._send(text)
+
+    def _send(self, text: str) -> None:
+        if not text.startswith(self.sent) or text == self.sent:
+            return
+        piece, self.sent = text[len(self.sent) :], text
+        self.on_text(piece)
+
+
+class _StopWhenSet:
+    """A stopping criterion: stop every row once ``event`` is set."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        stopped = self.event.is_set()
+        return torch.full((input_ids.shape[0],), stopped, dtype=torch.bool, device=input_ids.device)
 
 
 def _plain(tokenizer: Any, token_ids: Sequence[int], finished: bool) -> str:

@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -133,6 +133,29 @@ def _device_of(forward: Any) -> torch.device:
     return torch.device("cpu")
 
 
+class ClassifierParts(NamedTuple):
+    """A pooled classifier taken apart for export (the ``PooledClassifier`` protocol of
+    :mod:`adaptlab.strategies.base`): probabilities = softmax(head(normalise(mean_pool(encoder(
+    tokens))))); ``notes`` say where an exported copy will not match the run exactly."""
+
+    tokenizer: Any
+    encoder: nn.Module
+    """A transformers ``PreTrainedModel`` (``AutoModel`` loads what it saves)."""
+    head: nn.Module
+    """Normalised embedding -> logits."""
+    notes: tuple[str, ...] = ()
+
+
+def linear_head(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
+    """An ``nn.Linear`` holding copies of ``weight`` (out x in) and ``bias``, in eval mode."""
+    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        if bias is not None:
+            layer.bias.copy_(bias)
+    return layer.eval()
+
+
 @dataclass
 class EncoderClassifier:
     """A fitted :class:`SentenceClassifier` behind the ``Classifier`` protocol."""
@@ -147,6 +170,12 @@ class EncoderClassifier:
         self.model.eval()
         logits = run_batched(self.model, self.tokenizer, texts, self.max_length, self.batch_size)
         return torch.softmax(logits.float(), dim=-1).numpy()
+
+    def export_parts(self) -> ClassifierParts:
+        """The encoder and the head with ``scale`` folded in (dropout is off at inference)."""
+        head, scale = self.model.head, self.model.scale.detach()
+        folded = linear_head(head.weight.detach() * scale, head.bias.detach() * scale)
+        return ClassifierParts(self.tokenizer, self.model.encoder, folded)
 
 
 def save_classifier(

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from adaptlab.data.documents import PreparedCollection
     from adaptlab.evaluate.generation import DecodingConfig
     from adaptlab.models.causal_lm import CausalLM
+    from adaptlab.models.encoder import ClassifierParts
 
 Messages = list[dict[str, Any]]
 """A chat conversation: ``{"role", "content", ...}`` messages, as in chat JSONL records."""
@@ -160,6 +161,25 @@ class Classifier(Protocol):
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """``(len(texts), num_labels)`` probabilities, rows summing to one."""
+        ...
+
+
+@runtime_checkable
+class PooledClassifier(Classifier, Protocol):
+    """A classifier that is an encoder, mean pooling, L2 normalisation and a head on the
+    normalised embedding, softmaxed: what ``adaptlab export`` writes for other tools (plain
+    transformers, ONNX Runtime). Its ``predict_proba`` must equal that graph's output."""
+
+    label_names: Sequence[str]
+
+    @property
+    def max_length(self) -> int:
+        """Tokens per text; longer texts are truncated."""
+        ...
+
+    def export_parts(self) -> ClassifierParts:
+        """The tokenizer, the encoder as a torch ``PreTrainedModel``, and the head mapping the
+        normalised embedding to logits (a scale or temperature folded into its weights)."""
         ...
 
 

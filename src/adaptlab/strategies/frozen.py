@@ -11,14 +11,16 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import numpy as np
+import torch
 from annotated_types import Gt
 from pydantic import Field
 from safetensors.numpy import load_file, save_file
+from torch import nn
 
-from adaptlab.models.encoder import FrozenEncoder, softmax
+from adaptlab.models.encoder import ClassifierParts, FrozenEncoder, linear_head, softmax
 from adaptlab.models.onnx_encoder import OnnxEncoder, Runtime
 from adaptlab.paths import atomic_path, write_text_atomic
 from adaptlab.profile import DataNeed, StrategyProfile
@@ -54,16 +56,64 @@ class FrozenConfig(HeadConfig):
     )
 
 
+@dataclass(frozen=True)
+class LayeredHead:
+    """The fitted head as ``(weight, bias)`` layers with a ReLU between two (one layer: the
+    logistic regression; two: the MLP). Called on embeddings it gives probabilities (numpy);
+    :meth:`module` is the same head in torch, giving logits, for export."""
+
+    layers: tuple[tuple[np.ndarray, np.ndarray], ...]
+
+    def __call__(self, embeddings: np.ndarray) -> np.ndarray:
+        values = embeddings
+        for position, (weight, bias) in enumerate(self.layers):
+            if position:
+                values = np.maximum(values, 0.0)  # ReLU, as sklearn's MLP
+            values = values @ weight.T + bias
+        return softmax(values)
+
+    def module(self) -> nn.Sequential:
+        torch_layers: list[nn.Module] = []
+        for position, (weight, bias) in enumerate(self.layers):
+            if position:
+                torch_layers.append(nn.ReLU())
+            torch_layers.append(linear_head(torch.tensor(weight), torch.tensor(bias)))
+        return nn.Sequential(*torch_layers).eval()
+
+
 @dataclass
 class LinearHeadClassifier:
     """Frozen encoder + a linear (or MLP-turned-linear-readout) head over its embeddings."""
 
     encoder: FrozenEncoder | OnnxEncoder
-    head: Any  # a fitted scikit-learn classifier with predict_proba, or exported weights
+    head: LayeredHead
     label_names: Sequence[str]
+    base_model: str | None = None
+    """Where a torch copy of the encoder comes from when ``encoder`` runs on ONNX Runtime."""
+
+    @property
+    def max_length(self) -> int:
+        return self.encoder.max_length
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         return np.asarray(self.head(self.encoder.embed(texts)))
+
+    def export_parts(self) -> ClassifierParts:
+        if not isinstance(self.encoder, OnnxEncoder):
+            return ClassifierParts(self.encoder.tokenizer, self.encoder.model, self.head.module())
+        # A session is no transformers model: the base model's own weights, which the run's
+        # graph was exported from, are what other tools load.
+        if self.base_model is None:
+            raise ValueError("an encoder on ONNX Runtime is exported only with its base model")
+        runtime = self.encoder.runtime
+        rounding = ", so its probabilities differ from the run's by the int8 rounding"
+        note = (
+            f"the run embeds through ONNX Runtime ({runtime}); this export holds the base "
+            f"model's float32 weights{rounding if runtime == 'onnx-int8' else ''}"
+        )
+        torch_encoder = FrozenEncoder.load(self.base_model, self.encoder.max_length)
+        parts = (torch_encoder.tokenizer, torch_encoder.model, self.head.module())
+        return ClassifierParts(*parts, notes=(note,))
 
 
 class FrozenStrategy:
@@ -112,13 +162,14 @@ class FrozenStrategy:
         )
         if isinstance(encoder, OnnxEncoder) and encoder.build_s:
             run.record(onnx_build_s=encoder.build_s)  # once per base model, then cached
-        return LinearHeadClassifier(encoder, head, task.label_names)
+        return LinearHeadClassifier(encoder, head, task.label_names, run.base_model)
 
     def load(self, run: RunContext) -> LinearHeadClassifier:
         meta = json.loads((run.folder / META).read_text())
         tensors = load_file(str(run.folder / HEAD))
         encoder = load_embedder(run.base_model, run.max_length, meta.get("runtime", "torch"))
-        return LinearHeadClassifier(encoder, _head_from(meta["head"], tensors), meta["label_names"])
+        head = _head_from(meta["head"], tensors)
+        return LinearHeadClassifier(encoder, head, meta["label_names"], run.base_model)
 
 
 def load_embedder(name: str, max_length: int, runtime: Runtime) -> FrozenEncoder | OnnxEncoder:
@@ -129,7 +180,7 @@ def load_embedder(name: str, max_length: int, runtime: Runtime) -> FrozenEncoder
 
 def _fit_head(
     config: HeadConfig, x: np.ndarray, y: np.ndarray, num_labels: int, seed: int
-) -> tuple[Any, dict[str, np.ndarray]]:
+) -> tuple[LayeredHead, dict[str, np.ndarray]]:
     """Fit the head; return it as a callable and its weights as arrays for safetensors."""
     if config.head == "logistic":
         from sklearn.linear_model import LogisticRegression
@@ -176,17 +227,11 @@ def _output_rows(
     return weight, bias
 
 
-def _head_from(kind: str, tensors: dict[str, np.ndarray]) -> Any:
-    weight, bias = tensors["weight"], tensors["bias"]
+def _head_from(kind: str, tensors: dict[str, np.ndarray]) -> LayeredHead:
+    output = (tensors["weight"], tensors["bias"])
     if kind == "logistic":
-        return lambda embeddings: softmax(embeddings @ weight.T + bias)
-    hidden_weight, hidden_bias = tensors["hidden.weight"], tensors["hidden.bias"]
-
-    def mlp(embeddings: np.ndarray) -> np.ndarray:
-        hidden = np.maximum(embeddings @ hidden_weight.T + hidden_bias, 0.0)  # ReLU, as sklearn
-        return softmax(hidden @ weight.T + bias)
-
-    return mlp
+        return LayeredHead((output,))
+    return LayeredHead(((tensors["hidden.weight"], tensors["hidden.bias"]), output))
 
 
 register(FrozenStrategy)

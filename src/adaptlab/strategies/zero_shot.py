@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from typing import Annotated, ClassVar
 
 import numpy as np
+import torch
 from annotated_types import Gt
 from pydantic import Field
 from safetensors.numpy import load_file, save_file
 
-from adaptlab.models.encoder import FrozenEncoder, softmax
+from adaptlab.models.encoder import ClassifierParts, FrozenEncoder, linear_head, softmax
 from adaptlab.paths import atomic_path, write_text_atomic
 from adaptlab.profile import DataNeed, StrategyProfile
 from adaptlab.strategies.base import ClassificationTask, RunContext, StrategyConfig, register
@@ -57,6 +58,16 @@ class NearestLabelClassifier:
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         similarity = self.encoder.embed(texts) @ self.label_vectors.T
         return softmax(similarity * self.temperature)
+
+    @property
+    def max_length(self) -> int:
+        return self.encoder.max_length
+
+    def export_parts(self) -> ClassifierParts:
+        """Cosine to each label vector times the temperature: a linear head without bias."""
+        weight = torch.tensor(self.label_vectors, dtype=torch.float32) * self.temperature
+        head = linear_head(weight, None)
+        return ClassifierParts(self.encoder.tokenizer, self.encoder.model, head)
 
 
 class ZeroShotStrategy:

@@ -11,6 +11,7 @@ FORBIDDEN = (
     "adaptlab.train",
     "adaptlab.strategies",
     "adaptlab.predict",
+    "adaptlab.export",
     "adaptlab.compare",
     "adaptlab.serve",
     "adaptlab.cli",

@@ -189,9 +189,11 @@ def test_bad_rows_are_named_by_file_line_and_field_and_nothing_is_predicted(
 ) -> None:
     inputs = tmp_path / "inputs.jsonl"
     inputs.write_text('{"text": "fine"}\n{"txt": "typo"}\n{"text": ""}\nnot json\n')
-    with predict.open_model(classifiers / "runs" / "frozen") as loaded:
-        with pytest.raises(DataError) as caught:
-            predict.read_inputs(inputs, loaded)
+    with (
+        predict.open_model(classifiers / "runs" / "frozen") as loaded,
+        pytest.raises(DataError) as caught,
+    ):
+        predict.read_inputs(inputs, loaded)
     message = str(caught.value)
     assert "3 rows cannot be predicted" in message
     for line in (2, 3, 4):
@@ -266,7 +268,17 @@ def test_a_registered_version_predicts_as_its_run_and_a_flipped_byte_is_refused(
     assert not checkout.exists()  # the temporary copy is gone with the block
     head = next(f for f in version.files if f.path.endswith(".safetensors"))
     flip_byte(registry.store.path_of(head.sha256))
-    with pytest.raises(IntegrityError, match=rf"intent:1 file {head.path}: refused"):
-        with predict.open_model("intent@champion", tmp_path / "registry"):
-            pass
+    with (
+        pytest.raises(IntegrityError, match=rf"intent:1 file {head.path}: refused"),
+        predict.open_model("intent@champion", tmp_path / "registry"),
+    ):
+        pass
     assert not any((tmp_path / "cache" / "checkouts").iterdir())
+
+
+def test_a_mistyped_run_folder_is_named_as_a_missing_folder(tmp_path: Path) -> None:
+    with (
+        pytest.raises(RunError, match=r"runs/tiny/runs/frozn: no such run folder"),
+        predict.open_model(str(tmp_path / "runs/tiny/runs/frozn")),
+    ):
+        pass
