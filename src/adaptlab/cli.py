@@ -1075,3 +1075,58 @@ def export_command(
     )
     for note in result.notes:
         console.print(f"note: {_escape(note)}", highlight=False)
+
+
+# Serving (issue 17): the champion behind an OpenAI-compatible API. The server is
+# adaptlab.serve.app's; it loads and predicts through adaptlab.predict, as `predict` does.
+
+
+@app.command("serve")
+def serve_command(
+    targets: Annotated[
+        list[str],
+        typer.Argument(
+            help="What to serve: registered versions (NAME@champion, NAME:3) or run folders; "
+            "the request's 'model' field picks one."
+        ),
+    ],
+    host: Annotated[
+        str, typer.Option(help="Address to listen on; the server has no login.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    max_concurrency: Annotated[
+        int, typer.Option(min=1, help="Predictions computed at once, over all models.")
+    ] = 4,
+    max_queue: Annotated[
+        int, typer.Option(min=0, help="Requests waiting for a slot; one more gets 429.")
+    ] = 16,
+    request_timeout: Annotated[
+        float, typer.Option(min=0.001, help="Seconds a request may take (queue included): 504.")
+    ] = 60.0,
+    registry: RegistryOption = None,
+) -> None:
+    """Serve models over HTTP: /v1/classify, /v1/chat/completions, /v1/completions, /v1/models,
+    /health, /ready and /metrics (Prometheus)."""
+    from pydantic import ValidationError
+
+    from adaptlab.serve.app import run_server
+    from adaptlab.serve.network import ListenError
+    from adaptlab.serve.settings import ServeSettings
+
+    try:
+        settings = ServeSettings(
+            host=host,
+            port=port,
+            max_concurrency=max_concurrency,
+            max_queue=max_queue,
+            request_timeout_s=request_timeout,
+        )
+    except ValidationError as exc:
+        _fail(_escape(str(exc)))
+        return
+    _quiet_libraries()
+    refusals: tuple[type[Exception], ...] = (*_predict_errors(), ListenError)
+    try:
+        run_server(list(targets), registry, settings, log=_log)
+    except refusals as exc:
+        _fail(_escape(str(exc)))

@@ -10,9 +10,7 @@ made on anything else is refused. The statistics are :func:`adaptlab.ratings.hum
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Sequence
-from ipaddress import ip_address
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,10 +33,8 @@ from adaptlab.ratings import (
     human_ratings_summary,
     read_pair,
 )
+from adaptlab.serve.network import LOOPBACK_NAMES, is_loopback, listening_socket
 
-LOOPBACK_NAMES = ("127.0.0.1", "localhost")
-"""Host headers the page answers when it listens on loopback: a web page elsewhere that points
-a name of its own at 127.0.0.1 (DNS rebinding) gets no answer."""
 PAGE_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
@@ -167,28 +163,6 @@ def _reason(error: Any) -> str:
     return f"{where}: {error.get('msg', 'invalid')}"
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def listening_socket(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port`` and listening, or :class:`RatingError` saying why not
-    (a port in use, an address this machine does not have)."""
-    try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        return socket.create_server((host, port), family=family)
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise RatingError(
-            f"cannot listen on {host}:{port}: {reason}; choose another --port or --host"
-        ) from None
-
-
 def serve_ratings(
     experiment_folder: Path,
     runs: tuple[str, str] | None = None,
@@ -201,7 +175,7 @@ def serve_ratings(
     has no login, so anyone who can reach it can rate."""
     hosts = LOOPBACK_NAMES if host in LOOPBACK_NAMES else ("*",)
     app = rating_app(experiment_folder, runs, allowed_hosts=hosts)
-    listener = listening_socket(host, port)
+    listener = listening_socket(host, port, RatingError)
     answers: PairAnswers = app.state.answers
     shown_host = f"[{host}]" if ":" in host else host
     if not is_loopback(host):
