@@ -1,0 +1,175 @@
+"""Load on ``adaptlab serve``: throughput and latency at 1x, 2x and 4x its concurrency limit.
+
+Starts ``adaptlab serve TARGET`` on 127.0.0.1 (a free port), waits for ``/ready``, then for
+each multiple sends a fixed number of ``/v1/classify`` requests (one text each, from the
+demo's eval texts unless ``--texts`` names a JSONL file) from that many concurrent clients:
+a bounded async httpx client, loopback only, every request with a timeout and the whole
+level with a time limit. It records per level the requests answered 200, 429 (admission
+refusing: expected past the limit) and 5xx (must be zero), throughput in answers per second,
+and p50/p99 latency of the answers.
+
+    python bench/serve_load.py runs/demo/runs/distill --requests 400 --max-concurrency 2
+
+Prints a JSON summary; ``--out FILE`` also writes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+LAUNCH = "from adaptlab.cli import main; main()"
+
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("target", help="A run folder or a registered version (NAME@ALIAS).")
+    parser.add_argument("--registry", default=None)
+    parser.add_argument("--requests", type=int, default=400, help="Requests per level.")
+    parser.add_argument("--max-concurrency", type=int, default=2)
+    parser.add_argument("--max-queue", type=int, default=4)
+    parser.add_argument("--multiples", default="1,2,4")
+    parser.add_argument("--time-limit", type=float, default=300.0, help="Seconds per level.")
+    parser.add_argument("--texts", type=Path, default=None, help="JSONL with a 'text' per row.")
+    parser.add_argument("--out", type=Path, default=None)
+    return parser.parse_args()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def texts_from(path: Path | None) -> list[str]:
+    if path is None:
+        import csv
+
+        from adaptlab.data.demo import bbc_news_path
+
+        with open(bbc_news_path(), encoding="utf-8") as handle:
+            return [row["text"] for row in csv.DictReader(handle)][:500]
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    return [str(row["text"]) for row in rows]
+
+
+def start_server(args: argparse.Namespace, port: int) -> subprocess.Popen[str]:
+    command = [sys.executable, "-c", LAUNCH, "serve", args.target, "--port", str(port)]
+    command += ["--max-concurrency", str(args.max_concurrency)]
+    command += ["--max-queue", str(args.max_queue), "--request-timeout", "60"]
+    if args.registry:
+        command += ["--registry", args.registry]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_ready(base: str, process: subprocess.Popen[str], seconds: float = 300) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(
+                f"the server exited: {process.stdout.read() if process.stdout else ''}"
+            )
+        try:
+            if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"the server was not ready within {seconds:.0f} s")
+
+
+async def level(base: str, model: str, texts: list[str], clients: int, args: argparse.Namespace
+                ) -> dict[str, Any]:  # fmt: skip
+    """``args.requests`` requests from ``clients`` concurrent clients, bounded in time."""
+    statuses: list[int] = []
+    latencies: list[float] = []
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for index in range(args.requests):
+        queue.put_nowait(index)
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async def client(http: httpx.AsyncClient) -> None:
+        while not queue.empty():
+            index = queue.get_nowait()
+            start = time.perf_counter()
+            try:
+                response = await http.post(
+                    f"{base}/v1/classify",
+                    json={"model": model, "input": texts[index % len(texts)]},
+                )
+                statuses.append(response.status_code)
+                if response.status_code == 200:
+                    latencies.append(time.perf_counter() - start)
+            except httpx.TimeoutException:
+                statuses.append(-1)
+
+    start = time.perf_counter()
+    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+        await asyncio.wait_for(
+            asyncio.gather(*(client(http) for _ in range(clients))), args.time_limit
+        )
+    wall = time.perf_counter() - start
+    ok = statuses.count(200)
+    return {
+        "clients": clients,
+        "requests": len(statuses),
+        "ok": ok,
+        "rejected_429": statuses.count(429),
+        "server_errors_5xx": sum(500 <= s < 600 for s in statuses),
+        "client_timeouts": statuses.count(-1),
+        "wall_s": round(wall, 2),
+        "throughput_per_s": round(ok / wall, 1),
+        "p50_ms": round(float(np.percentile(latencies, 50)) * 1000, 1) if latencies else None,
+        "p99_ms": round(float(np.percentile(latencies, 99)) * 1000, 1) if latencies else None,
+    }
+
+
+def main() -> None:
+    args = arguments()
+    texts = texts_from(args.texts)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    process = start_server(args, port)
+    try:
+        wait_ready(base, process)
+        model = httpx.get(f"{base}/v1/models", timeout=10).json()["data"][0]["id"]
+        results = []
+        for multiple in (int(m) for m in args.multiples.split(",")):
+            clients = multiple * args.max_concurrency
+            results.append(
+                {"multiple": multiple, **asyncio.run(level(base, model, texts, clients, args))}
+            )
+            print(json.dumps(results[-1]), flush=True)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    summary = {
+        "target": args.target,
+        "max_concurrency": args.max_concurrency,
+        "max_queue": args.max_queue,
+        "cpus": os.cpu_count(),
+        "levels": results,
+    }
+    text = json.dumps(summary, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
