@@ -6,9 +6,18 @@ demo's eval texts unless ``--texts`` names a JSONL file) from that many concurre
 a bounded async httpx client, loopback only, every request with a timeout and the whole
 level with a time limit. It records per level the requests answered 200, 429 (admission
 refusing: expected past the limit) and 5xx (must be zero), throughput in answers per second,
-and p50/p99 latency of the answers.
+and p50/p99 latency of the answers. Clients behave: after a 429 they wait its Retry-After and
+try again, and that wait is part of the latency they see.
 
     python bench/serve_load.py runs/demo/runs/distill --requests 400 --max-concurrency 2
+
+``--broken-candidate RUN_DIR`` then measures the canary's rollback: TARGET (a run folder) and
+RUN_DIR are promoted to a scratch registry as ``bench@champion`` and ``bench@candidate``, a
+server runs in this process with the candidate taking half the traffic, and a fault is
+injected: every prediction of the candidate raises from then on. Four clients keep sending;
+the script records the time from the candidate's first failed prediction to the canary's
+rollback, and every answer's status (none may be a 5xx: the champion answers for a candidate
+that fails).
 
 Prints a JSON summary; ``--out FILE`` also writes it.
 """
@@ -44,6 +53,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--time-limit", type=float, default=300.0, help="Seconds per level.")
     parser.add_argument("--texts", type=Path, default=None, help="JSONL with a 'text' per row.")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--broken-candidate", type=Path, default=None, help="A run folder.")
     return parser.parse_args()
 
 
@@ -104,16 +114,21 @@ async def level(base: str, model: str, texts: list[str], clients: int, args: arg
         while not queue.empty():
             index = queue.get_nowait()
             start = time.perf_counter()
-            try:
-                response = await http.post(
-                    f"{base}/v1/classify",
-                    json={"model": model, "input": texts[index % len(texts)]},
-                )
+            while True:  # a well-behaved client: after a 429 it waits Retry-After, then retries
+                try:
+                    response = await http.post(
+                        f"{base}/v1/classify",
+                        json={"model": model, "input": texts[index % len(texts)]},
+                    )
+                except httpx.TimeoutException:
+                    statuses.append(-1)
+                    break
                 statuses.append(response.status_code)
-                if response.status_code == 200:
-                    latencies.append(time.perf_counter() - start)
-            except httpx.TimeoutException:
-                statuses.append(-1)
+                if response.status_code != 429:
+                    break
+                await asyncio.sleep(min(float(response.headers.get("retry-after", 1)), 5.0))
+            if statuses[-1] == 200:  # the latency a user saw, waits after a 429 included
+                latencies.append(time.perf_counter() - start)
 
     start = time.perf_counter()
     async with httpx.AsyncClient(timeout=60, limits=limits) as http:
@@ -124,7 +139,8 @@ async def level(base: str, model: str, texts: list[str], clients: int, args: arg
     ok = statuses.count(200)
     return {
         "clients": clients,
-        "requests": len(statuses),
+        "requests": args.requests,
+        "attempts": len(statuses),
         "ok": ok,
         "rejected_429": statuses.count(429),
         "server_errors_5xx": sum(500 <= s < 600 for s in statuses),
@@ -158,17 +174,106 @@ def main() -> None:
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
-    summary = {
+    summary: dict[str, Any] = {
         "target": args.target,
         "max_concurrency": args.max_concurrency,
         "max_queue": args.max_queue,
         "cpus": os.cpu_count(),
         "levels": results,
     }
+    if args.broken_candidate is not None:
+        summary["broken_canary"] = broken_canary(args, texts)
     text = json.dumps(summary, indent=2)
     print(text)
     if args.out:
         args.out.write_text(text + "\n", encoding="utf-8")
+
+
+def broken_canary(args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
+    """The rollback of a candidate whose every prediction fails (an injected fault)."""
+    import tempfile
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import uvicorn
+
+    from adaptlab import predict
+    from adaptlab.registry import Registry
+    from adaptlab.serve.app import create_app, server_config
+    from adaptlab.serve.canary import CanarySettings
+    from adaptlab.serve.network import listening_socket
+    from adaptlab.serve.settings import ServeSettings
+
+    root = Path(tempfile.mkdtemp(prefix="serve-load-"))
+    registry = Registry(root / "registry", create=True)
+    for run, alias in ((Path(args.target), "champion"), (args.broken_candidate, "candidate")):
+        registry.promote(run, "bench", approver="bench", reason="serve_load", alias=alias)
+    real_classify = predict.classify
+    first_failure: list[float] = []
+
+    def classify(loaded: Any, inputs: Any, *rest: Any, **options: Any) -> Any:
+        if loaded.source == "bench:2" and broken.is_set():
+            first_failure.append(time.monotonic())
+            raise RuntimeError("injected fault: the candidate is broken")
+        return real_classify(loaded, inputs, *rest, **options)
+
+    broken = threading.Event()
+    predict.classify = classify  # the server predicts through this module attribute
+    settings = ServeSettings(max_concurrency=args.max_concurrency, max_queue=args.max_queue)
+    canary = CanarySettings(candidate="bench@candidate", weight=50, window=20)
+    app = create_app(["bench@champion"], settings, registry=root / "registry", canary=canary)
+    listener = listening_socket("127.0.0.1", 0)
+    server = uvicorn.Server(server_config(app, settings))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        state = app.state.server.canary
+        broken.set()
+
+        def client(start: int) -> list[int]:
+            statuses = []
+            with httpx.Client(base_url=base, timeout=60) as http:
+                for index in range(start, 400, 4):  # a user per request: keys split ~50/50
+                    body = {"model": "bench@champion", "input": texts[index % len(texts)]}
+                    headers = {"x-adaptlab-route-key": f"user-{index}"}
+                    statuses.append(
+                        http.post("/v1/classify", json=body, headers=headers).status_code
+                    )
+            return statuses
+
+        with ThreadPoolExecutor(4) as pool:
+            statuses = [s for part in pool.map(client, range(4)) for s in part]
+        events = registry.history("bench")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+        predict.classify = real_classify
+    return {
+        "fault": "every candidate prediction raises once the load starts",
+        "weight_percent": 50,
+        "window": 20,
+        "state": state.state,
+        "first_failure_to_rollback_ms": (
+            round((state.ended_at - first_failure[0]) * 1000, 1)
+            if state.ended_at and first_failure
+            else None
+        ),
+        "answers": len(statuses),
+        "answers_200": statuses.count(200),
+        "server_errors_5xx": sum(500 <= s < 600 for s in statuses),
+        "registry_event": None
+        if not events
+        else {"kind": events[-1].kind, "alias": events[-1].alias, "why": events[-1].why},
+    }
 
 
 if __name__ == "__main__":

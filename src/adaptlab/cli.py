@@ -1104,12 +1104,86 @@ def serve_command(
         float, typer.Option(min=0.001, help="Seconds a request may take (queue included): 504.")
     ] = 60.0,
     registry: RegistryOption = None,
+    canary: Annotated[
+        str | None,
+        typer.Option(
+            help="A registered candidate (NAME@ALIAS) to canary against the served alias of the "
+            "same NAME: gated on the eval set, split, watched, then rolled back or promoted."
+        ),
+    ] = None,
+    canary_weight: Annotated[
+        int, typer.Option(min=0, max=100, help="Percent of the champion's traffic it answers.")
+    ] = 10,
+    canary_margin: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            max=100,
+            help="Points: refused unless the eval set's interval of candidate minus champion "
+            "has its lower bound above -margin.",
+        ),
+    ] = 2.0,
+    canary_window: Annotated[
+        int, typer.Option(min=5, help="Candidate requests per guard window.")
+    ] = 50,
+    canary_promote_after: Annotated[
+        int, typer.Option(min=1, help="Healthy candidate requests before it is promoted.")
+    ] = 500,
+    drift_window: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Drift: compare each model's inputs with its training data every this many "
+            "inputs (0: no drift monitoring).",
+        ),
+    ] = 100,
+    drift_alpha: Annotated[
+        float, typer.Option(help="Drift: false-alarm rate per window (Bonferroni over the tests).")
+    ] = 0.01,
+    drift_persist: Annotated[
+        int, typer.Option(help="Drift: drifted windows in a row that write a re-tune proposal.")
+    ] = 3,
+    drift_encoder: Annotated[
+        str, typer.Option(help="Drift: the sentence encoder of the embeddings.")
+    ] = "sentence-transformers/all-MiniLM-L6-v2",
+    monitor_dir: Annotated[
+        Path | None,
+        typer.Option(help="Drift: where windows.jsonl and proposals go (default: the cache's)."),
+    ] = None,
+    ray: Annotated[
+        bool,
+        typer.Option(
+            "--ray",
+            help="Deploy on Ray Serve (extra adaptlab[ray]): the cluster $RAY_ADDRESS names, else "
+            "a local one; models multiplexed over the replicas.",
+        ),
+    ] = False,
+    ray_replicas: Annotated[
+        int | None, typer.Option(min=1, help="Ray: a fixed number of replicas.")
+    ] = None,
+    ray_min_replicas: Annotated[
+        int | None, typer.Option(min=0, help="Ray autoscaling: the fewest replicas (default 1).")
+    ] = None,
+    ray_max_replicas: Annotated[
+        int | None, typer.Option(min=1, help="Ray autoscaling: the most replicas.")
+    ] = None,
+    ray_target_ongoing_requests: Annotated[
+        float | None, typer.Option(help="Ray autoscaling: requests in flight per replica.")
+    ] = None,
+    ray_replica_cpus: Annotated[
+        float | None, typer.Option(help="Ray: CPUs reserved per replica (default 1).")
+    ] = None,
+    ray_models_per_replica: Annotated[
+        int | None, typer.Option(min=1, help="Ray: models one replica holds (default 3).")
+    ] = None,
 ) -> None:
     """Serve models over HTTP: /v1/classify, /v1/chat/completions, /v1/completions, /v1/models,
     /health, /ready and /metrics (Prometheus)."""
     from pydantic import ValidationError
 
     from adaptlab.serve.app import run_server
+    from adaptlab.serve.canary import CanaryRefused, CanarySettings
+    from adaptlab.serve.drift import DriftConfig
     from adaptlab.serve.network import ListenError
     from adaptlab.serve.settings import ServeSettings
 
@@ -1120,13 +1194,143 @@ def serve_command(
             max_concurrency=max_concurrency,
             max_queue=max_queue,
             request_timeout_s=request_timeout,
+            drift=None
+            if drift_window == 0
+            else DriftConfig(
+                window=drift_window,
+                alpha=drift_alpha,
+                persist=drift_persist,
+                encoder=drift_encoder,
+                monitor_dir=None if monitor_dir is None else str(monitor_dir),
+            ),
+        )
+        canary_settings = None
+        if canary is not None:
+            canary_settings = CanarySettings(
+                candidate=canary,
+                weight=canary_weight,
+                margin=canary_margin,
+                window=canary_window,
+                promote_after=canary_promote_after,
+            )
+        ray_settings = _ray_settings(
+            ray,
+            replicas=ray_replicas,
+            min_replicas=ray_min_replicas,
+            max_replicas=ray_max_replicas,
+            target_ongoing_requests=ray_target_ongoing_requests,
+            replica_cpus=ray_replica_cpus,
+            models_per_replica=ray_models_per_replica,
         )
     except ValidationError as exc:
         _fail(_escape(str(exc)))
         return
     _quiet_libraries()
-    refusals: tuple[type[Exception], ...] = (*_predict_errors(), ListenError)
+    if ray_settings is not None:
+        _serve_on_ray(list(targets), registry, settings, ray_settings, canary=canary)
+        return
+    refusals: tuple[type[Exception], ...] = (*_predict_errors(), ListenError, CanaryRefused)
     try:
-        run_server(list(targets), registry, settings, log=_log)
+        run_server(list(targets), registry, settings, canary=canary_settings, log=_log)
+    except refusals as exc:
+        _fail(_escape(str(exc)))
+
+
+# Drift monitoring (issue 17): what `serve` recorded, as a page; and a model's drift reference
+# built from its training data when the server cannot find that data itself. The work is
+# adaptlab.serve.monitor_report's and adaptlab.serve.reference's.
+
+monitor_app = typer.Typer(
+    no_args_is_help=True, help="Drift monitoring of served models: the report, the reference."
+)
+app.add_typer(monitor_app, name="monitor")
+
+
+@monitor_app.command("report")
+def monitor_report_command(
+    monitor_dir: Annotated[
+        Path, typer.Argument(help="The folder 'adaptlab serve' monitored into (--monitor-dir).")
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="The HTML file to write (default: MONITOR_DIR/monitor.html)."),
+    ] = None,
+) -> None:
+    """Write an HTML page of every window's drift figures over time, the thresholds, and the
+    re-tune proposals."""
+    from adaptlab.serve.monitor_report import MonitorReportError, write_monitor_report
+
+    try:
+        written = write_monitor_report(monitor_dir, out)
+    except (MonitorReportError, OSError) as exc:
+        _fail(_escape(str(exc)))
+        return
+    console.print(f"Wrote {_escape(str(written))}.", highlight=False)
+
+
+@monitor_app.command("reference")
+def monitor_reference_command(
+    target: ModelTarget,
+    data: Annotated[
+        Path,
+        typer.Option(
+            help="The prepared training file the run was trained on "
+            "(<experiment>/data/train.jsonl; its sha256 must be the run's)."
+        ),
+    ],
+    encoder: Annotated[
+        str, typer.Option(help="The sentence encoder 'serve --drift-encoder' will use.")
+    ] = "sentence-transformers/all-MiniLM-L6-v2",
+    registry: RegistryOption = None,
+) -> None:
+    """Build and cache a model's drift reference from its training data, for a server that
+    cannot find that data (the experiment folder moved or is gone)."""
+    from adaptlab import predict
+    from adaptlab.models.encoder import FrozenEncoder
+    from adaptlab.serve.drift import DriftConfig
+    from adaptlab.serve.reference import ReferenceUnavailable, build_embeddings, cache_path
+
+    _quiet_libraries()
+    config = DriftConfig(encoder=encoder)
+    refusals: tuple[type[Exception], ...] = (*_predict_errors(), ReferenceUnavailable, OSError)
+    try:
+        with predict.open_model(target, registry) as loaded:
+            model = FrozenEncoder.load(config.encoder, config.max_length)
+            _, facts = build_embeddings(data, loaded.record, model, config)
+            sha256 = loaded.record.manifest.train_sha256
+    except refusals as exc:
+        _fail(_escape(str(exc)))
+        return
+    console.print(
+        f"Embedded {facts['embedded']:,} of {facts['training_texts']:,} training texts with "
+        f"{_escape(encoder)}: {_escape(str(cache_path(sha256, config)))}",
+        highlight=False,
+    )
+
+
+def _ray_settings(ray: bool, **given: Any) -> Any:
+    """``serve``'s Ray settings (``--ray-*``), None without ``--ray``."""
+    chosen = {field: value for field, value in given.items() if value is not None}
+    if not ray:
+        if chosen:
+            options = ", ".join(f"--ray-{field.replace('_', '-')}" for field in chosen)
+            _fail(f"{options}: only with --ray")
+        return None
+    from adaptlab.serve.ray_deployment import RaySettings
+
+    return RaySettings(**chosen)
+
+
+def _serve_on_ray(
+    targets: list[str], registry: Path | None, settings: Any, ray_settings: Any, *, canary: Any
+) -> None:
+    from adaptlab.serve.network import ListenError
+    from adaptlab.serve.ray_deployment import RayServeError, serve_on_ray
+
+    if canary is not None:
+        _fail("--canary runs in the single-process server only, not with --ray")
+    refusals: tuple[type[Exception], ...] = (*_predict_errors(), ListenError, RayServeError)
+    try:
+        serve_on_ray(targets, registry, settings, ray_settings, log=_log)
     except refusals as exc:
         _fail(_escape(str(exc)))

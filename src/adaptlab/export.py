@@ -32,7 +32,6 @@ import json
 import os
 import shutil
 import tempfile
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +46,7 @@ from adaptlab.evaluate.generation import stop_token_ids
 from adaptlab.evaluate.grounding import RetrievalAugmented
 from adaptlab.models.bundled import BUNDLED, canonical_name
 from adaptlab.models.encoder import ClassifierParts, PooledEncoder
-from adaptlab.models.onnx_encoder import OPSET
+from adaptlab.models.onnx_encoder import export_token_graph
 from adaptlab.paths import writable_folder, write_text_atomic
 from adaptlab.predict import LoadedModel, open_model
 from adaptlab.runs import (
@@ -548,25 +547,8 @@ def _write_onnx(loaded: LoadedModel, folder: Path, final: Path) -> list[str]:
     assert isinstance(model, PooledClassifier)
     parameter = next(parts.encoder.parameters())
     graph = _ProbabilityGraph(parts.encoder, parts.head.to(parameter.device)).eval()
-    sample = torch.ones(2, 8, dtype=torch.long, device=parameter.device)
-    dynamic = {0: "batch", 1: "tokens"}
     path = folder / ONNX_FILE
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # exporter deprecation chatter
-        torch.onnx.export(
-            graph,
-            (sample, torch.ones_like(sample)),
-            str(path),
-            input_names=["input_ids", "attention_mask"],
-            output_names=["probabilities"],
-            dynamic_axes={
-                "input_ids": dynamic,
-                "attention_mask": dynamic,
-                "probabilities": {0: "batch"},
-            },
-            opset_version=OPSET,
-            dynamo=False,
-        )
+    export_token_graph(graph, path, "probabilities")
     proto = onnx.load(str(path))
     names = list(model.label_names)
     onnx.helper.set_model_props(

@@ -17,6 +17,7 @@ their content fingerprint), written to a temporary name and renamed, never shipp
 from __future__ import annotations
 
 import logging
+import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -59,7 +60,7 @@ def build_onnx(name: str, int8: bool, encoder: tuple[Any, torch.nn.Module] | Non
     if int8:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        tmp = target.with_suffix(".tmp.onnx")
+        tmp = _scratch(target, "tmp")
         # The quantiser logs advice about pre-processing on the root logger at WARNING;
         # the fused graph needs none of it.
         root = logging.getLogger()
@@ -80,29 +81,40 @@ def build_onnx(name: str, int8: bool, encoder: tuple[Any, torch.nn.Module] | Non
     return target
 
 
-def _export(name: str, target: Path, encoder: tuple[Any, torch.nn.Module] | None) -> None:
-    _, model = encoder or load_encoder(name)
-    model.eval()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    raw = target.with_suffix(".raw.onnx")
-    sample = torch.ones(2, 8, dtype=torch.long)
+def export_token_graph(module: torch.nn.Module, path: Path, output: str) -> None:
+    """``module(input_ids, attention_mask)`` as an ONNX graph at ``path``, batch and sequence
+    length dynamic, its result named ``output`` (one row per text)."""
+    parameter = next(module.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    sample = torch.ones(2, 8, dtype=torch.long, device=device)
     dynamic = {0: "batch", 1: "tokens"}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # exporter deprecation chatter
         torch.onnx.export(
-            PooledEncoder(model),
+            module,
             (sample, torch.ones_like(sample)),
-            str(raw),
+            str(path),
             input_names=["input_ids", "attention_mask"],
-            output_names=["embedding"],
-            dynamic_axes={
-                "input_ids": dynamic,
-                "attention_mask": dynamic,
-                "embedding": {0: "batch"},
-            },
+            output_names=[output],
+            dynamic_axes={"input_ids": dynamic, "attention_mask": dynamic, output: {0: "batch"}},
             opset_version=OPSET,
             dynamo=False,
         )
+
+
+def _scratch(target: Path, stage: str) -> Path:
+    """A temporary name beside ``target`` that no other process uses: two processes building
+    the same cache entry at once (Ray replicas starting together) each rename a whole file
+    into place instead of overwriting each other's half-written one."""
+    return target.with_name(f".{target.stem}.{stage}.{os.getpid()}.onnx")
+
+
+def _export(name: str, target: Path, encoder: tuple[Any, torch.nn.Module] | None) -> None:
+    _, model = encoder or load_encoder(name)
+    model.eval()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    raw = _scratch(target, "raw")
+    export_token_graph(PooledEncoder(model), raw, "embedding")
     config = getattr(model, "config")  # noqa: B009 (Module typing)
     if config.model_type in BERT_FAMILY:
         from onnxruntime.transformers import optimizer
@@ -113,7 +125,7 @@ def _export(name: str, target: Path, encoder: tuple[Any, torch.nn.Module] | None
             num_heads=int(config.num_attention_heads),
             hidden_size=int(config.hidden_size),
         )
-        tmp = target.with_suffix(".tmp.onnx")
+        tmp = _scratch(target, "tmp")
         fused.save_model_to_file(str(tmp))
         raw.unlink()
         tmp.replace(target)

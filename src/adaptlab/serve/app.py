@@ -16,7 +16,10 @@ answers what the command line prints. Routes:
 - ``GET /metrics``: Prometheus (:mod:`adaptlab.serve.metrics`).
 
 What the server takes on is :mod:`adaptlab.serve.admission`'s business; which model answers a
-request is a :class:`~adaptlab.serve.routing.Router`'s (a canary router plugs in there).
+request is a :class:`~adaptlab.serve.routing.Router`'s: with ``canary``, the
+:class:`~adaptlab.serve.canary.CanaryRouter` splits the champion's requests with a gated
+candidate, and :meth:`ServerState.call` lets the :class:`~adaptlab.serve.canary.Canary` watch
+every prediction (:mod:`adaptlab.serve.canary`).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from adaptlab import predict
 from adaptlab.predict import Answer, LoadedModel
 from adaptlab.serve.admission import Admission, BodyLimit, timed_out
+from adaptlab.serve.canary import Canary, CanaryRouter, CanarySettings, open_canary
 from adaptlab.serve.metrics import (
     MetricsMiddleware,
     RequestSpan,
@@ -54,6 +58,7 @@ from adaptlab.serve.metrics import (
     route_paths,
     span_of,
 )
+from adaptlab.serve.monitor import DriftMonitor, start_monitor
 from adaptlab.serve.network import allowed_hosts, is_loopback, listening_socket
 from adaptlab.serve.protocol import (
     ApiError,
@@ -97,10 +102,15 @@ class ServerState:
         self.ready = False
         self.not_ready = "the models are warming up"
         self.startup_error: BaseException | None = None
+        self.drift: DriftMonitor | None = None
+        self.canary: Canary | None = None
 
-    def start(self, models: Sequence[ServedModel]) -> None:
+    def start(self, models: Sequence[ServedModel], canary: Canary | None = None) -> None:
         self.table = ModelTable(models)
+        self.canary = canary
         self.router = DirectRouter(self.table)
+        if canary is not None:
+            self.router = CanaryRouter(self.table, canary)
         settings = self.settings
         admission = Admission(settings.max_concurrency, settings.max_queue, settings.retry_after_s)
         self.admission = admission
@@ -118,12 +128,27 @@ class ServerState:
 
     async def predict(self, model: ServedModel, job: Callable[[LoadedModel], Any]) -> Any:
         assert self.admission is not None, "the server has not started"
-        return await self.admission.run(lambda: model.call(job), self.deadline())
+        return await self.admission.run(lambda: self.call(model, job), self.deadline())
+
+    def call(
+        self,
+        model: ServedModel,
+        job: Callable[[LoadedModel], Any],
+        may_retry: Callable[[], bool] = lambda: True,
+    ) -> Any:
+        """``job`` on ``model``, in a worker thread; through the canary when there is one (it
+        watches the prediction, and answers a failed candidate's with the champion while
+        ``may_retry()``)."""
+        if self.canary is None:
+            return model.call(job)
+        return self.canary.call(model, job, may_retry)
 
     async def warm_up(self) -> None:
-        """One real prediction per model; /ready answers 200 only once all succeeded."""
+        """One real prediction per model (a canary's candidate too); /ready answers 200 only
+        once all succeeded."""
         assert self.admission is not None
-        for model in self.table:
+        candidate = [] if self.canary is None else [self.canary.candidate.model]
+        for model in [*self.table, *candidate]:
             try:
                 await self.admission.run(partial(model.call, _warm_up), None)
             except Exception as exc:
@@ -141,10 +166,19 @@ def _warm_up(loaded: LoadedModel) -> None:
 
 
 def create_app(
-    targets: Sequence[str | Path], settings: ServeSettings, *, registry: Path | None = None
+    targets: Sequence[str | Path],
+    settings: ServeSettings,
+    *,
+    registry: Path | None = None,
+    canary: CanarySettings | None = None,
+    log: Log | None = None,
 ) -> FastAPI:
     """The server of ``targets`` (run folders, or registered references ``NAME@ALIAS``,
-    ``NAME:VERSION`` in ``registry``), opened when the app starts and closed when it stops."""
+    ``NAME:VERSION`` in ``registry``), opened when the app starts and closed when it stops.
+
+    ``canary``: a candidate split with the champion of its name, gated first: a refused one
+    fails the start (:class:`~adaptlab.serve.canary.CanaryRefused`); ``log`` hears what the
+    canary decides."""
     if not targets:
         raise ValueError("nothing to serve: give at least one run folder or registered version")
     state = ServerState(settings)
@@ -153,10 +187,15 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with ExitStack() as stack:
             try:
-                state.start(_open_models(stack, targets, registry))
+                opened = _open_models(stack, targets, registry)
+                served = list(zip(map(str, targets), opened, strict=True))
+                state.start(opened, _open_canary(stack, state, served, canary, registry, log))
             except Exception as exc:
                 state.startup_error = exc
                 raise
+            models = state.table.models
+            drift = start_monitor(models, settings.drift, state.metrics.registry, registry)
+            state.drift = drift
             warming = asyncio.create_task(state.warm_up())
             try:
                 yield
@@ -164,6 +203,10 @@ def create_app(
                 warming.cancel()
                 assert state.admission is not None
                 await state.admission.close()
+                if state.canary is not None:
+                    await asyncio.to_thread(state.canary.close)
+                if drift is not None:
+                    await asyncio.to_thread(drift.close)
 
     # The docs pages load their scripts from a CDN; the schema itself is served.
     app = FastAPI(title="adaptlab serve", docs_url=None, redoc_url=None, lifespan=lifespan)
@@ -187,6 +230,27 @@ def _open_models(
     return models
 
 
+def _open_canary(
+    stack: ExitStack,
+    state: ServerState,
+    served: Sequence[tuple[str, ServedModel]],
+    canary: CanarySettings | None,
+    registry: Path | None,
+    log: Log | None,
+) -> Canary | None:
+    if canary is None:
+        return None
+    return open_canary(
+        stack,
+        served,
+        canary,
+        registry=registry,
+        timeout_s=state.settings.request_timeout_s,
+        metrics=state.metrics.registry,
+        log=log,
+    )
+
+
 # --------------------------------------------------------------------------- routes
 
 
@@ -200,6 +264,8 @@ def _add_model_routes(app: FastAPI, state: ServerState) -> None:
         predictions = await state.predict(
             model, lambda loaded: predict.classify(loaded, texts, top_k=len(labels))
         )
+        if state.drift is not None:
+            state.drift.observe_classified(model, texts, predictions)
         created = int(time.time())
         ident = f"classify-{uuid.uuid4().hex}"
         return JSONResponse(classification(ident, model.name, created, predictions, labels))
@@ -218,6 +284,8 @@ def _add_model_routes(app: FastAPI, state: ServerState) -> None:
         (answer,) = await state.predict(
             model, lambda loaded: predict.answer(loaded, [conversation], max_new_tokens=limit)
         )
+        if state.drift is not None:
+            state.drift.observe_answered(model, conversation, answer)
         return JSONResponse(chat_completion(ident, model.name, created, answer))
 
     @app.post("/v1/completions", response_model=None)
@@ -237,13 +305,17 @@ def _add_model_routes(app: FastAPI, state: ServerState) -> None:
         answers = await state.predict(
             model, lambda loaded: predict.answer(loaded, conversations, max_new_tokens=limit)
         )
+        if state.drift is not None:
+            for asked, answered in zip(conversations, answers, strict=True):
+                state.drift.observe_answered(model, asked, answered)
         return JSONResponse(completion(ident, model.name, created, answers))
 
 
 def _add_service_routes(app: FastAPI, state: ServerState) -> None:
     @app.get("/v1/models")
     async def models() -> JSONResponse:
-        return JSONResponse({"object": "list", "data": [_model_card(m) for m in state.table]})
+        cards = [_model_card(m, state.canary) for m in state.table]
+        return JSONResponse({"object": "list", "data": cards})
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -266,7 +338,7 @@ def _add_service_routes(app: FastAPI, state: ServerState) -> None:
         return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
-def _model_card(model: ServedModel) -> dict[str, Any]:
+def _model_card(model: ServedModel, canary: Canary | None = None) -> dict[str, Any]:
     loaded = model.loaded
     card: dict[str, Any] = {
         "id": model.name,
@@ -284,6 +356,8 @@ def _model_card(model: ServedModel) -> dict[str, Any]:
         card["labels"] = list(loaded.label_names)
     else:
         card["max_tokens"] = loaded.max_new_tokens
+    if canary is not None and model is canary.champion.model:
+        card["canary"] = canary.describe()
     return card
 
 
@@ -336,14 +410,20 @@ async def _stream(
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
     stop = threading.Event()
+    sent = threading.Event()  # a canary's failed candidate is retried only before this
 
     def push(piece: str) -> None:
+        sent.set()
         loop.call_soon_threadsafe(queue.put_nowait, piece)
 
     def job(loaded: LoadedModel) -> Answer:
         return predict.answer_streaming(loaded, conversation, push, max_new_tokens=limit, stop=stop)
 
-    future = await state.admission.start(lambda: model.call(job), deadline)
+    future = await state.admission.start(
+        lambda: state.call(model, job, lambda: not sent.is_set()), deadline
+    )
+    if state.drift is not None:
+        state.drift.observe_stream(model, conversation, future)
     # Runs after every piece the thread pushed: both go through the loop's queue of callbacks.
     future.add_done_callback(lambda _: queue.put_nowait(_END))
     try:
@@ -493,13 +573,15 @@ def run_server(
     registry: Path | None,
     settings: ServeSettings,
     *,
+    canary: CanarySettings | None = None,
     log: Log = print,
 ) -> None:
     """Serve ``targets`` until interrupted (Ctrl+C, SIGTERM), then let the requests in flight
     finish (``settings.shutdown_timeout_s``). Raises what opening a model raised
     (:class:`adaptlab.runs.RunError`, a registry error) or
-    :class:`adaptlab.serve.network.ListenError` (the port is taken)."""
-    app = create_app(targets, settings, registry=registry)
+    :class:`adaptlab.serve.network.ListenError` (the port is taken), or
+    :class:`adaptlab.serve.canary.CanaryRefused` (the gate refused ``canary``)."""
+    app = create_app(targets, settings, registry=registry, canary=canary, log=log)
     listener = listening_socket(settings.host, settings.port)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     if not is_loopback(settings.host):

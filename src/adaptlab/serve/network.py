@@ -38,7 +38,12 @@ def listening_socket(
     (a port in use, an address this machine does not have)."""
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        return socket.create_server((host, port), family=family)
+        listener = socket.create_server((host, port), family=family)
+        # Accepted connections inherit this (Linux). Without it a response's last small write
+        # waits for the client's delayed ACK: every keep-alive request took ~44 ms on loopback
+        # instead of ~1 ms (measured with httpx against uvicorn's h11 protocol).
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return listener
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise error(

@@ -2,9 +2,10 @@
 
 A request names a model (its ``model`` field); a :class:`Router` turns that name and the
 request's routing key into the :class:`ServedModel` that answers. :class:`DirectRouter`
-answers with the model named. A canary router (a weighted, sticky split between a champion and
-a candidate, by a hash of the key) implements the same :class:`Router` and plugs in where
-:func:`adaptlab.serve.app.create_app` builds the router, over the same :class:`ModelTable`.
+answers with the model named. :class:`adaptlab.serve.canary.CanaryRouter` (a weighted, sticky
+split between a champion and a candidate, by a hash of the key) implements the same
+:class:`Router` over the same :class:`ModelTable`; the server state builds it when it starts
+with a canary.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from annotated_types import Ge, Gt, Le
 from pydantic import Field
 
 from adaptlab.config import Section
+from adaptlab.serve.drift import DriftConfig
 
 
 class ServeSettings(Section):
@@ -57,4 +58,9 @@ class ServeSettings(Section):
     )
     retry_after_s: Annotated[int, Ge(1), Le(3600)] = Field(
         1, description="The Retry-After (seconds) sent with a 429."
+    )
+    drift: DriftConfig | None = Field(
+        None,
+        description="Drift monitoring of every model's inputs against its training data "
+        "(adaptlab.serve.monitor); None: off. `adaptlab serve` turns it on.",
     )

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.unit.optional import free_port, require_extra
 from tests.unit.registry.conftest import WINNER, promote
 from tests.unit.strategies.test_compare import experiment as tiny_experiment
 from typer.testing import CliRunner
@@ -43,27 +43,11 @@ SMALL_FILES = {"config.yaml", "cost.json", "eval.json", "manifest.json"}
 START_DEADLINE_S = 90.0
 
 
-def require_mlflow() -> None:
-    try:
-        import mlflow  # noqa: F401
-    except ImportError as exc:
-        message = f"MLflow is not installed ({exc}): {INSTALL}"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}; .ci/run installs it")
-        pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A local MLflow server: SQLite backend, artifacts proxied into a temporary folder; its
     whole process group is ended at teardown."""
-    require_mlflow()
+    require_extra("mlflow", INSTALL)
     folder = tmp_path_factory.mktemp("mlflow")
     port = free_port()
     command = [
@@ -251,7 +235,7 @@ def test_compare_with_mlflow_logs_its_runs(
 
 
 def test_an_alias_mlflow_refuses_stops_the_promotion_first(run_dir: Path, tmp_path: Path) -> None:
-    require_mlflow()
+    require_extra("mlflow", INSTALL)
     where = ["--registry", str(tmp_path / "registry"), "--mlflow", "http://127.0.0.1:9"]
     result = runner.invoke(
         app, ["promote", str(run_dir), "--name", "intent", "--alias", "v2", *APPROVAL, *where]
@@ -261,7 +245,7 @@ def test_an_alias_mlflow_refuses_stops_the_promotion_first(run_dir: Path, tmp_pa
 
 
 def test_no_server_is_said_at_once() -> None:
-    require_mlflow()
+    require_extra("mlflow", INSTALL)
     started = time.monotonic()
     with pytest.raises(TrackingError, match="no MLflow server answers at http://127.0.0.1:"):
         check_tracking(f"http://127.0.0.1:{free_port()}")

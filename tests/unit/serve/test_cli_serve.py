@@ -14,14 +14,9 @@ import time
 from pathlib import Path
 
 import httpx
+from tests.unit.optional import free_port
 
 LAUNCH = "from adaptlab.cli import main; main()"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _serve(*args: str, cache: Path) -> subprocess.Popen[str]:
@@ -36,7 +31,7 @@ def _serve(*args: str, cache: Path) -> subprocess.Popen[str]:
 
 
 def test_the_command_serves_a_run_until_interrupted(classifier_run: Path, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     process = _serve(str(classifier_run), "--port", str(port), cache=tmp_path / "cache")
     try:
         deadline = time.monotonic() + 90
