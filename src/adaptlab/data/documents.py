@@ -796,6 +796,7 @@ def read_collection(folder: Path, expected_sha256: str | None = None) -> Prepare
         ) from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{facts_path}: unreadable: {exc}") from None
+    _require_facts(facts, facts_path)
     if expected_sha256 is not None and facts.get("sha256") != expected_sha256:
         raise DataError(
             f"{facts_path}: collection sha256 {str(facts.get('sha256'))[:12]}… differs from the "
@@ -817,6 +818,30 @@ def read_collection(folder: Path, expected_sha256: str | None = None) -> Prepare
         chunks,
         dict(facts.get("report") or {}),
     )
+
+
+_FACTS = {
+    "path": str,
+    "sha256": str,
+    "source_sha256": str,
+    "tokenizer": str,
+    "chunk_tokens": int,
+    "overlap_tokens": int,
+}
+
+
+def _require_facts(facts: object, path: Path) -> None:
+    """``documents.json`` as :func:`write_collection` writes it, or :class:`DataError` naming
+    the first field that is missing or of another type."""
+    if not isinstance(facts, dict):
+        raise DataError(f"{path}: expected a JSON object; re-run `adaptlab data prepare`")
+    for name, kind in _FACTS.items():
+        value = facts.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise DataError(
+                f"{path}: field '{name}' is missing or not a {kind.__name__}; re-run "
+                "`adaptlab data prepare`"
+            )
 
 
 def unknown_gold_ids(

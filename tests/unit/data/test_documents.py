@@ -539,6 +539,13 @@ def test_a_prepared_collection_round_trips_through_the_data_folder(tmp_path: Pat
     assert prepared.lock_entry()["chunks"] == len(prepared.chunks) > 2
     with pytest.raises(DataError, match=r"documents\.json: collection sha256 .* differs"):
         read_collection(tmp_path / "data", expected_sha256="0" * 64)
+    facts = tmp_path / "data" / "documents.json"
+    written = json.loads(facts.read_text(encoding="utf-8"))
+    without_tokenizer = {k: v for k, v in written.items() if k != "tokenizer"}
+    for broken in ({**written, "chunk_tokens": "200"}, without_tokenizer, []):
+        facts.write_text(json.dumps(broken), encoding="utf-8")
+        with pytest.raises(DataError, match=r"documents\.json: (field '\w+' is missing|expected)"):
+            read_collection(tmp_path / "data")
 
 
 def test_the_source_hash_changes_with_any_byte_or_name_and_nothing_else(tmp_path: Path) -> None:
