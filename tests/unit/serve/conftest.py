@@ -24,7 +24,7 @@ import uvicorn
 from fastapi import FastAPI
 from tests.unit.models.test_causal_lm import build_tiny_llm
 from tests.unit.strategies.conftest import chat_records
-from tests.unit.strategies.test_compare import write_dataset
+from tests.unit.strategies.test_compare import tiny_runs_config
 from tests.unit.strategies.test_generative import write_jsonl
 
 from adaptlab import predict
@@ -57,15 +57,7 @@ def _compare(root: Path, raw: dict[str, Any]) -> Path:
 def classifier_run(tmp_path_factory: pytest.TempPathFactory, tiny_encoder: Path) -> Path:
     """The folder of a finished ``frozen`` run on the tiny BERT (3 labels)."""
     root = tmp_path_factory.mktemp("serve-classifier")
-    raw = {
-        "name": "intent",
-        "output_dir": str(root / "runs"),
-        "data": {"train": str(write_dataset(root / "train.jsonl")), "val_set_size": 0.25},
-        "model": {"base_model": str(tiny_encoder), "sequence_len": 32},
-        "train": {"max_steps": 2},
-        "strategies": {"frozen": {}},
-        "compare": {"strategies": ["frozen"], "latency_budget_s": 0.05, "bootstrap_resamples": 100},
-    }
+    raw = tiny_runs_config(root, tiny_encoder, ["frozen"], {"frozen": {}}, name="intent")
     return _compare(root, raw) / "runs" / "frozen"
 
 

@@ -24,7 +24,7 @@ import pytest
 import torch
 from safetensors.numpy import load_file, save_file
 from tests.unit.serve.conftest import Server, _compare, serving
-from tests.unit.strategies.test_compare import TOPICS, write_dataset
+from tests.unit.strategies.test_compare import TOPICS, tiny_runs_config
 from typer.testing import CliRunner
 
 from adaptlab import predict
@@ -59,19 +59,8 @@ DEADLINE_S = 30.0
 def runs(tmp_path_factory: pytest.TempPathFactory, tiny_encoder: Path) -> Path:
     """The runs folder holding ``frozen``, ``knn`` and ``zero_shot``."""
     root = tmp_path_factory.mktemp("canary-runs")
-    raw = {
-        "name": "intent",
-        "output_dir": str(root / "runs"),
-        "data": {"train": str(write_dataset(root / "train.jsonl")), "val_set_size": 0.25},
-        "model": {"base_model": str(tiny_encoder), "sequence_len": 32},
-        "train": {"max_steps": 2},
-        "strategies": {"frozen": {}},
-        "compare": {
-            "strategies": ["frozen", "knn", "zero_shot"],
-            "latency_budget_s": 0.05,
-            "bootstrap_resamples": 100,
-        },
-    }
+    strategies = ["frozen", "knn", "zero_shot"]
+    raw = tiny_runs_config(root, tiny_encoder, strategies, {"frozen": {}}, name="intent")
     return _compare(root, raw) / "runs"
 
 

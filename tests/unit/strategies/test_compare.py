@@ -36,6 +36,26 @@ def write_dataset(path: Path) -> Path:
     return path
 
 
+def tiny_runs_config(
+    root: Path,
+    tiny_encoder: Path,
+    strategies: list[str],
+    settings: dict[str, Any] | None = None,
+    name: str = "tiny",
+) -> dict[str, Any]:
+    """The raw config of a quick compare of ``strategies`` on :func:`write_dataset` and the tiny
+    encoder (two training steps), for tests that need finished runs to load, serve or export."""
+    return {
+        "name": name,
+        "output_dir": str(root / "runs"),
+        "data": {"train": str(write_dataset(root / "train.jsonl")), "val_set_size": 0.25},
+        "model": {"base_model": str(tiny_encoder), "sequence_len": 32},
+        "train": {"max_steps": 2},
+        "strategies": settings or {},
+        "compare": {"strategies": strategies, "latency_budget_s": 0.05, "bootstrap_resamples": 100},
+    }
+
+
 def experiment(tmp_path: Path, tiny_encoder: Path, **changes: Any) -> ExperimentConfig:
     raw: dict[str, Any] = {
         "name": "tiny",

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from tests.unit.strategies.test_compare import write_dataset
+from tests.unit.strategies.test_compare import tiny_runs_config
 from tests.unit.strategies.test_generative import chat_experiment
 from tests.unit.test_import_layers import SOURCE, import_edges
 from typer.testing import CliRunner
@@ -65,19 +65,7 @@ ALLOWED_SUFFIXES = {".json", ".safetensors", ".onnx", ".md", ".txt", ".jinja"}
 @pytest.fixture(scope="module")
 def classifiers(tmp_path_factory: pytest.TempPathFactory, tiny_encoder: Path) -> Path:
     tmp_path = tmp_path_factory.mktemp("export-classify")
-    raw = {
-        "name": "tiny",
-        "output_dir": str(tmp_path / "runs"),
-        "data": {"train": str(write_dataset(tmp_path / "train.jsonl")), "val_set_size": 0.25},
-        "model": {"base_model": str(tiny_encoder), "sequence_len": 32},
-        "train": {"max_steps": 2},
-        "strategies": CLASSIFIER_RUNS,
-        "compare": {
-            "strategies": list(CLASSIFIER_RUNS),
-            "latency_budget_s": 0.05,
-            "bootstrap_resamples": 100,
-        },
-    }
+    raw = tiny_runs_config(tmp_path, tiny_encoder, list(CLASSIFIER_RUNS), CLASSIFIER_RUNS)
     result = compare(ExperimentConfig.model_validate(raw), **QUIET)
     assert result.comparison["failures"] == {}
     return result.folder / "runs"

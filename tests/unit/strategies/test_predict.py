@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.unit.strategies.test_compare import write_dataset
+from tests.unit.strategies.test_compare import tiny_runs_config
 from tests.unit.strategies.test_generative import write_jsonl
 from tests.unit.strategies.test_matrix import ROWS, FromFixture
 from tests.unit.strategies.test_rag_compare import DOCUMENTS, EVAL, TRAIN, write_documents
@@ -66,15 +66,8 @@ def classifiers(
 ) -> Path:
     tmp_path = tmp_path_factory.mktemp("predict-classify")
     names = _runnable("classification")
-    raw = {
-        "name": "tiny",
-        "output_dir": str(tmp_path / "runs"),
-        "data": {"train": str(write_dataset(tmp_path / "train.jsonl")), "val_set_size": 0.25},
-        "model": {"base_model": str(tiny_encoder), "sequence_len": 32},
-        "train": {"max_steps": 2},
-        "strategies": {name: _settings(name, request) for name in names},
-        "compare": {"strategies": names, "latency_budget_s": 0.05, "bootstrap_resamples": 100},
-    }
+    settings = {name: _settings(name, request) for name in names}
+    raw = tiny_runs_config(tmp_path, tiny_encoder, names, settings)
     result = compare(ExperimentConfig.model_validate(raw), **QUIET)
     assert result.comparison["failures"] == {}
     return result.folder
