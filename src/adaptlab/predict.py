@@ -41,6 +41,7 @@ from adaptlab.evaluate.generation import (
     stop_token_ids,
 )
 from adaptlab.evaluate.grounding import RetrievalAugmented
+from adaptlab.models.shared_base import SharedBases, weights_lock
 from adaptlab.paths import cache_dir
 from adaptlab.registry import Registry
 from adaptlab.registry.catalog import registry_root
@@ -69,6 +70,9 @@ class LoadedModel:
     model: Model
     source: str
     """What was opened: the run folder, or the registered version (``intent:3``)."""
+    lock: threading.RLock = field(default_factory=threading.RLock, compare=False)
+    """Held for one prediction at a time on these weights (a fast tokenizer shared between
+    threads fails): the model's own, or the one of the base it shares with other runs."""
 
     @property
     def is_classifier(self) -> bool:
@@ -131,19 +135,27 @@ class Answer:
 # --------------------------------------------------------------------------- loading
 
 
-def load_run(folder: Path, source: str | None = None) -> LoadedModel:
+def load_run(
+    folder: Path, source: str | None = None, bases: SharedBases | None = None
+) -> LoadedModel:
     """The model of the finished run in ``folder``; :class:`RunError` naming the file at fault
-    (an unfinished run, a config that no longer validates, an unknown strategy)."""
+    (an unfinished run, a config that no longer validates, an unknown strategy).
+
+    ``bases``: base models loaded for other runs; an adapter run of one of them is added to it,
+    unmerged, instead of loading the base again (its :attr:`LoadedModel.lock` is then the
+    base's)."""
     record = read_run(folder, predictions=False)
     try:
         strategy, _ = resolve_run(record.name, {"strategy": record.strategy})
     except KeyError as exc:
         raise RunError(f"{folder / 'manifest.json'}: field 'strategy': {exc.args[0]}") from None
-    context = loading_context(record)
-    return LoadedModel(record, strategy.load(context), source or str(folder))
+    model = strategy.load(loading_context(record, bases))
+    shared = weights_lock(model.lm) if isinstance(model, Generator) else None
+    source = source or str(folder)
+    return LoadedModel(record, model, source, shared or threading.RLock())
 
 
-def loading_context(record: RunRecord) -> RunContext[Any]:
+def loading_context(record: RunRecord, bases: SharedBases | None = None) -> RunContext[Any]:
     """The :class:`RunContext` a strategy's ``load`` reads: the run's folder and the settings
     of its ``config.yaml``, with a task that carries no examples."""
     path = record.folder / CONFIG
@@ -171,6 +183,7 @@ def loading_context(record: RunRecord) -> RunContext[Any]:
         config,
         train,
         record.folder.parent,
+        bases=bases,
     )
 
 
@@ -194,14 +207,17 @@ def _task_without_examples(record: RunRecord) -> Task:
 
 
 @contextmanager
-def open_model(target: str | Path, registry: Path | None = None) -> Iterator[LoadedModel]:
+def open_model(
+    target: str | Path, registry: Path | None = None, bases: SharedBases | None = None
+) -> Iterator[LoadedModel]:
     """The model of ``target``: a finished run folder, or a registered version
     (``NAME``, ``NAME@ALIAS``, ``NAME:VERSION``) in the registry at ``registry`` (else
     ``$ADAPTLAB_REGISTRY``, else the cache's). A version is written into a temporary folder,
-    each file checked against its sha256, and the folder is removed when the block ends."""
+    each file checked against its sha256, and the folder is removed when the block ends.
+    ``bases``: as for :func:`load_run`."""
     folder = Path(target)
     if folder.is_dir():
-        yield load_run(folder)
+        yield load_run(folder, bases=bases)
         return
     if "/" in str(target) or "\\" in str(target) or folder.exists():  # names hold no separator
         raise RunError(f"{target}: no such run folder")
@@ -214,7 +230,7 @@ def open_model(target: str | Path, registry: Path | None = None) -> Iterator[Loa
     try:
         # By number: an alias moved meanwhile does not swap the files under the loaded model.
         opened = catalog.open_version(str(version), holder / "run")
-        yield load_run(opened, source=str(version))
+        yield load_run(opened, source=str(version), bases=bases)
     finally:
         shutil.rmtree(holder, ignore_errors=True)
 

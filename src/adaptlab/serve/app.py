@@ -1,7 +1,9 @@
 """``adaptlab serve``: finished runs or registered versions behind an OpenAI-compatible API.
 
 The models are opened once, when the server starts, through :func:`adaptlab.predict.open_model`
-(a registered version is checked out through its sha256s), and held open until it stops; every
+(a registered version is checked out through its sha256s), and held open until it stops;
+LoRA adapter runs of one base share one loaded copy of it
+(:class:`~adaptlab.models.shared_base.SharedBases`), one prediction at a time on it. Every
 answer comes from :func:`adaptlab.predict.classify`, :func:`~adaptlab.predict.answer` or
 :func:`~adaptlab.predict.answer_streaming`, the path ``adaptlab predict`` takes, so the server
 answers what the command line prints. Routes:
@@ -48,6 +50,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from adaptlab import predict
+from adaptlab.models.shared_base import SharedBases
 from adaptlab.predict import Answer, LoadedModel
 from adaptlab.serve.admission import Admission, BodyLimit, timed_out
 from adaptlab.serve.canary import Canary, CanaryRouter, CanarySettings, open_canary
@@ -187,9 +190,11 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with ExitStack() as stack:
             try:
-                opened = _open_models(stack, targets, registry)
+                bases = SharedBases()  # adapters of one base share one loaded copy of it
+                opened = _open_models(stack, targets, registry, bases)
                 served = list(zip(map(str, targets), opened, strict=True))
-                state.start(opened, _open_canary(stack, state, served, canary, registry, log))
+                candidate = _open_canary(stack, state, served, canary, registry, bases, log)
+                state.start(opened, candidate)
             except Exception as exc:
                 state.startup_error = exc
                 raise
@@ -221,11 +226,11 @@ def create_app(
 
 
 def _open_models(
-    stack: ExitStack, targets: Sequence[str | Path], registry: Path | None
+    stack: ExitStack, targets: Sequence[str | Path], registry: Path | None, bases: SharedBases
 ) -> list[ServedModel]:
     models = []
     for target in targets:
-        loaded = stack.enter_context(predict.open_model(target, registry))
+        loaded = stack.enter_context(predict.open_model(target, registry, bases))
         models.append(served_model(str(target), loaded))
     return models
 
@@ -236,6 +241,7 @@ def _open_canary(
     served: Sequence[tuple[str, ServedModel]],
     canary: CanarySettings | None,
     registry: Path | None,
+    bases: SharedBases,
     log: Log | None,
 ) -> Canary | None:
     if canary is None:
@@ -245,6 +251,7 @@ def _open_canary(
         served,
         canary,
         registry=registry,
+        bases=bases,
         timeout_s=state.settings.request_timeout_s,
         metrics=state.metrics.registry,
         log=log,

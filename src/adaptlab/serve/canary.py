@@ -71,6 +71,7 @@ from pydantic import Field
 from adaptlab import predict
 from adaptlab.comparison import paired_difference
 from adaptlab.config import CompareConfig, Section
+from adaptlab.models.shared_base import SharedBases
 from adaptlab.predict import Answer, LabelPrediction, LoadedModel
 from adaptlab.registry import Event, Reference, Registry, RegistryError, parse_reference
 from adaptlab.registry.catalog import registry_root
@@ -930,13 +931,15 @@ def open_canary(
     timeout_s: float,
     metrics: CollectorRegistry,
     log: Log | None = None,
+    bases: SharedBases | None = None,
 ) -> Canary:
     """Open the candidate (held until ``stack`` closes), gate it against the served champion of
     its name (``served``: each target as given with its model), and start the canary;
-    :class:`CanaryRefused` naming what is wrong."""
+    :class:`CanaryRefused` naming what is wrong. ``bases``: the served models' shared bases (a
+    candidate adapter of the champion's base is added to it)."""
     wanted = _alias_reference(settings.candidate, "--canary")
     champion = _champion(served, wanted)
-    loaded = stack.enter_context(predict.open_model(settings.candidate, registry))
+    loaded = stack.enter_context(predict.open_model(settings.candidate, registry, bases))
     candidate = Side(ServedModel(champion.model.name, loaded), wanted, _version_of(loaded.source))
     _require_distinct(champion, candidate)
     names = (

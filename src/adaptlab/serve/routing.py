@@ -10,7 +10,6 @@ with a canary.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -38,9 +37,6 @@ class ServedModel:
     aliases: tuple[str, ...] = ()
     """Other names it answers to: the registered version it resolved to (``intent:3``)."""
     created: int = field(default_factory=lambda: int(time.time()))
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    """One prediction at a time per model: a Hugging Face fast tokenizer shared between threads
-    fails ("Already borrowed"), and a CPU's cores are better spent on one batch than split."""
 
     @property
     def is_classifier(self) -> bool:
@@ -52,8 +48,11 @@ class ServedModel:
         return self.loaded.record.manifest.base_model
 
     def call(self, predict: Callable[[LoadedModel], T]) -> T:
-        """``predict(loaded)`` while holding this model's lock (in a worker thread)."""
-        with self.lock:
+        """``predict(loaded)`` while holding the lock of its weights (in a worker thread): one
+        prediction at a time per model, or per base for adapters sharing one (a Hugging Face
+        fast tokenizer shared between threads fails, "Already borrowed", and a CPU's cores are
+        better spent on one batch than split)."""
+        with self.loaded.lock:
             return predict(self.loaded)
 
 

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from adaptlab.evaluate.generation import DecodingConfig
     from adaptlab.models.causal_lm import CausalLM
     from adaptlab.models.encoder import ClassifierParts
+    from adaptlab.models.shared_base import SharedBases
 
 Messages = list[dict[str, Any]]
 """A chat conversation: ``{"role", "content", ...}`` messages, as in chat JSONL records."""
@@ -225,6 +226,9 @@ class RunContext(Generic[TaskT, ConfigT]):
     track: Track = no_progress
     resume: bool = False  # an interrupted run with the same config left a checkpoint
     facts: dict[str, Any] = field(default_factory=dict)  # measured by the strategy: params, steps
+    bases: SharedBases | None = None
+    """Loading only: base models already loaded, which an adapter run loads its adapter onto
+    (unmerged) rather than loading its base again (several runs served by one process)."""
 
     @property
     def base_model(self) -> str:

@@ -56,8 +56,8 @@ from adaptlab.strategies.sft_full import trainable_copy, tuned_generator
 from adaptlab.strategies.sft_lora import (
     ADAPTER_DIR,
     SftLoraConfig,
-    adapted_generator,
     adapter_workload,
+    loaded_adapter,
     save_adapter,
     with_adapter,
 )
@@ -179,9 +179,7 @@ class RagSftStrategy:
     def load(self, run: RunContext[GenerativeTask], merge: bool = True) -> RagGenerator:
         index, settings = read_retrieval(run)
         spec = PromptSpec.read(run.folder)
-        tuned: TunedGenerator = adapted_generator(
-            run.folder / ADAPTER_DIR, CausalLM.load(run.base_model), merge
-        )
+        tuned: TunedGenerator = loaded_adapter(run, merge)
         prompt = PromptGenerator(tuned.lm, tuned.decoding, spec.system)
         return RagGenerator(prompt, index, int(settings["k"]), str(settings["retriever"]))
 

@@ -15,6 +15,7 @@ runs at the speed of the plain model.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -102,13 +103,33 @@ def save_adapter(model: peft.PeftModel, folder: Path, **meta: Any) -> None:
 
 def adapted_generator(folder: Path, lm: CausalLM, merge: bool) -> TunedGenerator:
     """``lm`` with the adapter saved in ``folder``, merged into its weights or kept apart."""
+
+    def attach() -> CausalLM:
+        adapted: Any = peft.PeftModel.from_pretrained(lm.model, str(folder))
+        model = adapted.merge_and_unload() if merge else adapted
+        model.eval()
+        return CausalLM(lm.name, lm.tokenizer, model)
+
+    return _checked_generator(folder, attach)
+
+
+def loaded_adapter(run: RunContext[GenerativeTask], merge: bool) -> TunedGenerator:
+    """The run's ``adapter/`` on its base model: merged into a copy of the base loaded for it,
+    or, when the run is loaded next to others (``run.bases``), added unmerged to the one copy
+    of the base they share."""
+    folder = run.folder / ADAPTER_DIR
+    bases = run.bases
+    if bases is None:
+        return adapted_generator(folder, CausalLM.load(run.base_model), merge)
+    return _checked_generator(folder, lambda: bases.adapted(run.base_model, folder))
+
+
+def _checked_generator(folder: Path, attach: Callable[[], CausalLM]) -> TunedGenerator:
+    """The adapter in ``folder`` (checked before anything loads it) attached by ``attach``,
+    with the decoding settings saved beside it."""
     check_before_load(folder, "adapter")
     meta = read_generator_meta(folder)
-    adapted: Any = peft.PeftModel.from_pretrained(lm.model, str(folder))
-    model = adapted.merge_and_unload() if merge else adapted
-    model.eval()
-    decoding = DecodingConfig(**meta["decoding"])
-    return TunedGenerator(CausalLM(lm.name, lm.tokenizer, model), decoding)
+    return TunedGenerator(attach(), DecodingConfig(**meta["decoding"]))
 
 
 class SftLoraStrategy:
@@ -142,7 +163,7 @@ class SftLoraStrategy:
 
     def load(self, run: RunContext[GenerativeTask], merge: bool = True) -> TunedGenerator:
         """Base model + adapter; ``merge=False`` keeps the adapter apart."""
-        return adapted_generator(run.folder / ADAPTER_DIR, CausalLM.load(run.base_model), merge)
+        return loaded_adapter(run, merge)
 
 
 register(SftLoraStrategy)

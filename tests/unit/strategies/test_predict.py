@@ -10,6 +10,7 @@ first row for it (``test_matrix.ROWS``): a new strategy is covered by its matrix
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from adaptlab.cli import app
 from adaptlab.compare import compare
 from adaptlab.config import ExperimentConfig
 from adaptlab.data.issues import DataError
+from adaptlab.models.shared_base import SharedBases
 from adaptlab.runs import RunError, read_run
 from adaptlab.strategies.base import get_strategy, strategies_for, supported_tasks
 
@@ -275,3 +277,45 @@ def test_a_mistyped_run_folder_is_named_as_a_missing_folder(tmp_path: Path) -> N
         predict.open_model(str(tmp_path / "runs/tiny/runs/frozn")),
     ):
         pass
+
+
+def _adapter_runs() -> list[str]:
+    """The generation strategies that save a LoRA adapter over the base (sft_lora, rag_sft)."""
+    return [s for s in _runnable("generation") if get_strategy(s).profile.method == "adapter"]
+
+
+def test_adapter_runs_loaded_together_share_one_base_and_answer_as_alone(
+    generators: Path,
+) -> None:
+    """Adapter runs of one base opened with one :class:`SharedBases` (as the server opens its
+    models) load the base's weights once, share one lock, and each answers, interleaved with
+    the others, exactly what it answers loaded alone and what compare scored."""
+    names = _adapter_runs()
+    assert len(names) >= 2, names
+    requests = [row["messages"][:-1] for row in _eval_rows(generators)][:3]
+    alone = {}
+    for name in names:
+        with predict.open_model(generators / "runs" / name) as loaded:
+            alone[name] = predict.answer(loaded, requests)
+    bases = SharedBases()
+    with ExitStack() as stack:
+        # The first run twice: a second adapter of the same files under another name.
+        targets = [*names, names[0]]
+        opened = [
+            stack.enter_context(predict.open_model(generators / "runs" / n, bases=bases))
+            for n in targets
+        ]
+        assert bases.loaded() == 1
+        assert len({id(loaded.lock) for loaded in opened}) == 1
+        base_tensors = {
+            parameter.data_ptr()
+            for loaded in opened
+            for name, parameter in loaded.model.lm.model.named_parameters()
+            if "lora_" not in name
+        }
+        with predict.open_model(generators / "runs" / names[0]) as single:
+            assert len(base_tensors) == len(list(single.model.lm.model.parameters()))
+        for request in requests:  # interleaved: each request asked of every run in turn
+            for name, loaded in zip(targets, opened, strict=True):
+                shared = predict.answer(loaded, [request])[0]
+                assert shared == alone[name][requests.index(request)], name
