@@ -19,6 +19,11 @@ the script records the time from the candidate's first failed prediction to the 
 rollback, and every answer's status (none may be a 5xx: the champion answers for a candidate
 that fails).
 
+``--anchor`` runs the same levels, in the same run, against the anchor: TARGET exported with
+``adaptlab export --format hf`` and served by ``bench/serve_anchor.py`` (a minimal FastAPI
+endpoint calling transformers directly), and reports adaptlab's throughput and p50 as ratios to
+the anchor's.
+
 Prints a JSON summary; ``--out FILE`` also writes it.
 """
 
@@ -54,6 +59,11 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--texts", type=Path, default=None, help="JSONL with a 'text' per row.")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--broken-candidate", type=Path, default=None, help="A run folder.")
+    parser.add_argument("--anchor", action="store_true", help="Also load the plain anchor.")
+    parser.add_argument(
+        "--drift-window", type=int, default=None,
+        help="Passed to adaptlab serve (its default: drift monitoring every 100 inputs; 0: off).",
+    )  # fmt: skip
     return parser.parse_args()
 
 
@@ -81,6 +91,8 @@ def start_server(args: argparse.Namespace, port: int) -> subprocess.Popen[str]:
     command += ["--max-queue", str(args.max_queue), "--request-timeout", "60"]
     if args.registry:
         command += ["--registry", args.registry]
+    if args.drift_window is not None:
+        command += ["--drift-window", str(args.drift_window)]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -152,15 +164,13 @@ async def level(base: str, model: str, texts: list[str], clients: int, args: arg
     }
 
 
-def main() -> None:
-    args = arguments()
-    texts = texts_from(args.texts)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    process = start_server(args, port)
+def levels(base: str, process: subprocess.Popen[str], texts: list[str], args: argparse.Namespace,
+           model: str | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Every level against the server ``process`` answering at ``base``; stopped after."""
     try:
         wait_ready(base, process)
-        model = httpx.get(f"{base}/v1/models", timeout=10).json()["data"][0]["id"]
+        if model is None:
+            model = httpx.get(f"{base}/v1/models", timeout=10).json()["data"][0]["id"]
         results = []
         for multiple in (int(m) for m in args.multiples.split(",")):
             clients = multiple * args.max_concurrency
@@ -168,19 +178,57 @@ def main() -> None:
                 {"multiple": multiple, **asyncio.run(level(base, model, texts, clients, args))}
             )
             print(json.dumps(results[-1]), flush=True)
+        return results
     finally:
         process.send_signal(signal.SIGINT)
         try:
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def start_anchor(target: str, port: int) -> subprocess.Popen[str]:
+    """``target`` exported as a plain transformers folder, served by bench/serve_anchor.py."""
+    import tempfile
+
+    exported = Path(tempfile.mkdtemp(prefix="serve-anchor-")) / "hf"
+    command = [sys.executable, "-c", LAUNCH, "export", target, "--format", "hf", str(exported)]
+    subprocess.run(command, check=True, capture_output=True, text=True)
+    anchor = Path(__file__).with_name("serve_anchor.py")
+    return subprocess.Popen(
+        [sys.executable, str(anchor), str(exported), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def main() -> None:
+    args = arguments()
+    texts = texts_from(args.texts)
+    port = free_port()
+    results = levels(f"http://127.0.0.1:{port}", start_server(args, port), texts, args)
     summary: dict[str, Any] = {
         "target": args.target,
         "max_concurrency": args.max_concurrency,
         "max_queue": args.max_queue,
+        "drift_window": args.drift_window,
         "cpus": os.cpu_count(),
         "levels": results,
     }
+    if args.anchor:
+        port = free_port()
+        anchor = levels(
+            f"http://127.0.0.1:{port}", start_anchor(args.target, port), texts, args, "anchor"
+        )
+        summary["anchor_levels"] = anchor
+        summary["ratio_to_anchor"] = [
+            {
+                "multiple": ours["multiple"],
+                "throughput": round(ours["throughput_per_s"] / theirs["throughput_per_s"], 2),
+                "p50": round(ours["p50_ms"] / theirs["p50_ms"], 2),
+            }
+            for ours, theirs in zip(results, anchor, strict=True)
+            if ours["p50_ms"] and theirs["p50_ms"] and theirs["throughput_per_s"]
+        ]
     if args.broken_candidate is not None:
         summary["broken_canary"] = broken_canary(args, texts)
     text = json.dumps(summary, indent=2)
