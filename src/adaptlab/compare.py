@@ -18,6 +18,7 @@ its leaderboard row (``forgetting``, read by the decision rules) and the leaderb
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -49,6 +50,7 @@ from adaptlab.data.lock import (
     EvalLockError,
     read_lock,
     sha256_file,
+    split_indices,
 )
 from adaptlab.data.pipeline import (
     PreparedData,
@@ -58,7 +60,13 @@ from adaptlab.data.pipeline import (
     write_report,
 )
 from adaptlab.evaluate.forgetting import forgetting, retention, retention_fingerprint
-from adaptlab.evaluate.harness import evaluate_classifier, evaluate_generator, sample_indices
+from adaptlab.evaluate.harness import (
+    evaluate_classifier,
+    evaluate_generator,
+    out_of_scope_arrays,
+    sample_indices,
+)
+from adaptlab.evaluate.open_set import OUT_OF_SCOPE
 from adaptlab.evaluate.slots import normalise_value
 from adaptlab.models.bundled import load_tokenizer, loadable
 from adaptlab.models.causal_lm import CausalLM
@@ -169,8 +177,16 @@ def same_documents(locked: dict[str, Any] | None, data: DataConfig) -> bool:
     )
 
 
-def classification_task(prepared: PreparedData) -> ClassificationTask:
-    """Texts and label ids from a prepared classification folder."""
+def classification_task(
+    prepared: PreparedData, experiment: ExperimentConfig | None = None
+) -> ClassificationTask:
+    """Texts and label ids from a prepared classification folder.
+
+    With ``data.out_of_scope_label`` (``experiment`` given), out-of-scope eval records get the
+    label id :data:`OUT_OF_SCOPE`, and ``compare.out_of_scope.validation_share`` of the
+    training records (stratified, seeded by ``train.seed``) are held out as the validation
+    split the rejection threshold is chosen on; out-of-scope training records stay a class of
+    their own."""
     lock = prepared.lock
     if lock.format != "classification" or not lock.text_field or not lock.label_field:
         raise DataError(
@@ -179,15 +195,17 @@ def classification_task(prepared: PreparedData) -> ClassificationTask:
     names = tuple(lock.labels or [])
     index = {name: i for i, name in enumerate(names)}
     text, label = lock.text_field, lock.label_field
+    outside = None if experiment is None else experiment.data.out_of_scope_label
 
-    def split(records: Sequence[Any]) -> tuple[list[str], np.ndarray]:
+    def split(records: Sequence[Any], *, gold: bool) -> tuple[list[str], np.ndarray]:
         texts = [str(r.data[text]) for r in records]
-        labels = np.array([index[str(r.data[label])] for r in records], dtype=np.int64)
-        return texts, labels
+        values = [str(r.data[label]) for r in records]
+        ids = [OUT_OF_SCOPE if gold and v == outside else index[v] for v in values]
+        return texts, np.array(ids, dtype=np.int64)
 
-    train_texts, train_labels = split(prepared.train.records)
-    eval_texts, eval_labels = split(prepared.eval.records)
-    return ClassificationTask(
+    train_texts, train_labels = split(prepared.train.records, gold=False)
+    eval_texts, eval_labels = split(prepared.eval.records, gold=True)
+    task = ClassificationTask(
         names,
         train_texts,
         train_labels,
@@ -195,6 +213,31 @@ def classification_task(prepared: PreparedData) -> ClassificationTask:
         eval_labels,
         sha256_file(prepared.folder / TRAIN_NAME),
         lock.eval_sha256,
+    )
+    if experiment is None or outside is None:
+        return task
+    return _with_validation_split(task, outside, experiment)
+
+
+def _with_validation_split(
+    task: ClassificationTask, outside: str, experiment: ExperimentConfig
+) -> ClassificationTask:
+    """``task`` with a stratified, seeded share of its training records moved to validation
+    (out-of-scope ones labelled :data:`OUT_OF_SCOPE` there, as in the eval set)."""
+    share = experiment.compare.out_of_scope.validation_share
+    labels = [task.label_names[i] for i in task.train_labels]
+    fit, held, _ = split_indices(labels, len(labels), share, experiment.train.seed, True)
+    column = task.label_names.index(outside) if outside in task.label_names else None
+    held_labels = task.train_labels[held]
+    if column is not None:
+        held_labels = np.where(held_labels == column, OUT_OF_SCOPE, held_labels)
+    return dataclasses.replace(
+        task,
+        train_texts=[task.train_texts[i] for i in fit],
+        train_labels=task.train_labels[fit],
+        out_of_scope_label=outside,
+        validation_texts=[task.train_texts[i] for i in held],
+        validation_labels=held_labels,
     )
 
 
@@ -351,14 +394,18 @@ def _frames(
     return frames
 
 
-def experiment_task(prepared: PreparedData, answers: AnswerKind = "auto") -> Task:
-    """The task the prepared data makes: classification records a classification task; chat,
-    completion and alpaca records a generative one (slot extraction or free text, by
-    ``answers``: the experiment's ``data.task``)."""
+def experiment_task(
+    prepared: PreparedData,
+    answers: AnswerKind = "auto",
+    experiment: ExperimentConfig | None = None,
+) -> Task:
+    """The task the prepared data makes: classification records a classification task (with
+    ``experiment``'s out-of-scope settings); chat, completion and alpaca records a generative
+    one (slot extraction or free text, by ``answers``: the experiment's ``data.task``)."""
     if prepared.lock.format in GENERATIVE_FORMATS:
         return generative_task(prepared, answers)
     if prepared.lock.format == "classification":
-        return classification_task(prepared)
+        return classification_task(prepared, experiment)
     raise DataError(
         f"{prepared.folder}: `compare` takes classification, chat, completion or alpaca data, "
         f"got {prepared.lock.format}"
@@ -596,7 +643,10 @@ def _evaluate(
     if not isinstance(model, Classifier):
         raise TypeError(f"strategy '{name}' returned {type(model).__name__}, not a Classifier")
     payload, probabilities, indices = evaluate_classifier(model, task, settings, indices)
-    folder.write_predictions(probabilities, task.eval_labels[indices], indices)
+    gold = task.eval_labels[indices]
+    folder.write_predictions(
+        probabilities, gold, indices, out_of_scope_arrays(payload, probabilities, gold)
+    )
     return {"task": task.kind, **payload}
 
 
@@ -708,7 +758,7 @@ def _compare(
     force: bool,
 ) -> Comparison:
     prepared = prepare_experiment_data(experiment, track, log)
-    task = experiment_task(prepared, experiment.data.task)
+    task = experiment_task(prepared, experiment.data.task, experiment)
     ordered = ordered_strategies(names, experiment, task.kind)
     for name in ordered:  # a strategy for another kind of task is a mistake: refuse it at once
         require_supported(name, resolve_run(name, experiment.strategies.get(name))[0], task.kind)

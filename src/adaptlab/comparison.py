@@ -18,7 +18,7 @@ from typing import Any, get_args
 
 import numpy as np
 
-from adaptlab.config import CompareConfig, GenerationMetric
+from adaptlab.config import CompareConfig, GenerationMetric, OutOfScopeMetric
 from adaptlab.data.lock import require_same_eval
 from adaptlab.evaluate.bootstrap import (
     paired_bootstrap,
@@ -83,10 +83,14 @@ def per_item(record: RunRecord, metric: str | None = None) -> np.ndarray | None:
         name = f"{metric}_stats" if metric in CORPUS_STATS_METRICS else metric
         found: np.ndarray | None = arrays.get(name)
         return found
+    if metric not in (None, "accuracy"):  # an open-set metric, kept per query (NaN: n/a)
+        open_set: np.ndarray | None = arrays.get(metric)
+        return open_set
     probabilities, gold = arrays.get("probabilities"), arrays.get("gold")
     if probabilities is None or gold is None:
         return None
-    correct: np.ndarray = (probabilities.argmax(axis=1) == gold).astype(np.float64)
+    inside = gold != -1  # closed-set accuracy: out-of-scope queries (gold -1) left out
+    correct: np.ndarray = np.where(inside, probabilities.argmax(axis=1) == gold, np.nan)
     return correct
 
 
@@ -112,6 +116,11 @@ def paired_difference(
         "confidence": settings.confidence,
     }
     pair = scores_a[in_a], scores_b[in_b]
+    if a.kind == "classification":  # a metric over some queries only: the others are NaN
+        applies = ~(np.isnan(pair[0]) | np.isnan(pair[1]))
+        pair = pair[0][applies], pair[1][applies]
+        if not len(pair[0]):
+            return None
     if a.kind == "generative":
         result = paired_bootstrap_micro_f1(*pair, metric="slot_f1", **options)
     elif a.kind == "generation":
@@ -122,8 +131,8 @@ def paired_difference(
         else:
             result = paired_bootstrap(*pair, metric=metric, **options)
     else:
-        result = paired_bootstrap(*pair, metric="accuracy", **options)
-    return Difference(result.difference, result.low, result.high, len(shared))
+        result = paired_bootstrap(*pair, metric=metric or "accuracy", **options)
+    return Difference(result.difference, result.low, result.high, len(pair[0]))
 
 
 def pairwise_differences(
@@ -132,7 +141,8 @@ def pairwise_differences(
     """``(a, b) -> a - b`` for every two runs that share eval items (each pair once)."""
     pairs = {}
     for a, b in combinations(records, 2):
-        difference = paired_difference(a, b, settings, ranking_metric(a.kind, settings))
+        metric = ranking_metric(a.kind, settings, (a, b))
+        difference = paired_difference(a, b, settings, metric)
         if difference is not None:
             pairs[(a.name, b.name)] = difference
     return pairs
@@ -160,6 +170,9 @@ METRIC_WORDS = {
     "embedding_similarity": "embedding similarity",
     "exact_match": "exact match",
     "token_f1": "token F1",
+    "overall_accuracy": "accuracy over all queries",
+    "in_scope_accuracy": "in-scope accuracy",
+    "out_of_scope_recall": "out-of-scope recall",
 }
 
 
@@ -183,7 +196,7 @@ def build_comparison(
         named = ", ".join(f"{r.name} ({r.kind})" for r in results)
         raise RunError(f"runs of different task kinds cannot be compared: {named}")
     kind = kinds.pop()
-    metric = ranking_metric(kind, settings)
+    metric = ranking_metric(kind, settings, results)
     scored = {r.name: metric_score(r, metric, settings) for r in results}
     best = max(results, key=lambda r: (not r.eval.sampled, scored[r.name][0]))
     rows = [_row(result, best, settings, metric, scored[result.name]) for result in results]
@@ -215,10 +228,15 @@ def human_ratings(experiment_folder: Path, settings: CompareConfig) -> dict[str,
         return {"database": DATABASE, "problem": f"{experiment_folder / DATABASE}: {exc}"}
 
 
-def ranking_metric(kind: str, settings: CompareConfig) -> str:
-    """What runs of ``kind`` are ranked on: accuracy, slot F1, or the configured free-text
-    metric (``compare.generation_metric``)."""
-    return settings.generation_metric if kind == "generation" else PRIMARY_METRIC[kind]
+def ranking_metric(kind: str, settings: CompareConfig, records: Sequence[RunRecord] = ()) -> str:
+    """What runs of ``kind`` are ranked on: accuracy, slot F1, the configured free-text
+    metric (``compare.generation_metric``), or for classifiers that reject out-of-scope
+    queries the configured open-set one (``compare.out_of_scope.rank_on``)."""
+    if kind == "generation":
+        return settings.generation_metric
+    if kind == "classification" and records and all(r.eval.out_of_scope for r in records):
+        return settings.out_of_scope.rank_on
+    return PRIMARY_METRIC[kind]
 
 
 def metric_score(
@@ -230,6 +248,12 @@ def metric_score(
     and an interval from its per-example scores, so no run has to be redone for it."""
     if metric == record.eval.primary_metric:
         return record.eval.score, record.eval.interval
+    if record.eval.out_of_scope is not None:  # rank_on changed after it ran: eval.json has it
+        interval = record.eval.out_of_scope.get("intervals", {}).get(metric)
+        value = record.eval.metrics.get(metric)
+        if value is None or interval is None:
+            raise RunError(f"{record.folder}: no '{metric}' with an interval to rank it on")
+        return float(value), (float(interval[0]), float(interval[1]))
     value = record.eval.metrics.get(metric)
     values = per_item(record, metric)
     if record.kind != "generation" or value is None or values is None:
@@ -278,10 +302,36 @@ def _row(
     }
 
 
+OPEN_SET_METRICS = (
+    "overall_accuracy",
+    "in_scope_accuracy",
+    "out_of_scope_recall",
+    "out_of_scope_precision",
+    "out_of_scope_f1",
+    "auroc",
+    "in_scope_rejected",
+)
+
+
 def _accuracy_fields(result: RunRecord) -> dict[str, Any]:
     metrics = result.eval.metrics
     latency = result.eval.latency
+    open_set = result.eval.out_of_scope
+    rejection = (
+        {}
+        if open_set is None
+        else {
+            "out_of_scope": {
+                key: open_set.get(key)
+                for key in ("label", "threshold", "rule", "target", "score", "auroc_ci")
+            },
+            "primary_metric": result.eval.primary_metric,
+            **{name: metrics.get(name) for name in OPEN_SET_METRICS},
+            f"{result.eval.primary_metric}_ci": list(result.eval.interval),
+        }
+    )
     return {
+        **rejection,
         "accuracy": metrics["accuracy"],
         "accuracy_ci": list(result.eval.interval),
         "macro_f1": metrics["macro_f1"],
@@ -426,8 +476,30 @@ TEXT_COLUMNS = {
 """The free-text metrics shown beside the primary one (which is not repeated)."""
 
 
+OPEN_SET_COLUMNS = (
+    ("strategy", "strategy"),
+    ("{primary}", "{primary}"),
+    ("Δ vs best ({level}% CI)", "Δ vs best ({level}% CI)"),
+    ("in-scope accuracy", "in-scope"),
+    ("out-of-scope recall", "oos recall"),
+    ("out-of-scope precision", "oos prec."),
+    ("AUROC", "AUROC"),
+    ("threshold", "thr."),
+    ("closed-set accuracy", "closed acc."),
+    *COLUMNS["classification"][-6:],
+)
+"""Classifiers that reject out-of-scope queries: the ranking metric, the open-set ones, and the
+closed-set accuracy on in-scope queries (no rejection)."""
+
+
+def _open_set(comparison: dict[str, Any]) -> bool:
+    return comparison.get("metric") in get_args(OutOfScopeMetric)
+
+
 def _columns(comparison: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     kind = comparison.get("task", "classification")
+    if kind == "classification" and _open_set(comparison):
+        return OPEN_SET_COLUMNS
     if kind != "generation":
         return COLUMNS[kind]
     primary = comparison["metric"]
@@ -516,6 +588,21 @@ def leaderboard_cells(row: dict[str, Any]) -> list[str]:
             _number(row["latency_batch1_p50_ms"], "{:.1f}"),
             _number(row["output_tokens_per_s"], "{:.1f}"),
             _number(row["prompt_tokens_per_request"], "{:.0f}"),
+        ]
+    elif row.get("out_of_scope") is not None:
+        low, high = row[f"{row['primary_metric']}_ci"]
+        measured = [
+            f"{row['score'] * 100:.2f}% [{low * 100:.1f}, {high * 100:.1f}]",
+            _delta(row["vs_best"]),
+            *(
+                _number(_percent(row.get(name)), "{:.1f}%")
+                for name in ("in_scope_accuracy", "out_of_scope_recall", "out_of_scope_precision")
+            ),
+            _number(row.get("auroc"), "{:.3f}"),
+            _number(row["out_of_scope"]["threshold"], "{:.3f}"),
+            f"{row['accuracy'] * 100:.2f}%",
+            _number(row["latency_batch1_p50_ms"], "{:.1f}"),
+            _number(row["latency_batch32_per_example_ms"], "{:.2f}"),
         ]
     else:
         low, high = row["accuracy_ci"]

@@ -102,6 +102,12 @@ class DataConfig(Section):
         description="The allowed label set; a record with another label is an error. "
         "Empty: the labels found in the training data.",
     )
+    out_of_scope_label: str | None = Field(
+        None,
+        description="The label of queries that fit no intent (e.g. oos). Each classifier then "
+        "rejects a query whose score falls under a threshold chosen on a validation split of "
+        "train (compare.out_of_scope); eval records may carry it though train has none.",
+    )
     documents: str | None = Field(
         None,
         description="A document collection for retrieval strategies (rag, rag_sft): a folder "
@@ -275,6 +281,34 @@ GenerationMetric = Literal[
 """The metrics a free-text task may be ranked on (each on 0-1 in ``eval.json``)."""
 
 
+OutOfScopeMetric = Literal["overall_accuracy", "in_scope_accuracy", "out_of_scope_recall"]
+
+
+class OutOfScopeConfig(Section):
+    """How classifiers reject out-of-scope queries (``data.out_of_scope_label`` set)."""
+
+    rule: Literal["in_scope_rejection", "joint_accuracy"] = Field(
+        "in_scope_rejection",
+        description="How the threshold is chosen on the validation split: in_scope_rejection "
+        "(reject the target share of in-scope queries) or joint_accuracy (the best accuracy "
+        "over in-scope and out-of-scope queries; needs out-of-scope examples in train).",
+    )
+    in_scope_rejection: Annotated[float, Gt(0), Lt(1)] = Field(
+        0.05, description="The share of in-scope validation queries the threshold rejects."
+    )
+    validation_share: Annotated[float, Gt(0), Lt(1)] = Field(
+        0.1,
+        description="Share of the training records held out (stratified, seeded by "
+        "train.seed) to choose the threshold on; the strategies train on the rest.",
+    )
+    rank_on: OutOfScopeMetric = Field(
+        "overall_accuracy",
+        description="What runs are ranked on: overall_accuracy (every eval query, a rejected "
+        "out-of-scope one counting as right; Larson et al. 2019), in_scope_accuracy or "
+        "out_of_scope_recall.",
+    )
+
+
 class CompareConfig(Section):
     """Which strategies ``adaptlab compare`` runs and how results are measured."""
 
@@ -304,6 +338,10 @@ class CompareConfig(Section):
         description="What free-text runs are ranked on (the leaderboard, Δ vs best, the "
         "decision rules): rougeL (ROUGE-L F1, stemmed), rouge1, rouge2, bleu, chrf (chrF++), "
         "embedding_similarity, exact_match or token_f1 (SQuAD's token F1, for short answers).",
+    )
+    out_of_scope: OutOfScopeConfig = Field(
+        default_factory=OutOfScopeConfig,
+        description="Out-of-scope rejection of classifiers (with data.out_of_scope_label).",
     )
     similarity_model: str = Field(
         "sentence-transformers/all-MiniLM-L6-v2",

@@ -212,7 +212,7 @@ def _prepared_task(folder: Path, experiment: ExperimentConfig) -> Task:
     prepared = open_prepared(
         folder, allow_contaminated=data.allow_contaminated, near_threshold=data.near_dup_threshold
     )
-    return experiment_task(prepared, experiment.data.task)
+    return experiment_task(prepared, experiment.data.task, experiment)
 
 
 def workload_for(
@@ -485,13 +485,14 @@ def experiment_task_without_writing(
         return experiment_task(
             open_prepared(folder, allow_contaminated=allow, near_threshold=near),
             experiment.data.task,
+            experiment,
         )
     log("Checking the data (into a temporary folder; nothing is written to the experiment)")
     with tempfile.TemporaryDirectory(prefix="adaptlab-estimate-data-") as scratch:
         result = check_data(experiment.data, experiment.model)
         prepare_data(result, experiment.data, Path(scratch))
         prepared = open_prepared(Path(scratch), allow_contaminated=allow, near_threshold=near)
-        return experiment_task(prepared, experiment.data.task)
+        return experiment_task(prepared, experiment.data.task, experiment)
 
 
 FORMULAS: dict[str, str] = {

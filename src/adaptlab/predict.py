@@ -33,6 +33,7 @@ from pydantic import ValidationError
 from adaptlab.config import ExperimentConfig, TrainConfig
 from adaptlab.data.formats import read_rows
 from adaptlab.data.issues import DataError, DataIssue
+from adaptlab.evaluate import open_set
 from adaptlab.evaluate.generation import (
     DecodingConfig,
     _generation,
@@ -97,15 +98,22 @@ class LabelPrediction:
 
     label: str
     probability: float
+    """The label's probability; for a rejected query, its score (the largest in-scope
+    probability), which fell under the run's threshold."""
     probabilities: dict[str, float]
     """The ``top_k`` most probable labels with their probabilities, most probable first."""
+    rejected: bool = False
+    """Out of scope: the run rejects it (``label`` is the out-of-scope label)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        row: dict[str, Any] = {
             "label": self.label,
             "probability": self.probability,
             "probabilities": self.probabilities,
         }
+        if self.rejected:
+            row["rejected"] = True
+        return row
 
 
 @dataclass(frozen=True)
@@ -249,12 +257,21 @@ def classify(loaded: LoadedModel, texts: Sequence[str], top_k: int = 5) -> list[
     probabilities = np.asarray(model.predict_proba(list(texts)), dtype=np.float64)
     names = list(model.label_names)
     shown = max(1, min(top_k, len(names)))
+    section = loaded.record.eval.out_of_scope
+    rejected = np.zeros(len(probabilities), dtype=bool)
+    if section is not None:  # the run's rejection rule: its threshold, its out-of-scope column
+        rejected = open_set.predictions(probabilities, open_set.Rejection.from_dict(section)) < 0
     predictions = []
-    for row in probabilities:
+    for row, refused in zip(probabilities, rejected, strict=True):
         order = np.argsort(-row, kind="stable")[:shown]
         ranked = {names[i]: float(row[i]) for i in order}
         best = int(order[0])
-        predictions.append(LabelPrediction(names[best], float(row[best]), ranked))
+        if refused:
+            assert section is not None
+            score = open_set.in_scope_scores(row[None, :], section["out_of_scope_column"])[0]
+            predictions.append(LabelPrediction(section["label"], float(score), ranked, True))
+        else:
+            predictions.append(LabelPrediction(names[best], float(row[best]), ranked))
     return predictions
 
 

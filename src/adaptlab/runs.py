@@ -216,6 +216,9 @@ class Evaluation:
     retrieval: dict[str, Any] | None = None
     """A retrieval run's recall@k and MRR per retriever (``by_retriever``), the retriever
     used and ``k``, when eval records name their gold documents."""
+    out_of_scope: dict[str, Any] | None = None
+    """A classifier's out-of-scope rejection (``data.out_of_scope_label``): the threshold and
+    how it was chosen, the open-set metrics with intervals, AUROC, the trade-off curve."""
 
 
 @dataclass(frozen=True)
@@ -270,6 +273,9 @@ def parse_evaluation(payload: dict[str, Any], folder: Path) -> Evaluation:
     metrics = _field(path, payload, "metrics", "object", True)
     if task == "generation":
         primary = _field(path, payload, "primary_metric", "string", True)
+    elif task == "classification" and "out_of_scope" in payload:  # ranked on its open-set metric
+        primary = _field(path, payload, "primary_metric", "string", True)
+        _field(path, payload, "out_of_scope", "object", True)
     else:
         primary = PRIMARY_METRIC[task]
     if not _number(metrics.get(primary)):
@@ -291,6 +297,7 @@ def parse_evaluation(payload: dict[str, Any], folder: Path) -> Evaluation:
         raw=payload,
         grounding=_field(path, payload, "grounding", "object", False),
         retrieval=_field(path, payload, "retrieval", "object", False),
+        out_of_scope=_field(path, payload, "out_of_scope", "object", False),
     )
 
 
@@ -506,14 +513,20 @@ class RunFolder:
         write_text_atomic(self.path / GENERATIONS, text)
 
     def write_predictions(
-        self, probabilities: np.ndarray, gold: np.ndarray, indices: np.ndarray
+        self,
+        probabilities: np.ndarray,
+        gold: np.ndarray,
+        indices: np.ndarray,
+        per_query: dict[str, np.ndarray] | None = None,
     ) -> None:
-        """Per-example probabilities, gold labels and their positions in the locked eval set."""
+        """Per-example probabilities, gold labels (-1: out of scope) and their positions in
+        the locked eval set; with out-of-scope rejection, its per-query scores too."""
         self.write_prediction_arrays(
             {
                 "probabilities": probabilities.astype(np.float32),
                 "gold": gold.astype(np.int64),
                 "indices": indices.astype(np.int64),
+                **(per_query or {}),
             }
         )
 

@@ -130,6 +130,8 @@ def check_data(
     eval_part = None
     if data.eval is not None:
         known = data.labels if data.labels is not None else sorted(set(train.loaded.labels() or []))
+        if data.out_of_scope_label is not None and data.out_of_scope_label not in known:
+            known = [*known, data.out_of_scope_label]  # out-of-scope queries train may lack
         layout = Layout(train.loaded.format, train.loaded.text_field, train.loaded.label_field)
         labels = known if train.loaded.format == "classification" else None
         eval_part = Part(load(data.eval, layout=layout, labels=labels))

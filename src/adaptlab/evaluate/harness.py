@@ -40,6 +40,17 @@ from adaptlab.evaluate.grounding import (
 )
 from adaptlab.evaluate.latency import measure_latency
 from adaptlab.evaluate.metrics import classification_metrics, reliability_bins
+from adaptlab.evaluate.open_set import (
+    OUT_OF_SCOPE,
+    PER_QUERY,
+    OpenSetError,
+    Rejection,
+    auroc_interval,
+    choose_threshold,
+    open_set_metrics,
+    per_query,
+    tradeoff_curve,
+)
 from adaptlab.evaluate.slots import slot_metrics
 from adaptlab.models.document_retrieval import Hit
 from adaptlab.models.encoder import embed_texts
@@ -76,23 +87,100 @@ def evaluate_classifier(
     start = time.perf_counter()
     probabilities = classifier.predict_proba(texts)
     seconds = time.perf_counter() - start
-    metrics = classification_metrics(probabilities, gold, task.label_names)
-    correct = (probabilities.argmax(axis=1) == gold).astype(np.float64)
+    # Closed-set quality: over the in-scope queries (all of them without out-of-scope mode).
+    inside = gold != OUT_OF_SCOPE
+    metrics = classification_metrics(probabilities[inside], gold[inside], task.label_names)
+    correct = (probabilities[inside].argmax(axis=1) == gold[inside]).astype(np.float64)
     low, high = bootstrap_interval(
         correct, resamples=settings.bootstrap_resamples, confidence=settings.confidence
     )
+    scores: dict[str, Any] = metrics.to_dict()
     payload = {
         "n": len(indices),
         "eval_size": len(task.eval_texts),
         "sampled": bool(len(indices) < len(task.eval_texts)),
-        "metrics": metrics.to_dict(),
+        "metrics": scores,
         "accuracy_ci": [low, high],
         "confidence": settings.confidence,
-        "reliability": reliability_bins(probabilities.max(axis=1), correct.astype(bool)),
+        "reliability": reliability_bins(
+            probabilities[inside].max(axis=1), correct.astype(bool)
+        ),
         "eval_seconds": round(seconds, 3),
         "latency": latency_profile(classifier, texts, settings),
     }
+    if task.out_of_scope_label is not None:
+        open_set = out_of_scope_payload(classifier, task, settings, probabilities, gold)
+        scores.update(open_set["out_of_scope"]["metrics"])
+        payload.update(open_set)
     return payload, probabilities, indices
+
+
+def out_of_scope_payload(
+    classifier: Classifier,
+    task: ClassificationTask,
+    settings: CompareConfig,
+    probabilities: np.ndarray,
+    gold: np.ndarray,
+) -> dict[str, Any]:
+    """The rejection threshold chosen on the validation split, and what it does on the eval
+    queries: ``primary_metric`` (``compare.out_of_scope.rank_on``) with its interval, the
+    open-set metrics beside the closed-set ones, and an ``out_of_scope`` section (the rule,
+    intervals, AUROC, the trade-off curve)."""
+    options = settings.out_of_scope
+    validation = classifier.predict_proba(task.validation_texts)
+    rejection = choose_threshold(
+        validation,
+        task.validation_labels,
+        rule=options.rule,
+        target=options.in_scope_rejection,
+        out_of_scope_column=task.out_of_scope_column,
+    )
+    measured = open_set_metrics(probabilities, gold, rejection)
+    rows = per_query(probabilities, gold, rejection)
+    resamples, confidence = settings.bootstrap_resamples, settings.confidence
+    intervals: dict[str, list[float] | None] = {}
+    for name in PER_QUERY:
+        values = rows[name][~np.isnan(rows[name])]
+        intervals[name] = (
+            list(bootstrap_interval(values, resamples=resamples, confidence=confidence))
+            if len(values)
+            else None
+        )
+    inside = gold != OUT_OF_SCOPE
+    primary = options.rank_on
+    if measured[primary] is None or intervals[primary] is None:
+        raise OpenSetError(
+            f"compare.out_of_scope.rank_on {primary}: the eval set has no query it applies to "
+            "(no out-of-scope records in eval?)"
+        )
+    return {
+        "primary_metric": primary,
+        f"{primary}_ci": intervals[primary],
+        "out_of_scope": {
+            "label": task.out_of_scope_label,
+            **rejection.to_dict(),
+            "metrics": measured,
+            "intervals": intervals,
+            "auroc_ci": auroc_interval(
+                rows["score"], inside, resamples=resamples, confidence=confidence
+            ),
+            "eval_in_scope": int(inside.sum()),
+            "eval_out_of_scope": int((~inside).sum()),
+            "curve": tradeoff_curve(rows["score"], inside),
+        },
+    }
+
+
+def out_of_scope_arrays(
+    payload: dict[str, Any], probabilities: np.ndarray, gold: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The per-query open-set scores of ``payload``'s rejection rule (none without one), for
+    ``predictions.safetensors``."""
+    section = payload.get("out_of_scope")
+    if section is None:
+        return {}
+    rows = per_query(probabilities, gold, Rejection.from_dict(section))
+    return {name: values.astype(np.float64) for name, values in rows.items()}
 
 
 def latency_profile(

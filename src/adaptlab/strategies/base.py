@@ -93,10 +93,23 @@ class ClassificationTask:
     eval_labels: np.ndarray
     train_sha256: str
     eval_sha256: str
+    out_of_scope_label: str | None = None
+    """``data.out_of_scope_label``: its eval (and validation) records have label
+    :data:`~adaptlab.evaluate.open_set.OUT_OF_SCOPE` (-1); when train has some, they are also
+    a class of their own (a column named after it) that strategies learn like any other."""
+    validation_texts: list[str] = field(default_factory=list)
+    """Held out of train (out-of-scope mode only) to choose the rejection threshold on."""
+    validation_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
+
+    @property
+    def out_of_scope_column(self) -> int | None:
+        """The probability column of the out-of-scope class, when train taught one."""
+        label = self.out_of_scope_label
+        return self.label_names.index(label) if label in self.label_names else None
 
     @property
     def eval_size(self) -> int:
