@@ -102,9 +102,7 @@ def evaluate_classifier(
         "metrics": scores,
         "accuracy_ci": [low, high],
         "confidence": settings.confidence,
-        "reliability": reliability_bins(
-            probabilities[inside].max(axis=1), correct.astype(bool)
-        ),
+        "reliability": reliability_bins(probabilities[inside].max(axis=1), correct.astype(bool)),
         "eval_seconds": round(seconds, 3),
         "latency": latency_profile(classifier, texts, settings),
     }
