@@ -295,6 +295,43 @@ def _reliability(axes: Axes, bins: Sequence[Mapping[str, Any]], colour: str) -> 
     axes.tick_params(labelsize=7)
 
 
+# --------------------------------------------------------------------------- out of scope
+
+
+def rejection_plot(
+    curves: Mapping[str, Sequence[Mapping[str, float]]],
+    chosen: Mapping[str, tuple[float, float]],
+    *,
+    colours: Mapping[str, str],
+) -> Plot:
+    """Each run's rejection trade-off on the eval set: the share of out-of-scope queries
+    rejected against the share of in-scope ones rejected as the threshold rises, and the point
+    its chosen threshold gives (a cross)."""
+    figure = Figure(figsize=(6.4, 4.4), layout="constrained")
+    axes = figure.subplots()
+    axes.plot([0, 1], [0, 1], color="#999999", linestyle=":", linewidth=1)
+    for name, curve in curves.items():
+        colour = colours.get(name, "#333333")
+        xs = [point["in_scope_rejected"] for point in curve]
+        ys = [point["out_of_scope_rejected"] for point in curve]
+        axes.plot(xs, ys, color=colour, label=name, linewidth=1.5)
+        if name in chosen:
+            axes.scatter(*chosen[name], marker="x", s=60, color=colour, linewidths=2)
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1)
+    axes.set_xlabel("in-scope queries rejected", fontsize=9)
+    axes.set_ylabel("out-of-scope queries rejected", fontsize=9)
+    axes.tick_params(labelsize=8)
+    axes.legend(fontsize=8, loc="lower right")
+    figure.suptitle("Out-of-scope rejection: the trade-off as the threshold moves", fontsize=11)
+    listed = ", ".join(
+        f"{name} rejects {x * 100:.0f}% of in-scope and {y * 100:.0f}% of out-of-scope queries"
+        for name, (x, y) in chosen.items()
+    )
+    alt = f"Rejection trade-off curves of {len(curves)} runs; at the chosen thresholds {listed}."
+    return render(figure, "plot-rejection", "Out-of-scope rejection", alt)
+
+
 # --------------------------------------------------------------------------- forgetting
 
 

@@ -48,6 +48,7 @@ from adaptlab.report.plots import (
     palette,
     per_label_plot,
     quality_plot,
+    rejection_plot,
 )
 from adaptlab.runs import RunError, RunRecord
 
@@ -97,6 +98,7 @@ def document(data: ReportData) -> Document:
         quality(data),
         deployment(data),
         retrieval(data),
+        out_of_scope(data),
         per_label(data),
         examples(data),
         human_preference(data),
@@ -721,6 +723,82 @@ def _number_or_dash(value: Any, pattern: str) -> str:
 
 
 PLURAL = {"class": "classes", "slot": "slots"}
+
+
+def out_of_scope(data: ReportData) -> Section | None:
+    """Classifiers that reject out-of-scope queries: each run's trade-off curve, the threshold
+    its rule chose on the validation split, and what it does on the eval set, with intervals."""
+    sections = {
+        name: record.eval.out_of_scope
+        for name, record in data.inputs.runs.items()
+        if record.eval.out_of_scope
+    }
+    if not sections:
+        return None
+    curves = {name: section.get("curve") or [] for name, section in sections.items()}
+    chosen = {
+        name: (float(record.eval.metrics["in_scope_rejected"]),
+               float(record.eval.metrics["out_of_scope_recall"]))
+        for name, record in data.inputs.runs.items()
+        if name in sections and record.eval.metrics.get("out_of_scope_recall") is not None
+    }  # fmt: skip
+    any_section = next(iter(sections.values()))
+    rule = (
+        f"rejects {any_section['target'] * 100:g}% of the in-scope validation queries"
+        if any_section["rule"] == "in_scope_rejection"
+        else "gives the best accuracy over in-scope and out-of-scope validation queries"
+    )
+    text = (
+        f"A query is rejected as '{any_section['label']}' when its score, the largest in-scope "
+        "probability (max-softmax), falls under the run's threshold, or when a model trained "
+        "on out-of-scope examples gives their class the most probability. Each run's threshold "
+        f"was chosen on a validation split of train ({any_section['validation_n']:,} queries, "
+        f"{any_section['validation_out_of_scope']:,} of them out of scope), never on the eval "
+        f"set: the one that {rule}. AUROC needs no threshold: the chance that an in-scope "
+        "query scores above an out-of-scope one. Runs are ranked on "
+        f"{data.metric_words}."
+    )
+    rows = tuple(
+        (
+            name,
+            _fixed(section.get("threshold"), 3),
+            _percent(section.get("validation_in_scope_rejected")),
+            *(_open_set_cell(data.inputs.runs[name], metric) for metric in OPEN_SET_SHOWN),
+        )
+        for name, section in sections.items()
+    )
+    headers = ("strategy", "threshold", "in-scope rejected (validation)", *OPEN_SET_SHOWN.values())
+    blocks: list[Block] = [
+        Image(rejection_plot(curves, chosen, colours=data.colours)),
+        Paragraph(text),
+        Table(headers, rows),
+    ]
+    return Section("out-of-scope", "Out-of-scope queries", tuple(blocks))
+
+
+OPEN_SET_SHOWN = {
+    "in_scope_rejected": "in-scope rejected (eval)",
+    "in_scope_accuracy": "in-scope accuracy",
+    "out_of_scope_recall": "out-of-scope recall",
+    "out_of_scope_precision": "out-of-scope precision",
+    "auroc": "AUROC",
+    "overall_accuracy": "accuracy over all queries",
+}
+"""The open-set figures of the out-of-scope table, by metric name."""
+
+
+def _open_set_cell(record: RunRecord, metric: str) -> str:
+    """A metric of the run's eval.json with its interval where one was recorded."""
+    value = record.eval.metrics.get(metric)
+    section = record.eval.out_of_scope or {}
+    intervals = section.get("intervals", {})
+    interval = section.get("auroc_ci") if metric == "auroc" else intervals.get(metric)
+    if value is None:
+        return "—"
+    if metric == "auroc":
+        shown = f"{value:.3f}"
+        return shown if not interval else f"{shown} [{interval[0]:.3f}, {interval[1]:.3f}]"
+    return _points_with_interval(value, interval)
 
 
 def per_label(data: ReportData) -> Section | None:

@@ -160,3 +160,15 @@ def test_predict_rejects_as_the_run_was_scored(open_runs: tuple[Path, bool], str
             assert answer.probability < record.eval.out_of_scope["threshold"] or (
                 OOS in loaded.label_names
             )
+
+
+def test_the_report_shows_the_tradeoff_and_decides_on_the_ranked_metric(
+    open_runs: tuple[Path, bool],
+) -> None:
+    folder, _ = open_runs
+    html = (folder / "report.html").read_text(encoding="utf-8")
+    assert 'id="out-of-scope"' in html and 'id="plot-rejection"' in html
+    assert "ranked on accuracy over all queries" in html
+    for strategy in _runnable("classification"):
+        threshold = read_run(folder / "runs" / strategy).eval.out_of_scope["threshold"]
+        assert f"{threshold:.3f}" in html
