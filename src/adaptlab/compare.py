@@ -42,7 +42,7 @@ from adaptlab.config import (
 from adaptlab.cost.memory import peak_cuda_bytes, peak_rss_bytes, reset_peak
 from adaptlab.data.convert import SLOT_ORDER, restaurant8k_slots
 from adaptlab.data.documents import PreparedCollection, source_sha256
-from adaptlab.data.formats import LoadedData
+from adaptlab.data.formats import LoadedData, label_key
 from adaptlab.data.issues import DataError
 from adaptlab.data.lock import (
     EVAL_NAME,
@@ -63,7 +63,7 @@ from adaptlab.evaluate.forgetting import forgetting, retention, retention_finger
 from adaptlab.evaluate.harness import (
     evaluate_classifier,
     evaluate_generator,
-    out_of_scope_arrays,
+    per_record_arrays,
     sample_indices,
 )
 from adaptlab.evaluate.open_set import OUT_OF_SCOPE
@@ -182,11 +182,12 @@ def classification_task(
 ) -> ClassificationTask:
     """Texts and label ids from a prepared classification folder.
 
-    With ``data.out_of_scope_label`` (``experiment`` given), out-of-scope eval records get the
-    label id :data:`OUT_OF_SCOPE`, and ``compare.out_of_scope.validation_share`` of the
-    training records (stratified, seeded by ``train.seed``) are held out as the validation
-    split the rejection threshold is chosen on; out-of-scope training records stay a class of
-    their own."""
+    Records whose label is a list make a multi-label task (label sets as 0/1 rows). With
+    ``experiment``, a task that tunes thresholds gets its validation split: multi-label data
+    (per-label thresholds), and data with ``data.out_of_scope_label``, whose out-of-scope eval
+    records get the label id :data:`OUT_OF_SCOPE` (out-of-scope training records stay a class
+    of their own). ``compare.validation_share`` of the training records are held out (seeded by
+    ``train.seed``; stratified for single-label data)."""
     lock = prepared.lock
     if lock.format != "classification" or not lock.text_field or not lock.label_field:
         raise DataError(
@@ -195,11 +196,24 @@ def classification_task(
     names = tuple(lock.labels or [])
     index = {name: i for i, name in enumerate(names)}
     text, label = lock.text_field, lock.label_field
+    records = [*prepared.train.records, *prepared.eval.records]
+    multi = any(isinstance(r.data[label], list) for r in records)
     outside = None if experiment is None else experiment.data.out_of_scope_label
+    if multi and outside is not None:
+        raise DataError(
+            f"{prepared.folder}: data.out_of_scope_label applies to single-label data; in "
+            "multi-label data a query with no intent has an empty label list"
+        )
 
-    def split(records: Sequence[Any], *, gold: bool) -> tuple[list[str], np.ndarray]:
-        texts = [str(r.data[text]) for r in records]
-        values = [str(r.data[label]) for r in records]
+    def split(rows: Sequence[Any], *, gold: bool) -> tuple[list[str], np.ndarray]:
+        texts = [str(r.data[text]) for r in rows]
+        if multi:
+            sets = np.zeros((len(rows), len(names)), dtype=np.int64)
+            for row, record in enumerate(rows):
+                for value in record.data[label]:
+                    sets[row, index[label_key(value)]] = 1
+            return texts, sets
+        values = [label_key(r.data[label]) for r in rows]
         ids = [OUT_OF_SCOPE if gold and v == outside else index[v] for v in values]
         return texts, np.array(ids, dtype=np.int64)
 
@@ -213,29 +227,35 @@ def classification_task(
         eval_labels,
         sha256_file(prepared.folder / TRAIN_NAME),
         lock.eval_sha256,
+        out_of_scope_label=outside,
+        multi_label=multi,
     )
-    if experiment is None or outside is None:
+    if experiment is None or not (multi or outside is not None):
         return task
-    return _with_validation_split(task, outside, experiment)
+    return _with_validation_split(task, experiment)
 
 
 def _with_validation_split(
-    task: ClassificationTask, outside: str, experiment: ExperimentConfig
+    task: ClassificationTask, experiment: ExperimentConfig
 ) -> ClassificationTask:
-    """``task`` with a stratified, seeded share of its training records moved to validation
-    (out-of-scope ones labelled :data:`OUT_OF_SCOPE` there, as in the eval set)."""
-    share = experiment.compare.out_of_scope.validation_share
-    labels = [task.label_names[i] for i in task.train_labels]
-    fit, held, _ = split_indices(labels, len(labels), share, experiment.train.seed, True)
-    column = task.label_names.index(outside) if outside in task.label_names else None
+    """``task`` with a seeded share of its training records moved to validation (stratified
+    for single-label data; out-of-scope ones labelled :data:`OUT_OF_SCOPE` there, as in the
+    eval set)."""
+    share = experiment.compare.validation_share
+    count = len(task.train_texts)
+    if task.multi_label:
+        fit, held, _ = split_indices(None, count, share, experiment.train.seed, False)
+    else:
+        labels = [task.label_names[i] for i in task.train_labels]
+        fit, held, _ = split_indices(labels, count, share, experiment.train.seed, True)
     held_labels = task.train_labels[held]
+    column = task.out_of_scope_column
     if column is not None:
         held_labels = np.where(held_labels == column, OUT_OF_SCOPE, held_labels)
     return dataclasses.replace(
         task,
         train_texts=[task.train_texts[i] for i in fit],
         train_labels=task.train_labels[fit],
-        out_of_scope_label=outside,
         validation_texts=[task.train_texts[i] for i in held],
         validation_labels=held_labels,
     )
@@ -469,7 +489,11 @@ def runnable_here(
     runnable = []
     for name in ordered:
         strategy, config = resolve_run(name, experiment.strategies.get(name))
-        reason = unavailable_here(strategy, config) or _missing_documents(strategy, task)
+        reason = (
+            unavailable_here(strategy, config)
+            or _missing_documents(strategy, task)
+            or _single_label_only(strategy, task)
+        )
         if reason is None:
             runnable.append(name)
         elif chosen:
@@ -483,6 +507,14 @@ DOCUMENTS_NEEDED = (
     "it answers from a document collection: set data.documents to a folder of "
     ".txt/.md/.html/.pdf files or a JSONL of {id, text, title?}"
 )
+
+
+def _single_label_only(strategy: Strategy, task: Task | None) -> str | None:
+    """Why a strategy cannot run on a multi-label ``task`` (its profile does not say
+    ``multi_label``), or None."""
+    if getattr(task, "multi_label", False) and not strategy.profile.multi_label:
+        return "it gives one label per record; this data has several (multi-label) per record"
+    return None
 
 
 def _missing_documents(strategy: Strategy, task: Task | None) -> str | None:
@@ -644,9 +676,8 @@ def _evaluate(
         raise TypeError(f"strategy '{name}' returned {type(model).__name__}, not a Classifier")
     payload, probabilities, indices = evaluate_classifier(model, task, settings, indices)
     gold = task.eval_labels[indices]
-    folder.write_predictions(
-        probabilities, gold, indices, out_of_scope_arrays(payload, probabilities, gold)
-    )
+    extra = per_record_arrays(payload, probabilities, gold, task.label_names)
+    folder.write_predictions(probabilities, gold, indices, extra)
     return {"task": task.kind, **payload}
 
 

@@ -83,6 +83,9 @@ def per_item(record: RunRecord, metric: str | None = None) -> np.ndarray | None:
         name = f"{metric}_stats" if metric in CORPUS_STATS_METRICS else metric
         found: np.ndarray | None = arrays.get(name)
         return found
+    if metric == "micro_f1" or (metric is None and record.eval.multi_label):
+        label_counts: np.ndarray | None = arrays.get("counts")  # multi-label: (tp, fp, fn)
+        return label_counts
     if metric not in (None, "accuracy"):  # an open-set metric, kept per query (NaN: n/a)
         open_set: np.ndarray | None = arrays.get(metric)
         return open_set
@@ -116,6 +119,9 @@ def paired_difference(
         "confidence": settings.confidence,
     }
     pair = scores_a[in_a], scores_b[in_b]
+    if a.kind == "classification" and (metric or a.eval.primary_metric) == "micro_f1":
+        result = paired_bootstrap_micro_f1(*pair, metric="micro_f1", **options)
+        return Difference(result.difference, result.low, result.high, len(shared))
     if a.kind == "classification":  # a metric over some queries only: the others are NaN
         applies = ~(np.isnan(pair[0]) | np.isnan(pair[1]))
         pair = pair[0][applies], pair[1][applies]
@@ -173,6 +179,7 @@ METRIC_WORDS = {
     "overall_accuracy": "accuracy over all queries",
     "in_scope_accuracy": "in-scope accuracy",
     "out_of_scope_recall": "out-of-scope recall",
+    "micro_f1": "micro-F1",
 }
 
 
@@ -234,6 +241,8 @@ def ranking_metric(kind: str, settings: CompareConfig, records: Sequence[RunReco
     queries the configured open-set one (``compare.out_of_scope.rank_on``)."""
     if kind == "generation":
         return settings.generation_metric
+    if kind == "classification" and records and all(r.eval.multi_label for r in records):
+        return "micro_f1"
     if kind == "classification" and records and all(r.eval.out_of_scope for r in records):
         return settings.out_of_scope.rank_on
     return PRIMARY_METRIC[kind]
@@ -313,7 +322,28 @@ OPEN_SET_METRICS = (
 )
 
 
+def _multi_label_fields(result: RunRecord) -> dict[str, Any]:
+    metrics = result.eval.metrics
+    latency = result.eval.latency
+    section = result.eval.multi_label or {}
+    return {
+        "primary_metric": "micro_f1",
+        "micro_f1": metrics["micro_f1"],
+        "micro_f1_ci": list(result.eval.interval),
+        "macro_f1": metrics["macro_f1"],
+        "macro_f1_ci": section.get("macro_f1_ci"),
+        "subset_accuracy": metrics["subset_accuracy"],
+        "example_f1": metrics["example_f1"],
+        "ece": metrics["ece"],
+        "latency_batch1_p50_ms": latency.get("batch_1", {}).get("p50_ms"),
+        "latency_batch1_p95_ms": latency.get("batch_1", {}).get("p95_ms"),
+        "latency_batch32_per_example_ms": latency.get("batch_32", {}).get("per_example_ms"),
+    }
+
+
 def _accuracy_fields(result: RunRecord) -> dict[str, Any]:
+    if result.eval.multi_label is not None:
+        return _multi_label_fields(result)
     metrics = result.eval.metrics
     latency = result.eval.latency
     open_set = result.eval.out_of_scope
@@ -496,8 +526,24 @@ def _open_set(comparison: dict[str, Any]) -> bool:
     return comparison.get("metric") in get_args(OutOfScopeMetric)
 
 
+MULTI_LABEL_COLUMNS = (
+    ("strategy", "strategy"),
+    ("micro-F1", "micro-F1"),
+    ("Δ vs best ({level}% CI)", "Δ vs best ({level}% CI)"),
+    ("macro-F1", "macro-F1"),
+    ("subset accuracy", "subset acc."),
+    ("example F1", "example F1"),
+    ("ECE (mean per label)", "ECE"),
+    *COLUMNS["classification"][-6:],
+)
+"""Multi-label classifiers: micro-F1 ranks, with macro-F1 (interval), subset accuracy,
+example F1 and the per-label calibration error averaged."""
+
+
 def _columns(comparison: dict[str, Any]) -> tuple[tuple[str, str], ...]:
     kind = comparison.get("task", "classification")
+    if kind == "classification" and comparison.get("metric") == "micro_f1":
+        return MULTI_LABEL_COLUMNS
     if kind == "classification" and _open_set(comparison):
         return OPEN_SET_COLUMNS
     if kind != "generation":
@@ -589,6 +635,19 @@ def leaderboard_cells(row: dict[str, Any]) -> list[str]:
             _number(row["output_tokens_per_s"], "{:.1f}"),
             _number(row["prompt_tokens_per_request"], "{:.0f}"),
         ]
+    elif row.get("primary_metric") == "micro_f1":
+        low, high = row["micro_f1_ci"]
+        macro = row.get("macro_f1_ci") or [None, None]
+        measured = [
+            f"{row['micro_f1'] * 100:.2f} [{low * 100:.1f}, {high * 100:.1f}]",
+            _delta(row["vs_best"]),
+            _points_with_interval(row["macro_f1"], macro),
+            f"{row['subset_accuracy'] * 100:.1f}%",
+            f"{row['example_f1'] * 100:.1f}",
+            f"{row['ece']:.3f}",
+            _number(row["latency_batch1_p50_ms"], "{:.1f}"),
+            _number(row["latency_batch32_per_example_ms"], "{:.2f}"),
+        ]
     elif row.get("out_of_scope") is not None:
         low, high = row[f"{row['primary_metric']}_ci"]
         measured = [
@@ -638,6 +697,13 @@ def _delta(difference: dict[str, Any] | None) -> str:
         f"{difference['difference'] * 100:+.1f} [{difference['low'] * 100:+.1f}, "
         f"{difference['high'] * 100:+.1f}]{'*' if difference['significant'] else ''}"
     )
+
+
+def _points_with_interval(value: float, interval: Sequence[float | None]) -> str:
+    low, high = interval
+    if low is None or high is None:
+        return f"{value * 100:.2f}"
+    return f"{value * 100:.2f} [{low * 100:.1f}, {high * 100:.1f}]"
 
 
 def _cost_cells(row: dict[str, Any]) -> list[str]:

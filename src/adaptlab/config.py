@@ -296,11 +296,6 @@ class OutOfScopeConfig(Section):
     in_scope_rejection: Annotated[float, Gt(0), Lt(1)] = Field(
         0.05, description="The share of in-scope validation queries the threshold rejects."
     )
-    validation_share: Annotated[float, Gt(0), Lt(1)] = Field(
-        0.1,
-        description="Share of the training records held out (stratified, seeded by "
-        "train.seed) to choose the threshold on; the strategies train on the rest.",
-    )
     rank_on: OutOfScopeMetric = Field(
         "overall_accuracy",
         description="What runs are ranked on: overall_accuracy (every eval query, a rejected "
@@ -338,6 +333,12 @@ class CompareConfig(Section):
         description="What free-text runs are ranked on (the leaderboard, Δ vs best, the "
         "decision rules): rougeL (ROUGE-L F1, stemmed), rouge1, rouge2, bleu, chrf (chrF++), "
         "embedding_similarity, exact_match or token_f1 (SQuAD's token F1, for short answers).",
+    )
+    validation_share: Annotated[float, Gt(0), Lt(1)] = Field(
+        0.1,
+        description="Classifiers with thresholds (out-of-scope rejection, multi-label data): "
+        "the share of training records held out, seeded by train.seed (stratified for "
+        "single-label data), to choose the thresholds on; the strategies train on the rest.",
     )
     out_of_scope: OutOfScopeConfig = Field(
         default_factory=OutOfScopeConfig,

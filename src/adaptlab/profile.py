@@ -49,6 +49,9 @@ class StrategyProfile:
     retrieves: bool = False
     """It answers from the experiment's document collection (``data.documents``): the
     collection's hash goes into its manifest, so a changed collection makes it stale."""
+    multi_label: bool = False
+    """It classifies records with several labels (one probability per label, independent):
+    multi-label intent data runs only the strategies that say so."""
 
     def __post_init__(self) -> None:
         if self.role not in get_args(Role):
@@ -84,6 +87,7 @@ class StrategyProfile:
                 teaches=bool(raw.get("teaches", False)),
                 tasks=tuple(cast(list[TaskKind], raw.get("tasks", ["classification"]))),
                 retrieves=bool(raw.get("retrieves", False)),
+                multi_label=bool(raw.get("multi_label", False)),
             )
         except KeyError as exc:
             raise ValueError(f"no {exc.args[0]}") from None

@@ -216,6 +216,9 @@ class Evaluation:
     retrieval: dict[str, Any] | None = None
     """A retrieval run's recall@k and MRR per retriever (``by_retriever``), the retriever
     used and ``k``, when eval records name their gold documents."""
+    multi_label: dict[str, Any] | None = None
+    """A multi-label classifier's per-label thresholds (tuned on the validation split) and
+    the intervals of its other metrics (macro-F1, subset accuracy, example F1)."""
     out_of_scope: dict[str, Any] | None = None
     """A classifier's out-of-scope rejection (``data.out_of_scope_label``): the threshold and
     how it was chosen, the open-set metrics with intervals, AUROC, the trade-off curve."""
@@ -273,9 +276,9 @@ def parse_evaluation(payload: dict[str, Any], folder: Path) -> Evaluation:
     metrics = _field(path, payload, "metrics", "object", True)
     if task == "generation":
         primary = _field(path, payload, "primary_metric", "string", True)
-    elif task == "classification" and "out_of_scope" in payload:  # ranked on its open-set metric
+    elif task == "classification" and ("out_of_scope" in payload or "multi_label" in payload):
+        # ranked on its open-set metric, or a multi-label run's micro-F1
         primary = _field(path, payload, "primary_metric", "string", True)
-        _field(path, payload, "out_of_scope", "object", True)
     else:
         primary = PRIMARY_METRIC[task]
     if not _number(metrics.get(primary)):
@@ -298,6 +301,7 @@ def parse_evaluation(payload: dict[str, Any], folder: Path) -> Evaluation:
         grounding=_field(path, payload, "grounding", "object", False),
         retrieval=_field(path, payload, "retrieval", "object", False),
         out_of_scope=_field(path, payload, "out_of_scope", "object", False),
+        multi_label=_field(path, payload, "multi_label", "object", False),
     )
 
 

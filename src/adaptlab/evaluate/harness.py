@@ -40,6 +40,13 @@ from adaptlab.evaluate.grounding import (
 )
 from adaptlab.evaluate.latency import measure_latency
 from adaptlab.evaluate.metrics import classification_metrics, reliability_bins
+from adaptlab.evaluate.multilabel import (
+    DEFAULT_THRESHOLD,
+    macro_f1_interval,
+    multi_label_metrics,
+    predicted_sets,
+    tune_thresholds,
+)
 from adaptlab.evaluate.open_set import (
     OUT_OF_SCOPE,
     PER_QUERY,
@@ -87,6 +94,17 @@ def evaluate_classifier(
     start = time.perf_counter()
     probabilities = classifier.predict_proba(texts)
     seconds = time.perf_counter() - start
+    if task.multi_label:
+        payload = multi_label_payload(classifier, task, settings, probabilities, gold)
+        payload.update(
+            n=len(indices),
+            eval_size=len(task.eval_texts),
+            sampled=bool(len(indices) < len(task.eval_texts)),
+            confidence=settings.confidence,
+            eval_seconds=round(seconds, 3),
+            latency=latency_profile(classifier, texts, settings),
+        )
+        return payload, probabilities, indices
     # Closed-set quality: over the in-scope queries (all of them without out-of-scope mode).
     inside = gold != OUT_OF_SCOPE
     metrics = classification_metrics(probabilities[inside], gold[inside], task.label_names)
@@ -169,16 +187,65 @@ def out_of_scope_payload(
     }
 
 
-def out_of_scope_arrays(
-    payload: dict[str, Any], probabilities: np.ndarray, gold: np.ndarray
+def multi_label_payload(
+    classifier: Classifier,
+    task: ClassificationTask,
+    settings: CompareConfig,
+    probabilities: np.ndarray,
+    gold: np.ndarray,
+) -> dict[str, Any]:
+    """Per-label thresholds tuned on the validation split, and the multi-label metrics of the
+    eval records with their intervals (:mod:`adaptlab.evaluate.multilabel`); ranked on
+    micro-F1."""
+    validation = classifier.predict_proba(task.validation_texts)
+    thresholds = tune_thresholds(validation, task.validation_labels)
+    metrics, arrays = multi_label_metrics(probabilities, gold, thresholds, task.label_names)
+    options: dict[str, Any] = {
+        "resamples": settings.bootstrap_resamples,
+        "confidence": settings.confidence,
+    }
+    predicted = predicted_sets(probabilities, thresholds)
+    positives = np.asarray(task.validation_labels).sum(axis=0)
+    return {
+        "metrics": metrics,
+        "primary_metric": "micro_f1",
+        "micro_f1_ci": list(micro_f1_interval(arrays["counts"], **options)),
+        "multi_label": {
+            "thresholds": {
+                name: float(value) for name, value in zip(task.label_names, thresholds, strict=True)
+            },
+            "tuned_on": "validation",
+            "validation_n": len(task.validation_texts),
+            "labels_without_validation_positives": [
+                name for name, count in zip(task.label_names, positives, strict=True) if not count
+            ],
+            "default_threshold": DEFAULT_THRESHOLD,
+            "macro_f1_ci": list(macro_f1_interval(predicted, gold, **options)),
+            "subset_accuracy_ci": list(bootstrap_interval(arrays["subset_accuracy"], **options)),
+            "example_f1_ci": list(bootstrap_interval(arrays["example_f1"], **options)),
+        },
+    }
+
+
+def per_record_arrays(
+    payload: dict[str, Any],
+    probabilities: np.ndarray,
+    gold: np.ndarray,
+    label_names: tuple[str, ...],
 ) -> dict[str, np.ndarray]:
-    """The per-query open-set scores of ``payload``'s rejection rule (none without one), for
-    ``predictions.safetensors``."""
+    """What ``predictions.safetensors`` keeps beside the probabilities for the bootstraps: the
+    per-query open-set scores of ``payload``'s rejection rule, or a multi-label run's
+    per-record counts, example F1 and exact-set matches; nothing otherwise."""
     section = payload.get("out_of_scope")
-    if section is None:
-        return {}
-    rows = per_query(probabilities, gold, Rejection.from_dict(section))
-    return {name: values.astype(np.float64) for name, values in rows.items()}
+    if section is not None:
+        rows = per_query(probabilities, gold, Rejection.from_dict(section))
+        return {name: values.astype(np.float64) for name, values in rows.items()}
+    multi = payload.get("multi_label")
+    if multi is not None:
+        thresholds = [multi["thresholds"][name] for name in label_names]
+        _, arrays = multi_label_metrics(probabilities, gold, thresholds, label_names)
+        return arrays
+    return {}
 
 
 def latency_profile(

@@ -83,7 +83,12 @@ class StrategyConfig(BaseModel):
 
 @dataclass(frozen=True)
 class ClassificationTask:
-    """Texts and integer labels of the prepared train and locked eval sets."""
+    """Texts and integer labels of the prepared train and locked eval sets.
+
+    Multi-label data (``multi_label``: each record a list of labels, possibly empty) holds
+    label *sets* instead: ``train_labels``, ``eval_labels`` and ``validation_labels`` are
+    ``(n, num_labels)`` 0/1 matrices, and a classifier's ``predict_proba`` gives each label its
+    own probability (they need not sum to 1)."""
 
     kind: ClassVar[TaskKind] = "classification"
     label_names: tuple[str, ...]
@@ -97,8 +102,10 @@ class ClassificationTask:
     """``data.out_of_scope_label``: its eval (and validation) records have label
     :data:`~adaptlab.evaluate.open_set.OUT_OF_SCOPE` (-1); when train has some, they are also
     a class of their own (a column named after it) that strategies learn like any other."""
+    multi_label: bool = False
     validation_texts: list[str] = field(default_factory=list)
-    """Held out of train (out-of-scope mode only) to choose the rejection threshold on."""
+    """Held out of train (out-of-scope and multi-label modes) to choose the rejection
+    threshold, or the per-label thresholds, on."""
     validation_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property

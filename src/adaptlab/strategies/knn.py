@@ -2,7 +2,9 @@
 
 Retrieval augmentation for classification: nothing is trained; the training set's embeddings
 (cached, shared with ``frozen``) are the model. Votes are weighted by a softmax over cosine
-similarity, so near neighbours count more and the output is a probability.
+similarity, so near neighbours count more and the output is a probability. With label sets
+(multi-label data) each label's probability is the weighted share of the neighbours that carry
+it, smoothed toward one half.
 """
 
 from __future__ import annotations
@@ -49,11 +51,15 @@ class NearestNeighbourClassifier:
         nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
         scores = np.take_along_axis(similarity, nearest, axis=1) * self.config.temperature
         weights = np.exp(scores - scores.max(axis=1, keepdims=True))
+        weights /= weights.sum(axis=1, keepdims=True)
+        smoothing = self.config.smoothing
+        if self.labels.ndim == 2:  # label sets: each label's weighted share of the neighbours
+            shares = np.einsum("nk,nkl->nl", weights, self.labels[nearest].astype(np.float64))
+            return np.asarray((1 - smoothing) * shares + smoothing * 0.5)
         votes = np.zeros((len(texts), len(self.label_names)))
         np.add.at(votes, (np.arange(len(texts))[:, None], self.labels[nearest]), weights)
-        votes /= votes.sum(axis=1, keepdims=True)
         uniform = 1.0 / len(self.label_names)
-        return np.asarray((1 - self.config.smoothing) * votes + self.config.smoothing * uniform)
+        return np.asarray((1 - smoothing) * votes + smoothing * uniform)
 
 
 class KnnStrategy:
@@ -67,6 +73,7 @@ class KnnStrategy:
             0, 5, "a class with fewer than ~5 examples rarely wins a 10-neighbour vote"
         ),
         tasks=("classification",),
+        multi_label=True,
     )
 
     def requires(self, config: StrategyConfig) -> list[str]:

@@ -83,6 +83,40 @@ def tiny_task() -> ClassificationTask:
     )
 
 
+def _label_sets(rng: np.random.Generator, n: int) -> tuple[list[str], np.ndarray]:
+    """Texts about 0, 1 or 2 of the topics, with those topics as their label set."""
+    names = list(TOPICS)
+    texts, sets = [], np.zeros((n, len(names)), dtype=np.int64)
+    for row in range(n):
+        chosen = rng.choice(len(names), size=row % 3, replace=False)
+        words = [str(rng.choice(TOPICS[names[i]])) for i in chosen] or ["weather"]
+        texts.append(f"about my {' and my '.join(words)} today, number {row}")
+        sets[row, chosen] = 1
+    return texts, sets
+
+
+@pytest.fixture(scope="session")
+def tiny_multilabel_task() -> ClassificationTask:
+    """The three topics as a multi-label task: each record names 0, 1 or 2 of them, with a
+    validation split for the per-label thresholds."""
+    rng = np.random.default_rng(1)
+    train_texts, train_sets = _label_sets(rng, 36)
+    validation_texts, validation_sets = _label_sets(rng, 12)
+    eval_texts, eval_sets = _label_sets(rng, 12)
+    return ClassificationTask(
+        tuple(TOPICS),
+        train_texts,
+        train_sets,
+        eval_texts,
+        eval_sets,
+        "train-sha",
+        "eval-sha",
+        multi_label=True,
+        validation_texts=validation_texts,
+        validation_labels=validation_sets,
+    )
+
+
 # Restaurant8k-shaped utterances: (text, slots), every value spelled as in the text.
 UTTERANCES: list[tuple[str, dict[str, str]]] = [
     ("a table for 2 at 7pm please", {"people": "2", "time": "7pm"}),

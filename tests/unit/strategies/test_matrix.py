@@ -18,6 +18,7 @@ can ask for a finished ``teacher`` run beside its own, as distill needs.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 from collections.abc import Callable
@@ -244,6 +245,35 @@ def test_fit_gives_a_probability_for_every_label(row: Row, run_for: RowRunFactor
     assert probabilities.shape == (len(task.eval_texts), 3)
     assert (probabilities >= 0).all()
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def multi_label_rows() -> list[Any]:
+    """Classification rows whose strategy says it handles label sets (``profile.multi_label``)."""
+    return [
+        pytest.param(row, id=row.id)
+        for row in ROWS
+        if "classification" in supported_tasks(get_strategy(row.strategy))
+        and get_strategy(row.strategy).profile.multi_label
+    ]
+
+
+@pytest.mark.parametrize("row", multi_label_rows())
+def test_multi_label_fit_gives_each_label_its_own_probability_and_loads_the_same(
+    row: Row, run_for: RowRunFactory, tiny_multilabel_task: ClassificationTask, tmp_path: Path
+) -> None:
+    """On label sets (records with 0, 1 or 2 labels) a classifier gives every label a
+    probability of its own: in [0, 1], not one distribution over the labels (a record may have
+    none or several); save then load gives the same."""
+    run = dataclasses.replace(run_for(row), task=tiny_multilabel_task)
+    classifier = get_strategy(row.strategy).fit(run)
+    probabilities = outputs(classifier, run.task)
+    assert probabilities.shape == (len(tiny_multilabel_task.eval_texts), 3)
+    assert ((probabilities >= 0) & (probabilities <= 1)).all()
+    assert not np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-3)
+    copy = copy_run(run, tmp_path / "copied")
+    shutil.rmtree(run.folder)
+    again = outputs(get_strategy(row.strategy).load(copy), copy.task)
+    np.testing.assert_allclose(again, probabilities, rtol=0, atol=1e-6)
 
 
 @rows(task=("generative", "generation"))

@@ -64,7 +64,7 @@ def _experiment(root: Path, tiny_encoder: Path, names: list[str], settings: dict
             "strategies": names,
             "latency_budget_s": 0.05,
             "bootstrap_resamples": 100,
-            "out_of_scope": {"validation_share": 0.2},
+            "validation_share": 0.2,
         },
     }
     raw["model"]["base_model"] = str(tiny_encoder)
