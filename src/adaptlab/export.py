@@ -135,7 +135,9 @@ def _writer(loaded: LoadedModel, format: str) -> Writer:
 def formats_for(loaded: LoadedModel) -> list[str]:
     """The export formats that apply to ``loaded``."""
     model = loaded.model
-    formats = []
+    formats: list[str] = []
+    if loaded.record.eval.multi_label is not None:
+        return formats  # sigmoid heads and per-label thresholds: not written by any format yet
     if isinstance(model, PooledClassifier) or (
         isinstance(model, Generator) and _has_own_weights(loaded)
     ):
@@ -162,7 +164,12 @@ def _describe(loaded: LoadedModel) -> str:
 
 def _why_not(loaded: LoadedModel, format: str) -> str:
     model = loaded.model
-    if format == "peft":
+    if loaded.record.eval.multi_label is not None:
+        reason = (
+            "it is a multi-label classifier (a probability per label, a threshold per label), "
+            "which no export format writes yet"
+        )
+    elif format == "peft":
         reason = f"it saved no {ADAPTER_DIR}/ folder: a peft export holds the run's PEFT adapter"
     elif format == "onnx" and isinstance(model, Generator):
         reason = "it is a generator, and onnx exports hold encoder classifiers"
@@ -307,6 +314,7 @@ def _write_head(
         "label_names": names,
         **_label_map(names),
         "max_length": int(model.max_length),
+        **_rejection(loaded),
         "base_model": canonical_name(loaded.record.manifest.base_model),
         "source": {
             "exported": loaded.source,
@@ -317,6 +325,24 @@ def _write_head(
     }
     _write_json(folder / CLASSIFIER_FILE, spec)
     _write_json(folder / LABELS_FILE, {"label_names": names, **_label_map(names)})
+
+
+def _rejection(loaded: LoadedModel) -> dict[str, Any]:
+    """The run's out-of-scope rule, for whoever serves the export: reject a query whose
+    largest in-scope probability is under ``threshold`` (or whose most probable column is
+    ``column``) as ``label``; nothing for a run without one."""
+    section = loaded.record.eval.out_of_scope
+    if section is None:
+        return {}
+    return {
+        "out_of_scope": {
+            "label": section["label"],
+            "score": section["score"],
+            "threshold": section["threshold"],
+            "column": section["out_of_scope_column"],
+            "rule": section["rule"],
+        }
+    }
 
 
 def _add_label_map(folder: Path, names: Sequence[str]) -> None:

@@ -104,6 +104,10 @@ class LabelPrediction:
     """The ``top_k`` most probable labels with their probabilities, most probable first."""
     rejected: bool = False
     """Out of scope: the run rejects it (``label`` is the out-of-scope label)."""
+    labels: tuple[str, ...] | None = None
+    """A multi-label run's answer: every label whose probability reaches its threshold (tuned
+    on the validation split), most probable first; empty for "no intent". None for a
+    single-label run (``label`` is its answer)."""
 
     def to_dict(self) -> dict[str, Any]:
         row: dict[str, Any] = {
@@ -113,6 +117,8 @@ class LabelPrediction:
         }
         if self.rejected:
             row["rejected"] = True
+        if self.labels is not None:
+            row["labels"] = list(self.labels)
         return row
 
 
@@ -257,6 +263,8 @@ def classify(loaded: LoadedModel, texts: Sequence[str], top_k: int = 5) -> list[
     probabilities = np.asarray(model.predict_proba(list(texts)), dtype=np.float64)
     names = list(model.label_names)
     shown = max(1, min(top_k, len(names)))
+    if loaded.record.eval.multi_label is not None:
+        return _label_sets(loaded.record.eval.multi_label, names, probabilities, shown)
     section = loaded.record.eval.out_of_scope
     rejected = np.zeros(len(probabilities), dtype=bool)
     if section is not None:  # the run's rejection rule: its threshold, its out-of-scope column
@@ -272,6 +280,22 @@ def classify(loaded: LoadedModel, texts: Sequence[str], top_k: int = 5) -> list[
             predictions.append(LabelPrediction(section["label"], float(score), ranked, True))
         else:
             predictions.append(LabelPrediction(names[best], float(row[best]), ranked))
+    return predictions
+
+
+def _label_sets(
+    section: Mapping[str, Any], names: Sequence[str], probabilities: np.ndarray, shown: int
+) -> list[LabelPrediction]:
+    """A multi-label run's answers: the labels reaching their thresholds (``eval.json``'s
+    ``multi_label.thresholds``), the most probable label and the ``shown`` most probable."""
+    thresholds = np.array([float(section["thresholds"][name]) for name in names])
+    predictions = []
+    for row in probabilities:
+        order = np.argsort(-row, kind="stable")
+        chosen = tuple(names[i] for i in order if row[i] >= thresholds[i])
+        ranked = {names[i]: float(row[i]) for i in order[:shown]}
+        best = int(order[0])
+        predictions.append(LabelPrediction(names[best], float(row[best]), ranked, labels=chosen))
     return predictions
 
 

@@ -1,6 +1,7 @@
 """Read training data in the formats practitioners use, and validate every record.
 
-Formats: ``classification`` (``text,label`` CSV/TSV/JSONL, with common column aliases),
+Formats: ``classification`` (``text,label`` CSV/TSV/JSONL, with common column aliases; a
+label may also be a list of labels, multi-label intent data where ``[]`` means no intent),
 ``chat`` (OpenAI chat JSONL: ``{"messages": [{"role", "content", "weight"?}]}``),
 ``completion`` (``prompt``/``completion``) and ``alpaca`` (``instruction``/``input``/``output``).
 Files: ``.csv``, ``.tsv``, ``.jsonl``, ``.json`` (an array), ``.parquet``/``.arrow`` and folders
@@ -23,7 +24,7 @@ import sys
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,8 @@ class LoadedData:
     text_field: str | None = None
     label_field: str | None = None
     raw_count: int = 0
+    multi_label: bool = False
+    """Each record's label is a list of labels (multi-label data; ``[]``: no intent)."""
 
     def texts(self) -> list[str]:
         """The text of each record used for duplicates, PII and length statistics."""
@@ -72,14 +75,29 @@ class LoadedData:
         return [record_input(self, r.data) for r in self.records]
 
     def labels(self) -> list[str] | None:
-        if self.format != "classification" or self.label_field is None:
+        """Each record's label, for single-label classification data; None otherwise (a
+        record of multi-label data has no one label: see :meth:`label_sets`)."""
+        if self.format != "classification" or self.label_field is None or self.multi_label:
             return None
         return [label_key(r.data[self.label_field]) for r in self.records]
+
+    def label_sets(self) -> list[tuple[str, ...]] | None:
+        """Each record's labels, sorted and without repeats: its list in multi-label data
+        (``()``: no intent), a one-label tuple in single-label data; None for other formats."""
+        if self.format != "classification" or self.label_field is None:
+            return None
+        return [label_set(r.data[self.label_field]) for r in self.records]
 
 
 def label_key(value: Any) -> str:
     """Labels may be strings or integers (HF ClassLabel ids); compare them as strings."""
     return value if isinstance(value, str) else str(value)
+
+
+def label_set(value: Any) -> tuple[str, ...]:
+    """A label field's value as sorted, distinct label keys: a list's elements, or one label."""
+    values = value if isinstance(value, list) else [value]
+    return tuple(sorted({label_key(item) for item in values}))
 
 
 def quoted(value: object, limit: int = QUOTE_LIMIT) -> str:
@@ -517,11 +535,13 @@ def _read_with_datasets(
 
 @dataclass(frozen=True)
 class Layout:
-    """A detected (or given) format and, for classification, its two columns."""
+    """A detected (or given) format and, for classification, its two columns and whether
+    labels are lists (``None``: decided by what most records of the file hold)."""
 
     format: str
     text_field: str | None = None
     label_field: str | None = None
+    multi_label: bool | None = None
 
 
 def detect_layout(
@@ -601,11 +621,16 @@ def _first_present(candidates: Iterable[str], keys: Iterable[str]) -> str | None
 
 
 def validate(
-    path: str, line: int, row: dict[str, Any], layout: Layout, labels: frozenset[str] | None
+    path: str,
+    line: int,
+    row: dict[str, Any],
+    layout: Layout,
+    labels: frozenset[str] | None,
+    out_of_scope_label: str | None = None,
 ) -> list[DataIssue]:
     """All problems of one record (empty list: the record is valid)."""
     if layout.format == "classification":
-        return _check_classification(path, line, row, layout, labels)
+        return _check_classification(path, line, row, layout, labels, out_of_scope_label)
     if layout.format == "chat":
         issues = _check_chat(path, line, row)
     else:
@@ -660,37 +685,154 @@ def _check_string_list(
 
 
 def _check_classification(
-    path: str, line: int, row: dict[str, Any], layout: Layout, labels: frozenset[str] | None
+    path: str,
+    line: int,
+    row: dict[str, Any],
+    layout: Layout,
+    labels: frozenset[str] | None,
+    out_of_scope_label: str | None,
 ) -> list[DataIssue]:
     assert layout.text_field and layout.label_field
     issues = _check_text_fields(path, line, row, (layout.text_field,), ())
-    label_name = layout.label_field
-    if label_name not in row:
-        return [*issues, _issue(path, line, "missing_field", "no label", field=label_name)]
-    label = row[label_name]
-    if label is None or (isinstance(label, str) and is_blank(label)):
-        issues.append(_issue(path, line, "missing_label", "the label is empty", field=label_name))
-    elif isinstance(label, bool) or not isinstance(label, str | int):
-        issues.append(
-            _issue(
-                path,
-                line,
-                "wrong_type",
-                f"a label must be a string or an integer, found {json_type(label)}",
-                field=label_name,
-            )
-        )
-    elif labels is not None and label_key(label) not in labels:
-        issues.append(
-            _issue(
-                path,
-                line,
-                "unknown_label",
-                f"label '{quoted(label_key(label))}' is not one of the {len(labels)} known labels",
-                field=label_name,
-            )
-        )
+    name = layout.label_field
+    if name not in row:
+        return [*issues, _issue(path, line, "missing_field", "no label", field=name)]
+    value = row[name]
+    if isinstance(value, list):
+        issues += _check_label_list(path, line, name, value, labels, out_of_scope_label)
+    else:
+        problem = _label_value_issue(path, line, name, value)
+        if problem is None and labels is not None and label_key(value) not in labels:
+            problem = _unknown_label_issue(path, line, name, label_key(value), labels)
+        issues += [problem] if problem else []
     return issues
+
+
+def _check_label_list(
+    path: str,
+    line: int,
+    name: str,
+    values: list[Any],
+    labels: frozenset[str] | None,
+    out_of_scope_label: str | None,
+) -> list[DataIssue]:
+    """A multi-label record's labels: each one as a single label would be, none twice, and
+    never the out-of-scope label (an out-of-scope query has no intent: the empty list)."""
+    issues = []
+    first: dict[str, str] = {}  # label -> the field where it first appears
+    for index, value in enumerate(values):
+        where = f"{name}[{index}]"
+        problem = _label_value_issue(path, line, where, value)
+        if problem is None:
+            key = label_key(value)
+            problem = _listed_label_issue(
+                path, line, where, key, first.get(key), labels, out_of_scope_label
+            )
+            first.setdefault(key, where)
+        issues += [problem] if problem else []
+    return issues
+
+
+def _listed_label_issue(
+    path: str,
+    line: int,
+    where: str,
+    key: str,
+    earlier: str | None,
+    labels: frozenset[str] | None,
+    out_of_scope_label: str | None,
+) -> DataIssue | None:
+    """What is wrong with one well-formed label of a list (``earlier``: where the list already
+    holds it)."""
+    if key == out_of_scope_label:
+        return _issue(
+            path,
+            line,
+            "out_of_scope_in_list",
+            f"'{quoted(key)}' is the out-of-scope label; in multi-label data an out-of-scope "
+            "query has no intent: write the empty list",
+            field=where,
+        )
+    if earlier is not None:
+        return _issue(
+            path,
+            line,
+            "duplicate_label",
+            f"label '{quoted(key)}' is already {earlier}; list each label once",
+            field=where,
+        )
+    if labels is not None and key not in labels:
+        return _unknown_label_issue(path, line, where, key, labels)
+    return None
+
+
+def _label_value_issue(path: str, line: int, where: str, value: Any) -> DataIssue | None:
+    """One label (a record's, or one element of its list) is a non-empty string or an integer."""
+    if value is None or (isinstance(value, str) and is_blank(value)):
+        return _issue(path, line, "missing_label", "the label is empty", field=where)
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return _issue(
+            path,
+            line,
+            "wrong_type",
+            f"a label must be a string or an integer, found {json_type(value)}",
+            field=where,
+        )
+    return None
+
+
+def _unknown_label_issue(
+    path: str, line: int, where: str, key: str, labels: frozenset[str]
+) -> DataIssue:
+    return _issue(
+        path,
+        line,
+        "unknown_label",
+        f"label '{quoted(key)}' is not one of the {len(labels)} known labels",
+        field=where,
+    )
+
+
+def _label_kind(value: Any) -> bool | None:
+    """True for a list of labels, False for one label, None for neither (empty, wrong type:
+    those records are reported as such, not as the other kind)."""
+    if isinstance(value, list):
+        return True
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        return None if isinstance(value, str) and is_blank(value) else False
+    return None
+
+
+def _decide_label_kind(
+    path: str, rows: Sequence[tuple[int, dict[str, Any]]], layout: Layout
+) -> tuple[Layout, list[DataIssue]]:
+    """Whether the file's labels are lists, and an error on each record of the other kind
+    (``mixed_label_kinds``; a list in single-label data: ``wrong_type``). A given layout's
+    kind (the training file's) is the eval file's; else most records decide (a tie: the first
+    record's kind), so every odd record is named."""
+    if layout.format != "classification" or layout.label_field is None:
+        return layout, []
+    kinds = [(line, _label_kind(row.get(layout.label_field))) for line, row in rows]
+    labelled = [(line, kind) for line, kind in kinds if kind is not None]
+    lists = sum(1 for _, kind in labelled if kind)
+    if layout.multi_label is None:
+        singles = len(labelled) - lists
+        first = bool(labelled) and bool(labelled[0][1])
+        layout = replace(layout, multi_label=lists > singles or (lists == singles and first))
+        others = lists if layout.multi_label else singles
+        rest = f"the rest of this file ({others:,} records)"
+    else:
+        rest = "the training data"
+    odd = [line for line, kind in labelled if kind != layout.multi_label]
+    if layout.multi_label:
+        found, expected = "a single label", "uses lists of labels (multi-label data)"
+    else:
+        found, expected = "a list of labels", "has one label per record (single-label data)"
+    message = f"{found}, but {rest} {expected}"
+    # A list in single-label data keeps the class it has always had (wrong_type); a single
+    # label in multi-label data is the new case.
+    error = "mixed_label_kinds" if layout.multi_label else "wrong_type"
+    return layout, [_issue(path, line, error, message, field=layout.label_field) for line in odd]
 
 
 def _check_text_fields(
@@ -863,8 +1005,11 @@ def load(
     labels: Iterable[str] | None = None,
     layout: Layout | None = None,
     hub_split: str = "train",
+    out_of_scope_label: str | None = None,
 ) -> LoadedData:
-    """Read and validate ``source``; valid records kept exactly, the rest reported."""
+    """Read and validate ``source``; valid records kept exactly, the rest reported.
+
+    ``out_of_scope_label`` (``data.out_of_scope_label``) may not appear inside a label list."""
     path = str(source)
     parsed: list[tuple[int, dict[str, Any]]] = []
     issues: list[DataIssue] = []
@@ -881,16 +1026,26 @@ def load(
         layout = detect_layout(
             [row for _, row in parsed], path, format, text_field, label_field, first_line
         )
+    layout, mixed = _decide_label_kind(path, parsed, layout)
+    odd = {issue.line for issue in mixed}
+    issues.extend(mixed)
     allowed = frozenset(labels) if labels is not None else None
     records = []
     for line, row in parsed:
-        problems = validate(path, line, row, layout, allowed)
+        problems = validate(path, line, row, layout, allowed, out_of_scope_label)
         issues.extend(problems)
-        if not any(p.severity == "error" for p in problems):
+        if line not in odd and not any(p.severity == "error" for p in problems):
             records.append(Record(line, row))
     issues.sort(key=lambda issue: issue.line)
     return LoadedData(
-        path, layout.format, records, issues, layout.text_field, layout.label_field, raw_count
+        path,
+        layout.format,
+        records,
+        issues,
+        layout.text_field,
+        layout.label_field,
+        raw_count,
+        multi_label=bool(layout.multi_label),
     )
 
 

@@ -49,8 +49,11 @@ class EvalLock:
     source: Literal["split", "given"]
     split: dict[str, Any]
     labels: list[str] | None = None
+    """Every training label, sorted (multi-label data: the union of the records' lists)."""
     text_field: str | None = None
     label_field: str | None = None
+    multi_label: bool = False
+    """Each record's label is a list of labels (``[]``: no intent); False in older locks."""
     contamination: Contamination = field(default_factory=Contamination)
     documents: dict[str, Any] | None = None
     """The document collection retrieval strategies read (``data.documents``): its sha256,
@@ -113,12 +116,21 @@ def _lock_from_dict(raw: Any, path: Path) -> EvalLock:
             labels=raw.get("labels"),
             text_field=raw.get("text_field"),
             label_field=raw.get("label_field"),
+            multi_label=_flag(raw, "multi_label", path),
             contamination=Contamination(**contamination),
             documents=_documents_entry(raw.get("documents"), path),
             adaptlab_version=str(raw.get("adaptlab_version", "")),
         )
     except TypeError as exc:
         raise EvalLockError(f"{path}: field 'contamination' is malformed: {exc}") from None
+
+
+def _flag(raw: dict[str, Any], name: str, path: Path) -> bool:
+    """An optional true/false field; absent (a lock written before it existed) is false."""
+    value = raw.get(name, False)
+    if not isinstance(value, bool):
+        raise EvalLockError(f"{path}: field '{name}' must be true or false")
+    return value
 
 
 def _documents_entry(raw: Any, path: Path) -> dict[str, Any] | None:
@@ -162,19 +174,31 @@ def require_same_eval(eval_hashes: Mapping[str, str]) -> str:
 
 
 def split_indices(
-    labels: Sequence[str] | None, n: int, val_set_size: float, seed: int, stratify: bool
+    labels: Sequence[str] | None,
+    n: int,
+    val_set_size: float,
+    seed: int,
+    stratify: bool,
+    multi_label: bool = False,
 ) -> tuple[list[int], list[int], list[str]]:
     """Deterministic train/eval indices (same input + seed → same split), and notes.
 
     With labels and ``stratify``, each class keeps its proportion in both parts. Classes with a
     single example cannot be split; they stay in train and are named in the notes.
+    ``multi_label`` data has no one class per record to stratify on: a plain seeded split, and
+    a note saying so.
     """
     from sklearn.model_selection import train_test_split
 
     eval_count = _eval_count(n, val_set_size)
     indices = list(range(n))
     notes: list[str] = []
-    if not (labels is not None and stratify):
+    if multi_label:
+        notes.append(
+            "multi-label data: the split is not stratified (a plain seeded split), so label "
+            "proportions may differ between train and eval"
+        )
+    if not (labels is not None and stratify) or multi_label:
         train, held = train_test_split(indices, test_size=eval_count, random_state=seed)
         return sorted(train), sorted(held), notes
     counts = Counter(labels)

@@ -39,9 +39,10 @@ from adaptlab.data.formats import (
     Layout,
     LoadedData,
     Record,
-    label_key,
+    label_set,
     load,
     quoted,
+    quoted_names,
     record_input,
     record_text,
 )
@@ -49,6 +50,7 @@ from adaptlab.data.issues import DataError, DataIssue
 from adaptlab.data.pii import NOT_DETECTED, PII_TYPES, scrub
 from adaptlab.data.report import (
     guidance,
+    label_set_stats,
     label_stats,
     length_stats,
     safe_sample,
@@ -86,8 +88,14 @@ class Part:
         return [self.rows[i] for i in self.keep]
 
     def kept_labels(self) -> list[str] | None:
+        """Each kept record's label; None for multi-label data (see :meth:`kept_label_sets`)."""
         labels = self.loaded.labels()
         return None if labels is None else [labels[i] for i in self.keep]
+
+    def kept_label_sets(self) -> list[tuple[str, ...]] | None:
+        """Each kept record's labels (see :meth:`LoadedData.label_sets`)."""
+        sets = self.loaded.label_sets()
+        return None if sets is None else [sets[i] for i in self.keep]
 
 
 @dataclass
@@ -125,16 +133,12 @@ def check_data(
             data.label_field,
             data.labels,
             hub_split=data.hub_split,
+            out_of_scope_label=data.out_of_scope_label,
         )
     )
     eval_part = None
     if data.eval is not None:
-        known = data.labels if data.labels is not None else sorted(set(train.loaded.labels() or []))
-        if data.out_of_scope_label is not None and data.out_of_scope_label not in known:
-            known = [*known, data.out_of_scope_label]  # out-of-scope queries train may lack
-        layout = Layout(train.loaded.format, train.loaded.text_field, train.loaded.label_field)
-        labels = known if train.loaded.format == "classification" else None
-        eval_part = Part(load(data.eval, layout=layout, labels=labels))
+        eval_part = Part(_load_eval(data.eval, data, train.loaded))
     for part, role in ((train, "train"), (eval_part, "eval")):
         if part is not None:
             _scrub(part, data, track, role)
@@ -145,6 +149,23 @@ def check_data(
     if collection is not None:
         report["documents"] = collection.report
     return CheckResult(train, eval_part, overlaps, report, collection)
+
+
+def _load_eval(source: str, data: DataConfig, train: LoadedData) -> LoadedData:
+    """The eval file, read with the training file's layout and checked against its labels."""
+    known = data.labels if data.labels is not None else _label_names(train.label_sets() or [])
+    oos = data.out_of_scope_label
+    if oos is not None and oos not in known and not train.multi_label:
+        # out-of-scope queries train may lack; in multi-label data they have the empty list
+        known = [*known, oos]
+    layout = Layout(train.format, train.text_field, train.label_field, train.multi_label)
+    labels = known if train.format == "classification" else None
+    return load(source, layout=layout, labels=labels, out_of_scope_label=oos)
+
+
+def _label_names(label_sets: Iterable[Iterable[str]]) -> list[str]:
+    """Every label that occurs, sorted (the union of the records' labels)."""
+    return sorted({name for labels in label_sets for name in labels})
 
 
 def _collection(data: DataConfig, train: Part, eval_part: Part | None) -> PreparedCollection | None:
@@ -242,6 +263,9 @@ def _dedup(part: Part, data: DataConfig, track: Track, role: str) -> None:
     if not data.dedup:
         return
     labels: list[str | None] | None = list(part.loaded.labels() or []) or None
+    if part.loaded.multi_label:
+        # a copy whose label set differs is a conflict too, "no intent" ([]) included
+        labels = [json.dumps(sets) for sets in part.loaded.label_sets() or []] or None
     for _ in track([None], f"duplicates ({role}, {len(texts):,} records)", 1):
         part.groups = find_duplicates(texts, labels, near_threshold=data.near_dup_threshold)
     if role == "train":
@@ -284,7 +308,14 @@ def build_report(
     parts = {"train": train} if eval_part is None else {"train": train, "eval": eval_part}
     tokens = _token_section(parts, model, tokenizer, track)
     labels = None
-    if train.loaded.format == "classification":
+    if train.loaded.multi_label:
+        labels = label_set_stats(
+            train.kept_label_sets() or [],
+            eval_part.kept_label_sets() if eval_part else None,
+            [record.line for record in train.kept_records()],
+            train.loaded.path,
+        )
+    elif train.loaded.format == "classification":
         eval_labels = eval_part.kept_labels() if eval_part else None
         labels = label_stats(train.kept_labels() or [], eval_labels)
     planned = data.val_set_size if eval_part is None and data.val_set_size < 1 else None
@@ -553,11 +584,8 @@ def prepare_data(
     split["train_file_sha256"] = result.report["sources"]["train"]["sha256"]
     train_path = _write_jsonl(out_dir / locking.TRAIN_NAME, train_rows)
     eval_path = _write_jsonl(out_dir / locking.EVAL_NAME, eval_rows)
-    labels = (
-        sorted({label_key(r[train.loaded.label_field]) for r in train_rows})
-        if train.loaded.label_field
-        else None
-    )
+    label_field = train.loaded.label_field
+    labels = _label_names(label_set(r[label_field]) for r in train_rows) if label_field else None
     lock = locking.EvalLock(
         eval_sha256=locking.sha256_file(eval_path),
         size=len(eval_rows),
@@ -568,6 +596,7 @@ def prepare_data(
         contamination=contamination,
         text_field=train.loaded.text_field,
         label_field=train.loaded.label_field,
+        multi_label=train.loaded.multi_label,
         documents=None if result.collection is None else result.collection.lock_entry(),
     )
     if result.collection is not None:
@@ -580,8 +609,9 @@ def _split(
     train: Part, data: DataConfig
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any], list[str]]:
     rows, labels = train.kept_rows(), train.kept_labels()
+    multi_label = train.loaded.multi_label
     train_idx, eval_idx, notes = locking.split_indices(
-        labels, len(rows), data.val_set_size, data.seed, data.stratify
+        labels, len(rows), data.val_set_size, data.seed, data.stratify, multi_label
     )
     # Near-duplicates were collapsed before splitting, but check the halves anyway: the
     # guarantee "no eval item occurs in train" should not rest on one mechanism alone.
@@ -595,6 +625,8 @@ def _split(
     drop = {train_idx[t] for o in overlaps for t in o.train_indices}
     if drop:
         notes.append(f"{len(drop)} training records near-identical to eval records were dropped")
+    if multi_label:
+        notes += _eval_only_labels(train, train_idx, eval_idx, drop)
     split = {
         "val_set_size": data.val_set_size,
         "seed": data.seed,
@@ -607,6 +639,22 @@ def _split(
         split,
         notes,
     )
+
+
+def _eval_only_labels(
+    train: Part, train_idx: list[int], eval_idx: list[int], drop: set[int]
+) -> list[str]:
+    """A note naming the labels an unstratified split left in eval only: no model sees them
+    in training, so their recall is zero whatever the strategy."""
+    sets = train.kept_label_sets() or []
+    trained = set(_label_names(sets[i] for i in train_idx if i not in drop))
+    only = [name for name in _label_names(sets[i] for i in eval_idx) if name not in trained]
+    if not only:
+        return []
+    return [
+        f"{len(only)} labels occur only in the eval part of the split (never trained on): "
+        f"{quoted_names(only)}"
+    ]
 
 
 def _resolve_contamination(
@@ -670,7 +718,7 @@ def open_prepared(
     caller must record in its run manifest).
     """
     lock = locking.verify_lock(folder)
-    layout = Layout(lock.format, lock.text_field, lock.label_field)
+    layout = Layout(lock.format, lock.text_field, lock.label_field, lock.multi_label)
     train = load(folder / locking.TRAIN_NAME, layout=layout)
     evaluation = load(folder / locking.EVAL_NAME, layout=layout)
     overlaps = find_contamination(

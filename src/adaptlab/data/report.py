@@ -3,7 +3,8 @@
 The ranges come from practice rather than theory: behavioural tuning (style, format, tone)
 works with 200–2,000 examples; task-specific classification or extraction wants 1,000–10,000;
 domain adaptation needs at least 10k–100k tokens of in-domain text. A class with only a handful
-of examples cannot be learned or measured reliably.
+of examples cannot be learned or measured reliably. In multi-label data a record counts once
+for each label in its list, and records with no label (no intent) are counted apart.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ TASK_SPECIFIC = (1_000, 10_000)
 DOMAIN_TOKENS = (10_000, 100_000)
 IMBALANCE_WARNING = 10.0
 SAMPLE_CHARS = 80
+# Per-label thresholds are tuned on a validation split of train: a label needs a record in
+# the part that is fit and one in the part that is held out.
+MIN_RECORDS_TO_SPLIT = 2
+RARE_NAMED = 20  # rare labels a guidance note names; the report's labels section lists all
 
 
 def safe_sample(text: str, limit: int = SAMPLE_CHARS) -> str:
@@ -60,6 +65,44 @@ def label_stats(train: Sequence[str], eval_labels: Sequence[str] | None) -> dict
         "min_per_class": least,
         "max_per_class": most,
     }
+
+
+def label_set_stats(
+    train: Sequence[tuple[str, ...]],
+    eval_sets: Sequence[tuple[str, ...]] | None,
+    train_lines: Sequence[int],
+    train_path: str,
+) -> dict[str, Any]:
+    """:func:`label_stats` of multi-label data, counted per label (a record counts once for
+    each label in its list), with the records that have no label (no intent) counted apart,
+    and each label with fewer than :data:`MIN_RECORDS_TO_SPLIT` training records with the
+    lines where it occurs (``train_lines``: each training record's line in ``train_path``)."""
+    counts = Counter(name for labels in train for name in labels)
+    eval_counts = Counter(name for labels in eval_sets or () for name in labels)
+    stats = label_stats(list(counts.elements()), list(eval_counts.elements()) or None)
+    if eval_sets is not None and stats["eval_counts"] is None:
+        stats["eval_counts"] = {}  # an eval set whose records all have no intent
+    shown = _shown_names({*counts, *eval_counts})
+    rare: dict[str, list[int]] = {}
+    for labels, line in zip(train, train_lines, strict=True):
+        for name in labels:
+            if counts[name] < MIN_RECORDS_TO_SPLIT:
+                rare.setdefault(name, []).append(line)
+    stats["multi_label"] = True
+    stats["records"] = {"train": len(train), "eval": _size(eval_sets)}
+    stats["no_intent"] = {
+        "train": sum(1 for labels in train if not labels),
+        "eval": None if eval_sets is None else sum(1 for labels in eval_sets if not labels),
+    }
+    stats["too_rare_to_split"] = [
+        {"label": shown[name], "path": train_path, "lines": lines}
+        for name, lines in sorted(rare.items())
+    ]
+    return stats
+
+
+def _size(items: Sequence[Any] | None) -> int | None:
+    return None if items is None else len(items)
 
 
 def _shown_names(names: set[str]) -> dict[str, str]:
@@ -168,6 +211,8 @@ def _class_notes(
                     f"will be noise: {', '.join(thin[:10])}",
                 )
             )
+    if labels.get("multi_label"):
+        notes += _multi_label_notes(labels)
     ratio = labels.get("imbalance_ratio")
     if ratio and ratio >= IMBALANCE_WARNING:
         notes.append(
@@ -179,6 +224,37 @@ def _class_notes(
         )
     elif ratio:
         notes.append(_note("ok", f"label imbalance {ratio}:1 over {labels['classes']} classes."))
+    return notes
+
+
+def _multi_label_notes(labels: dict[str, Any]) -> list[dict[str, str]]:
+    """How many records have no intent, and the labels too rare to tune a threshold on."""
+    records, none = labels["records"], labels["no_intent"]
+    message = (
+        f"multi-label data: {none['train']:,} of {records['train']:,} training records have no "
+        "label (no intent)"
+    )
+    if none["eval"] is not None:
+        message += f", {none['eval']:,} of {records['eval']:,} eval records"
+    notes = [_note("info", message + "; a record with several labels counts once for each.")]
+    rare = labels["too_rare_to_split"]
+    if rare:
+        named = "; ".join(
+            f"'{item['label']}' ({item['path']}:{', '.join(map(str, item['lines']))})"
+            for item in rare[:RARE_NAMED]
+        )
+        more = len(rare) - RARE_NAMED
+        named += (
+            f" and {more} more (data_report.json, labels.too_rare_to_split)" if more > 0 else ""
+        )
+        notes.append(
+            _note(
+                "warn",
+                f"{len(rare)} labels have fewer than {MIN_RECORDS_TO_SPLIT} training records, so "
+                "no per-label threshold can be tuned for them on a validation split of train "
+                f"(a label must be in both the fit and the validation part): {named}",
+            )
+        )
     return notes
 
 
@@ -321,13 +397,29 @@ def _pii_markdown(pii: dict[str, Any]) -> list[str]:
 
 
 def _labels_markdown(labels: dict[str, Any]) -> list[str]:
+    kind = "multi-label: records per label, " if labels.get("multi_label") else ""
     lines = [
         "",
-        f"## Labels ({labels['classes']} classes, imbalance {labels['imbalance_ratio']}:1)",
+        f"## Labels ({kind}{labels['classes']} classes, imbalance {labels['imbalance_ratio']}:1)",
         "",
     ]
     lines += ["| label | train | eval |", "|---|---:|---:|"]
     eval_counts = labels.get("eval_counts") or {}
     for name, count in labels["train_counts"].items():
         lines.append(f"| {name} | {count:,} | {eval_counts.get(name, 0):,} |")
+    if labels.get("multi_label"):
+        none = labels["no_intent"]
+        lines.append(f"| (no intent) | {none['train']:,} | {none['eval'] or 0:,} |")
+        rare = labels["too_rare_to_split"]
+        if rare:
+            lines += [
+                "",
+                f"Too rare to tune a per-label threshold on (fewer than "
+                f"{MIN_RECORDS_TO_SPLIT} training records):",
+                "",
+            ]
+            lines += [
+                f"- {item['label']}: `{item['path']}:{', '.join(map(str, item['lines']))}`"
+                for item in rare
+            ]
     return lines

@@ -67,7 +67,7 @@ def record_counts(predicted: npt.ArrayLike, gold: npt.ArrayLike) -> np.ndarray:
     return np.stack(
         [(guess & truth).sum(axis=1), (guess & ~truth).sum(axis=1), (~guess & truth).sum(axis=1)],
         axis=1,
-    ).astype(np.float64)
+    ).astype(np.int64)
 
 
 def example_f1(counts: npt.ArrayLike) -> np.ndarray:

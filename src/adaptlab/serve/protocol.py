@@ -322,6 +322,13 @@ def classification(
             "probs": [prediction.probabilities.get(name, 0.0) for name in labels],
             "num_classes": len(labels),
             "labels": list(labels),
+            # adaptlab's additions: a rejected out-of-scope query; a multi-label run's label set
+            **({"rejected": True} if prediction.rejected else {}),
+            **(
+                {"predicted_labels": list(prediction.labels)}
+                if prediction.labels is not None
+                else {}
+            ),
         }
         for i, prediction in enumerate(predictions)
     ]

@@ -4,6 +4,10 @@ The backbone's weights never change, so the training embeddings are cached per (
 and shared with every other strategy that needs them; only the head is learned. The head is
 scikit-learn's multinomial logistic regression (or a small MLP), which is what a practitioner
 would write by hand, and it fits in seconds.
+
+On label sets (multi-label data) the head is one-vs-rest: one binary logistic regression per
+label (or an MLP with one sigmoid output per label, trained on the summed binary cross-entropy),
+so every label gets its own probability and a record may have none, one or several.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -31,6 +35,9 @@ from adaptlab.strategies.base import (
     StrategyConfig,
     register,
 )
+
+if TYPE_CHECKING:
+    from sklearn.linear_model import LogisticRegression
 
 HEAD = "head.safetensors"
 META = "classifier.json"
@@ -59,10 +66,12 @@ class FrozenConfig(HeadConfig):
 @dataclass(frozen=True)
 class LayeredHead:
     """The fitted head as ``(weight, bias)`` layers with a ReLU between two (one layer: the
-    logistic regression; two: the MLP). Called on embeddings it gives probabilities (numpy);
-    :meth:`module` is the same head in torch, giving logits, for export."""
+    logistic regression; two: the MLP). Called on embeddings it gives probabilities (numpy):
+    a softmax over the labels, or with ``multi_label`` a sigmoid per label; :meth:`module` is
+    the same head in torch, giving logits, for export."""
 
     layers: tuple[tuple[np.ndarray, np.ndarray], ...]
+    multi_label: bool = False
 
     def __call__(self, embeddings: np.ndarray) -> np.ndarray:
         values = embeddings
@@ -70,7 +79,7 @@ class LayeredHead:
             if position:
                 values = np.maximum(values, 0.0)  # ReLU, as sklearn's MLP
             values = values @ weight.T + bias
-        return softmax(values)
+        return sigmoid(values) if self.multi_label else softmax(values)
 
     def module(self) -> nn.Sequential:
         torch_layers: list[nn.Module] = []
@@ -99,6 +108,13 @@ class LinearHeadClassifier:
         return np.asarray(self.head(self.encoder.embed(texts)))
 
     def export_parts(self) -> ClassifierParts:
+        if self.head.multi_label:
+            # ClassifierParts promises a softmax over the head's logits; a one-vs-rest head
+            # needs a sigmoid per label, which the exported formats cannot say yet.
+            raise ValueError(
+                "multi-label export is not supported yet: this run's head gives each label its "
+                "own sigmoid probability, and exported classifiers apply a softmax"
+            )
         if not isinstance(self.encoder, OnnxEncoder):
             return ClassifierParts(self.encoder.tokenizer, self.encoder.model, self.head.module())
         # A session is no transformers model: the base model's own weights, which the run's
@@ -127,6 +143,7 @@ class FrozenStrategy:
             0, MIN_PER_CLASS, f"a linear head wants ~{MIN_PER_CLASS} examples per class"
         ),
         tasks=("classification",),
+        multi_label=True,
     )
 
     def requires(self, config: StrategyConfig) -> list[str]:
@@ -149,6 +166,7 @@ class FrozenStrategy:
                     "head": config.head,
                     "runtime": config.runtime,
                     "label_names": list(task.label_names),
+                    "multi_label": task.multi_label,
                 }
             )
             + "\n",
@@ -168,7 +186,7 @@ class FrozenStrategy:
         meta = json.loads((run.folder / META).read_text())
         tensors = load_file(str(run.folder / HEAD))
         encoder = load_embedder(run.base_model, run.max_length, meta.get("runtime", "torch"))
-        head = _head_from(meta["head"], tensors)
+        head = _head_from(meta["head"], tensors, bool(meta.get("multi_label", False)))
         return LinearHeadClassifier(encoder, head, meta["label_names"], run.base_model)
 
 
@@ -181,22 +199,32 @@ def load_embedder(name: str, max_length: int, runtime: Runtime) -> FrozenEncoder
 def _fit_head(
     config: HeadConfig, x: np.ndarray, y: np.ndarray, num_labels: int, seed: int
 ) -> tuple[LayeredHead, dict[str, np.ndarray]]:
-    """Fit the head; return it as a callable and its weights as arrays for safetensors."""
-    if config.head == "logistic":
-        from sklearn.linear_model import LogisticRegression
+    """Fit the head; return it as a callable and its weights as arrays for safetensors.
 
-        model = LogisticRegression(
-            C=config.regularization_c, max_iter=config.max_iter, random_state=seed
-        ).fit(x, y)
-        weight, bias = _output_rows(model.coef_, model.intercept_, model.classes_, num_labels)
+    ``y`` holds label ids, or for label sets an ``(n, num_labels)`` 0/1 matrix: the head is
+    then one-vs-rest (a sigmoid per label)."""
+    multi_label = y.ndim == 2
+    if config.head == "logistic":
+        if multi_label:
+            weight, bias = _one_vs_rest_rows(config, x, y, seed)
+        else:
+            model = _logistic(config, seed).fit(x, y)
+            weight, bias = _output_rows(model.coef_, model.intercept_, model.classes_, num_labels)
         tensors = {"weight": weight, "bias": bias}
     else:
         from sklearn.neural_network import MLPClassifier
 
+        # On an indicator matrix scikit-learn's MLP has one logistic output per label and
+        # minimises their summed binary cross-entropy (its "multilabel" mode).
         mlp = MLPClassifier(
             hidden_layer_sizes=(config.hidden_size,), max_iter=config.max_iter, random_state=seed
         ).fit(x, y)
-        weight, bias = _output_rows(mlp.coefs_[1].T, mlp.intercepts_[1], mlp.classes_, num_labels)
+        if multi_label:
+            weight, bias = _constant_rows(y, mlp.coefs_[1].T, mlp.intercepts_[1])
+        else:
+            weight, bias = _output_rows(
+                mlp.coefs_[1].T, mlp.intercepts_[1], mlp.classes_, num_labels
+            )
         tensors = {
             # safetensors writes arrays in memory order: a transposed view must be made
             # contiguous or it reloads as a different matrix.
@@ -205,7 +233,51 @@ def _fit_head(
             "weight": weight,
             "bias": bias,
         }
-    return _head_from(config.head, tensors), tensors
+    return _head_from(config.head, tensors, multi_label), tensors
+
+
+def _logistic(config: HeadConfig, seed: int) -> LogisticRegression:
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(
+        C=config.regularization_c, max_iter=config.max_iter, random_state=seed
+    )
+
+
+def _one_vs_rest_rows(
+    config: HeadConfig, x: np.ndarray, y: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One binary logistic regression per label column (scikit-learn's OneVsRestClassifier,
+    written out so the weights stay plain arrays): row ``label`` gives that label's logit."""
+    weight, bias = _constant_rows(y, np.zeros((y.shape[1], x.shape[1])), np.zeros(y.shape[1]))
+    for label in np.flatnonzero(_two_sided(y)):
+        model = _logistic(config, seed).fit(x, y[:, label])
+        weight[label], bias[label] = model.coef_[0], model.intercept_[0]
+    return weight, bias
+
+
+def _two_sided(y: np.ndarray) -> np.ndarray:
+    """The label columns with both a positive and a negative training record."""
+    return np.asarray(y.any(axis=0) & ~y.all(axis=0))
+
+
+def _constant_rows(
+    y: np.ndarray, weight: np.ndarray, bias: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Output rows as float32, a label without both positive and negative training records
+    made constant.
+
+    Such a label cannot be learnt (scikit-learn's logistic regression refuses one class), so it
+    gets a constant probability, its training frequency: 0 with no positive record, 1 with no
+    negative one. The row's weights are zero and its bias saturates the sigmoid (+-1e4, as
+    :func:`_output_rows` does for a label never seen in single-label training)."""
+    # A copy in C order: safetensors writes memory order, and the MLP's rows are a transpose.
+    weight = np.array(weight, dtype=np.float32, order="C")
+    bias = np.array(bias, dtype=np.float32)
+    constant = ~_two_sided(y)
+    weight[constant] = 0.0
+    bias[constant] = np.where(y[:, constant].all(axis=0), 1e4, -1e4)
+    return weight, bias
 
 
 def _output_rows(
@@ -227,11 +299,17 @@ def _output_rows(
     return weight, bias
 
 
-def _head_from(kind: str, tensors: dict[str, np.ndarray]) -> LayeredHead:
+def _head_from(kind: str, tensors: dict[str, np.ndarray], multi_label: bool = False) -> LayeredHead:
     output = (tensors["weight"], tensors["bias"])
     if kind == "logistic":
-        return LayeredHead((output,))
-    return LayeredHead(((tensors["hidden.weight"], tensors["hidden.bias"]), output))
+        return LayeredHead((output,), multi_label)
+    return LayeredHead(((tensors["hidden.weight"], tensors["hidden.bias"]), output), multi_label)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-z)) written as exp(-log(1 + exp(-z))), which neither overflows nor warns
+    at the saturated (+-1e4) biases of constant labels."""
+    return np.asarray(np.exp(-np.logaddexp(0.0, -logits)))
 
 
 register(FrozenStrategy)

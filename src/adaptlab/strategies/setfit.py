@@ -17,6 +17,14 @@ What differs from the SetFit library, and why (see the strategy's entry in ``ben
   little; the confusable intents are where the frozen encoder's errors are.
 - The head is frozen.py's logistic regression with weak regularisation (C=10, as frozen):
   scikit-learn's default C=1 underfits 77 classes of unit-length vectors.
+
+Label sets (multi-label data) follow the SetFit library's multi-label mode: two examples form a
+positive pair when their label sets share at least one label and a negative pair otherwise
+(``ContrastiveDataset.generate_multilabel_pairs`` in setfit/sampler.py), so an example with no
+label is never anyone's positive partner but is every example's negative; the head is
+one-vs-rest (the library's ``multi_target_strategy="one-vs-rest"``), frozen.py's one-vs-rest
+logistic regression. Shots are drawn per label, a record counting for each of its labels, plus
+``shots`` records with no label at all.
 """
 
 from __future__ import annotations
@@ -64,7 +72,8 @@ class SetFitConfig(HeadConfig):
     shots: Annotated[int, Ge(2)] = Field(
         8,
         description="Training examples per class (a class with fewer uses all it has). At "
-        "least 2: a positive pair needs two examples of a class.",
+        "least 2: a positive pair needs two examples of a class. With label sets: examples per "
+        "label, a record counting for each of its labels, and as many with no label.",
     )
     pair_iterations: Annotated[int, Ge(1)] = Field(
         5,
@@ -110,17 +119,48 @@ class Pairs:
 
 
 def sample_shots(labels: np.ndarray, shots: int, seed: int) -> np.ndarray:
-    """Sorted indices of ``shots`` random examples of every label (all of a smaller class)."""
+    """Sorted indices of ``shots`` random examples of every label (all of a smaller class).
+
+    ``labels`` may be label sets (``(n, num_labels)`` 0/1 rows): see :func:`_sample_label_sets`.
+    """
     rng = np.random.default_rng(seed)
+    if labels.ndim == 2:
+        return _sample_label_sets(labels, shots, rng)
     chosen = [
         rng.permutation(np.flatnonzero(labels == label))[:shots] for label in np.unique(labels)
     ]
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
 
 
+def _sample_label_sets(labels: np.ndarray, shots: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted indices of records drawn until every label is carried by ``shots`` of them (or by
+    all its records), then ``shots`` records with no label (all of them if fewer).
+
+    A record counts for each of its labels, so one drawn for a label may also fill another's
+    quota. Labels are filled rarest first, as iterative stratification does (Sechidis et al.
+    2011, "On the stratification of multi-label data"): a rare label's records then also fill
+    the common labels they carry, instead of the common labels taking all the draws. Records
+    with no label are a class of their own here: the head learns them as negative for every
+    label, and the pairs use them as every anchor's negatives.
+    """
+    chosen = np.zeros(len(labels), dtype=bool)
+    for label in np.argsort(labels.sum(axis=0), kind="stable"):
+        carriers = np.flatnonzero(labels[:, label])
+        missing = shots - int(np.count_nonzero(chosen[carriers]))
+        if missing > 0:
+            chosen[rng.permutation(carriers[~chosen[carriers]])[:missing]] = True
+    unlabelled = np.flatnonzero(~labels.any(axis=1))
+    chosen[rng.permutation(unlabelled)[:shots]] = True
+    return np.flatnonzero(chosen)
+
+
 def shots_per_class(labels: np.ndarray, shots: int, label_names: Sequence[str]) -> dict[str, int]:
-    """The classes with fewer than ``shots`` examples (none at all included) and their count."""
-    counts = np.bincount(labels, minlength=len(label_names))
+    """The classes with fewer than ``shots`` examples (none at all included) and their count;
+    with label sets, the labels carried by fewer than ``shots`` of them."""
+    if labels.ndim == 2:
+        counts = labels.sum(axis=0)
+    else:
+        counts = np.bincount(labels, minlength=len(label_names))
     return {name: int(n) for name, n in zip(label_names, counts, strict=True) if n < shots}
 
 
@@ -138,13 +178,17 @@ def generate_pairs(
     before all have been used. The first ``hard_negatives * iterations`` rounds (half a round
     counts as one) take the anchor's nearest other-class shots by ``similarity``, the next
     nearest each round; the other rounds a random other-class shot.
+
+    With label sets "of its class" means sharing at least one label (see :func:`same_class`);
+    an anchor is a shot with both a positive and a negative partner.
     """
-    _check_pairable(labels)
+    same = same_class(labels)
+    _check_pairable(same)
     rng = np.random.default_rng(seed)
-    anchors = [i for i in range(len(labels)) if len(_same_class(labels, i)) > 0]
-    positives = {i: rng.permutation(_same_class(labels, i)) for i in anchors}
+    anchors = [i for i in range(len(labels)) if len(_same_class(same, i)) > 0 and not same[i].all()]
+    positives = {i: rng.permutation(_same_class(same, i)) for i in anchors}
     nearest = (
-        {} if similarity is None else {i: _nearest_others(labels, i, similarity) for i in anchors}
+        {} if similarity is None else {i: _nearest_others(same, i, similarity) for i in anchors}
     )
     # Python's round() rounds half to even: 0.5 x 1 round would give no hard round at all.
     hard_rounds = int(hard_negatives * iterations + 0.5) if nearest else 0
@@ -154,28 +198,47 @@ def generate_pairs(
             if round_index < hard_rounds:
                 negative = nearest[i][round_index % len(nearest[i])]
             else:
-                negative = rng.choice(np.flatnonzero(labels != labels[i]))
+                negative = rng.choice(np.flatnonzero(~same[i]))
             positive = positives[i][round_index % len(positives[i])]
             rows += [(i, int(positive), 1.0), (i, int(negative), 0.0)]
     first, second, targets = (np.array(column) for column in zip(*rows, strict=True))
     return Pairs(first, second, targets.astype(np.float32))
 
 
-def _check_pairable(labels: np.ndarray) -> None:
-    counts = np.unique(labels, return_counts=True)[1]
-    if len(counts) < 2:
-        raise ValueError("setfit needs examples of at least two classes to form negative pairs")
-    if counts.max() < 2:
-        raise ValueError("setfit needs a class with at least two examples to form positive pairs")
+def same_class(labels: np.ndarray) -> np.ndarray:
+    """``(n, n)`` booleans: may shots ``i`` and ``j`` form a positive pair? Label ids: the same
+    label. Label sets: at least one label in common, the SetFit library's multi-label rule
+    (``any(np.logical_and(a, b))`` in setfit/sampler.py), so two shots with no label form a
+    negative pair. The diagonal is True: a shot is never its own negative partner."""
+    if labels.ndim == 2:
+        same = (labels @ labels.T) > 0
+        np.fill_diagonal(same, True)
+        return np.asarray(same)
+    return np.asarray(labels[:, None] == labels[None, :])
 
 
-def _same_class(labels: np.ndarray, index: int) -> np.ndarray:
-    return np.setdiff1d(np.flatnonzero(labels == labels[index]), [index])
+def _check_pairable(same: np.ndarray) -> None:
+    # For label sets a positive and a negative pair imply a shot with both partners: a shot
+    # of the positive pair shares a label with every shot only if no negative pair exists.
+    if same.all():
+        raise ValueError(
+            "setfit needs examples of at least two classes to form negative pairs (with label "
+            "sets: two examples with no label in common)"
+        )
+    if np.array_equal(same, np.eye(len(same), dtype=bool)):
+        raise ValueError(
+            "setfit needs a class with at least two examples to form positive pairs (with "
+            "label sets: two examples sharing a label)"
+        )
 
 
-def _nearest_others(labels: np.ndarray, index: int, similarity: np.ndarray) -> np.ndarray:
+def _same_class(same: np.ndarray, index: int) -> np.ndarray:
+    return np.setdiff1d(np.flatnonzero(same[index]), [index])
+
+
+def _nearest_others(same: np.ndarray, index: int, similarity: np.ndarray) -> np.ndarray:
     """The other-class shots, most similar to shot ``index`` first."""
-    others = np.flatnonzero(labels != labels[index])
+    others = np.flatnonzero(~same[index])
     return others[np.argsort(-similarity[index, others], kind="stable")]
 
 
@@ -240,6 +303,7 @@ class SetFitStrategy:
         method="full",
         data_need=DataNeed(0, 8, "SetFit is built for 8 examples per class (Tunstall et al. 2022)"),
         tasks=("classification",),
+        multi_label=True,
     )
 
     def requires(self, config: StrategyConfig) -> list[str]:
@@ -299,7 +363,8 @@ class SetFitStrategy:
         tokenizer, model = load_encoder(str(run.folder / MODEL))
         model.eval()
         encoder = FrozenEncoder(tokenizer, model, int(meta["max_length"]))
-        head = _head_from(meta["head"], load_file(str(run.folder / HEAD)))
+        tensors = load_file(str(run.folder / HEAD))
+        head = _head_from(meta["head"], tensors, bool(meta.get("multi_label", False)))
         return LinearHeadClassifier(encoder, head, meta["label_names"])
 
 
@@ -369,6 +434,7 @@ def _save(
         "head": head,
         "label_names": list(run.task.label_names),
         "max_length": encoder.max_length,
+        "multi_label": run.task.multi_label,
     }
     write_text_atomic(run.folder / META, json.dumps(meta, indent=2) + "\n")
 

@@ -54,7 +54,7 @@ def test_the_metrics_equal_scikit_learns_and_the_hand_counts() -> None:
     assert arrays["example_f1"][3] == 1.0
     assert arrays["example_f1"][2] == pytest.approx(2 / 3)
     assert metrics["no_label_records"] == 1
-    assert arrays["counts"].tolist()[4] == [2.0, 0.0, 1.0]  # spa, why found; broken missed
+    assert arrays["counts"].tolist()[4] == [2, 0, 1]  # spa, why found; broken missed
     assert set(metrics["per_label_f1"]) == set(NAMES)
 
 

@@ -19,6 +19,7 @@ from tests.unit.strategies.test_predict import _runnable, _settings
 from adaptlab import predict
 from adaptlab.compare import compare
 from adaptlab.config import ExperimentConfig
+from adaptlab.export import export
 from adaptlab.runs import read_run
 
 OOS = "oos"
@@ -172,3 +173,19 @@ def test_the_report_shows_the_tradeoff_and_decides_on_the_ranked_metric(
     for strategy in _runnable("classification"):
         threshold = read_run(folder / "runs" / strategy).eval.out_of_scope["threshold"]
         assert f"{threshold:.3f}" in html
+
+
+def test_an_export_carries_the_rejection_rule(open_runs: tuple[Path, bool], tmp_path: Path) -> None:
+    folder, train_oos = open_runs
+    record = read_run(folder / "runs" / "frozen")
+    export(folder / "runs" / "frozen", "hf", tmp_path / "hf")
+    spec = json.loads((tmp_path / "hf" / "classifier.json").read_text(encoding="utf-8"))
+    section = record.eval.out_of_scope
+    assert spec["out_of_scope"] == {
+        "label": OOS,
+        "score": "max_probability",
+        "threshold": section["threshold"],
+        "column": section["out_of_scope_column"],
+        "rule": "in_scope_rejection",
+    }
+    assert (spec["out_of_scope"]["column"] is not None) == train_oos
