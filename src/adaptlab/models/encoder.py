@@ -27,6 +27,9 @@ from adaptlab.train.batching import pad_collate
 
 HEAD_FILE = "head.safetensors"
 CLASSIFIER_FILE = "classifier.json"
+MULTI_LABEL = "multi_label"
+"""``classifier.json``'s flag for a head of independent sigmoids (label sets); absent in a
+softmax classifier's file, as in every file written before label sets."""
 
 
 def load_encoder(name: str, revision: str | None = None) -> tuple[Any, nn.Module]:
@@ -165,14 +168,25 @@ class EncoderClassifier:
     label_names: Sequence[str]
     max_length: int
     batch_size: int = 64
+    multi_label: bool = False
+    """Label sets: each label's probability is the sigmoid of its own logit (the head was
+    trained with binary cross-entropy per label), not one softmax over the labels."""
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         self.model.eval()
         logits = run_batched(self.model, self.tokenizer, texts, self.max_length, self.batch_size)
+        if self.multi_label:
+            return torch.sigmoid(logits.float()).numpy()
         return torch.softmax(logits.float(), dim=-1).numpy()
 
     def export_parts(self) -> ClassifierParts:
         """The encoder and the head with ``scale`` folded in (dropout is off at inference)."""
+        if self.multi_label:
+            # ClassifierParts and the exported runtimes apply a softmax over the labels.
+            raise ValueError(
+                "multi-label export is not supported yet: this classifier gives each label its "
+                "own sigmoid probability, and the exported model would apply a softmax"
+            )
         head, scale = self.model.head, self.model.scale.detach()
         folded = linear_head(head.weight.detach() * scale, head.bias.detach() * scale)
         return ClassifierParts(self.tokenizer, self.model.encoder, folded)
@@ -210,6 +224,23 @@ def read_meta(folder: Path) -> dict[str, Any]:
     return meta
 
 
+def output_meta(multi_label: bool) -> dict[str, Any]:
+    """What ``classifier.json`` says about the head's output: nothing for a softmax over the
+    labels (so single-label files stay as they were), ``multi_label: true`` for sigmoids."""
+    return {MULTI_LABEL: True} if multi_label else {}
+
+
+def is_multi_label(meta: dict[str, Any], folder: Path) -> bool:
+    """``classifier.json``'s :data:`MULTI_LABEL` flag (absent: a softmax classifier)."""
+    value = meta.get(MULTI_LABEL, False)
+    if not isinstance(value, bool):
+        raise ValueError(
+            f"{folder / CLASSIFIER_FILE}: field '{MULTI_LABEL}' must be true or false, "
+            f"found {value!r}"
+        )
+    return value
+
+
 def load_classifier(folder: Path, batch_size: int = 64) -> EncoderClassifier:
     """Rebuild an :class:`EncoderClassifier` saved by :func:`save_classifier`."""
     meta = read_meta(folder)
@@ -217,7 +248,14 @@ def load_classifier(folder: Path, batch_size: int = 64) -> EncoderClassifier:
     model = SentenceClassifier(encoder, len(meta["label_names"]))
     load_head(model, folder)
     model.eval()
-    return EncoderClassifier(model, tokenizer, meta["label_names"], meta["max_length"], batch_size)
+    return EncoderClassifier(
+        model,
+        tokenizer,
+        meta["label_names"],
+        meta["max_length"],
+        batch_size,
+        multi_label=is_multi_label(meta, folder),
+    )
 
 
 # --------------------------------------------------------------------------- embeddings cache

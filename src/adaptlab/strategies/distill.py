@@ -8,6 +8,12 @@ once and cached; the student, a copy of the teacher with every other transformer
 ``alpha × cross-entropy + (1 − alpha) × T² KL(teacher_T ‖ student_T)`` (Hinton et al. 2015).
 Half the layers is about half the encoder's compute per text, which is where CPU inference
 time goes.
+
+Label sets (multi-label data) need a multi-label teacher, chosen by eval micro-F1: each label's
+soft target is the teacher's sigmoid at temperature T, and the loss is ``alpha × Σ_l BCE(z_l,
+y_l) + (1 − alpha) × T² Σ_l KL(Bern(σ(v_l/T)) ‖ Bern(σ(z_l/T)))``
+(:func:`~adaptlab.train.distillation.combined_binary_kd_loss`). A teacher of the other kind
+(softmax for label sets, or the reverse) is refused.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from adaptlab.models.encoder import (
     SentenceClassifier,
     load_classifier,
     model_fingerprint,
+    output_meta,
     save_classifier,
 )
 from adaptlab.paths import write_folder
@@ -69,23 +76,26 @@ class DistillConfig(StrategyConfig):
         min_length=1,
         description=(
             "Teacher run: a run name (full, lora, partial) or best, the finished one of those "
-            "with the highest eval accuracy. Choosing by eval accuracy is model selection on "
-            "the locked eval set, done at the comparison level: the student's own eval score is "
-            "then slightly optimistic as an estimate of the whole pipeline."
+            "with the highest eval accuracy (micro-F1 for multi-label data). Choosing by eval "
+            "score is model selection on the locked eval set, done at the comparison level: the "
+            "student's own eval score is then slightly optimistic as an estimate of the whole "
+            "pipeline."
         ),
     )
     temperature: Annotated[float, Gt(0), Le(20)] = Field(
         4.0,
         description=(
-            "Softmax temperature of the soft targets. A fine-tuned teacher is nearly one-hot at "
-            "T=1; T=4 exposes which intents it finds similar (Hinton et al. 2015, §2)."
+            "Softmax temperature of the soft targets (sigmoid, per label, for multi-label data). "
+            "A fine-tuned teacher is nearly one-hot at T=1; T=4 exposes which intents it finds "
+            "similar (Hinton et al. 2015, §2)."
         ),
     )
     alpha: Annotated[float, Ge(0), Le(1)] = Field(
         0.1,
         description=(
-            "Weight of the hard-label cross-entropy; 1 - alpha weighs the teacher's soft "
-            "targets (0 = pure distillation, 1 = plain fine-tuning)."
+            "Weight of the hard-label cross-entropy (binary, per label, for multi-label data); "
+            "1 - alpha weighs the teacher's soft targets (0 = pure distillation, 1 = plain "
+            "fine-tuning)."
         ),
     )
     student_layers: Literal["half"] | Annotated[int, Ge(1)] = Field(
@@ -156,13 +166,21 @@ def find_teacher(
     candidates: tuple[str, ...] | None = None,
     metric: str = "accuracy",
     student: str = "distill",
+    multi_label: bool | None = None,
 ) -> TeacherRun:
     """The named finished run, or for ``best`` the candidate with the highest eval ``metric``
     (ties go to the first in ``candidates``; by default the strategies whose profile says they
-    teach classification, by name)."""
+    teach classification, by name).
+
+    ``multi_label`` (a classifier student's task kind) refuses a finished candidate of the other
+    kind, before its ``metric`` is looked for."""
     candidates = teachers_for("classification") if candidates is None else candidates
     names = candidates if teacher == "best" else (teacher,)
-    finished = [run for name in names if (run := _finished_run(runs_root / name, metric))]
+    finished = [
+        run
+        for name in names
+        if (run := _finished_run(runs_root / name, metric, multi_label, student))
+    ]
     if finished:
         return max(finished, key=lambda run: run.score)  # max keeps the first of equals
     if teacher == "best":
@@ -186,14 +204,44 @@ def _runnable_first(candidates: tuple[str, ...]) -> str:
     return candidates[0]
 
 
-def _finished_run(folder: Path, metric: str) -> TeacherRun | None:
+def _finished_run(
+    folder: Path, metric: str, multi_label: bool | None = None, student: str = "distill"
+) -> TeacherRun | None:
     run = RunFolder(folder)
     if not run.is_complete():
         return None
-    score = run.read_json(EVAL).get("metrics", {}).get(metric)
+    evaluation = run.read_json(EVAL)
+    if multi_label is not None:
+        # A multi-label run's eval.json has the section with its per-label thresholds.
+        require_same_kind(folder, "multi_label" in evaluation, multi_label, student)
+    score = evaluation.get("metrics", {}).get(metric)
     if not isinstance(score, int | float):
         raise RunError(f"{folder / EVAL}: no metrics.{metric}")
     return TeacherRun(folder.name, folder, float(score), run.read_json(MANIFEST))
+
+
+def teacher_metric(task: ClassificationTask) -> str:
+    """What a classifier teacher is chosen by: eval accuracy, or micro-F1 for label sets."""
+    return "micro_f1" if task.multi_label else "accuracy"
+
+
+def classifier_kind(multi_label: bool) -> str:
+    if multi_label:
+        return "multi-label classifier (label sets, a sigmoid per label)"
+    return "single-label classifier (one softmax over the labels)"
+
+
+def require_same_kind(
+    teacher: Path, teacher_multi_label: bool, multi_label: bool, student: str = "distill"
+) -> None:
+    """Refuse a teacher whose output is not the student's kind: soft targets are one
+    distribution over the labels, or one yes/no per label, never a mix."""
+    if teacher_multi_label != multi_label:
+        raise RunError(
+            f"teacher run {teacher} is a {classifier_kind(teacher_multi_label)} but {student} "
+            f"trains a {classifier_kind(multi_label)} on this experiment's data: redo the "
+            f"teacher on this data (adaptlab compare -s {teacher.name} -s {student})"
+        )
 
 
 def require_same_data(teacher: TeacherRun, task: Task) -> None:
@@ -210,7 +258,8 @@ def require_same_data(teacher: TeacherRun, task: Task) -> None:
 
 
 def load_teacher(teacher: TeacherRun, run: RunContext) -> EncoderClassifier:
-    """The teacher's classifier, checked to belong to this task.
+    """The teacher's classifier, checked to belong to this task (its data, labels and kind:
+    softmax or, for label sets, sigmoids).
 
     A run with ``model/`` (full, partial) loads from it directly; any other run (a LoRA
     adapter) is rebuilt by its own strategy's ``load``, which the protocol says needs only the
@@ -224,6 +273,7 @@ def load_teacher(teacher: TeacherRun, run: RunContext) -> EncoderClassifier:
         classifier = _load_through_strategy(teacher, run)
     if list(classifier.label_names) != list(task.label_names):
         raise RunError(f"teacher run {teacher.folder} has other labels than this experiment")
+    require_same_kind(teacher.folder, classifier.multi_label, task.multi_label, run.name)
     return classifier
 
 
@@ -286,31 +336,51 @@ class DistillStrategy:
         method="full",
         data_need=FINE_TUNING_NEED,
         tasks=("classification",),
+        multi_label=True,
     )
 
     def requires(self, config: DistillConfig) -> list[str]:
         return candidate_teachers(config)
 
     def fit(self, run: RunContext[ClassificationTask, DistillConfig]) -> EncoderClassifier:
-        config = run.config
-        source = find_teacher(run.runs_root, config.teacher)
+        config, task = run.config, run.task
+        metric = teacher_metric(task)
+        source = find_teacher(
+            run.runs_root, config.teacher, metric=metric, multi_label=task.multi_label
+        )
         teacher = load_teacher(source, run)
         logits = teacher_logits(
             teacher,
-            run.task.train_texts,
+            task.train_texts,
             teacher_key=source.fingerprint(),
             max_length=run.max_length,
         )
         kept = kept_layers(depth(teacher.model), config)
         student = student_classifier(teacher.model, kept)
-        loss = cached_teacher_loss(torch.from_numpy(logits), config.temperature, config.alpha)
+        loss = cached_teacher_loss(
+            torch.from_numpy(logits),
+            config.temperature,
+            config.alpha,
+            multi_label=task.multi_label,
+        )
         fit_classifier(run, student, teacher.tokenizer, loss=loss)
         student.cpu().eval()  # served and evaluated on the CPU, wherever it trained
-        facts = _facts(source, teacher.model, kept, config)
-        meta = {"label_names": list(run.task.label_names), "max_length": run.max_length, **facts}
+        facts = _facts(source, teacher.model, kept, config, metric)
+        meta = {
+            "label_names": list(task.label_names),
+            "max_length": run.max_length,
+            **output_meta(task.multi_label),
+            **facts,
+        }
         _save_model(student, teacher.tokenizer, run.folder / MODEL_DIR, meta)
         run.record(needs_base_model=False, **facts)  # model/ holds every weight
-        return EncoderClassifier(student, teacher.tokenizer, run.task.label_names, run.max_length)
+        return EncoderClassifier(
+            student,
+            teacher.tokenizer,
+            task.label_names,
+            run.max_length,
+            multi_label=task.multi_label,
+        )
 
     def workload(self, run: RunContext[ClassificationTask, DistillConfig]) -> Workload:
         """The half-depth student trains fully; the teacher (the base model's architecture, as
@@ -340,11 +410,15 @@ def _save_model(
 
 
 def _facts(
-    source: TeacherRun, teacher: SentenceClassifier, kept: list[int], config: DistillConfig
+    source: TeacherRun,
+    teacher: SentenceClassifier,
+    kept: list[int],
+    config: DistillConfig,
+    metric: str = "accuracy",
 ) -> dict[str, Any]:
     return {
         "teacher": source.name,
-        "teacher_accuracy": source.score,
+        f"teacher_{metric}": source.score,
         "teacher_layers": depth(teacher),
         "student_layers": len(kept),
         "kept_layers": kept,

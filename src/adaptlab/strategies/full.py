@@ -2,8 +2,10 @@
 
 The classifier is ``SentenceClassifier`` (mean pooling → L2 normalisation → linear head × a
 learnable scale) over the pretrained encoder, trained with label-smoothed cross-entropy by the
-shared loop. The head starts from the class means of the pretrained embeddings rather than at
-random, so the first steps do not push a random head's noise into the encoder. The pieces here
+shared loop (for label sets, multi-label data: binary cross-entropy per label, each label a
+sigmoid of its own). The head starts from the class means of the pretrained embeddings rather
+than at random, so the first steps do not push a random head's noise into the encoder. The
+pieces here
 (the config base, building, the loss, saving) are shared with ``partial``, ``lora`` and
 ``scratch``, which differ only in which parameters train and where the weights start.
 """
@@ -25,6 +27,7 @@ from adaptlab.models.encoder import (
     embed_texts,
     load_classifier,
     load_encoder,
+    output_meta,
     save_classifier,
 )
 from adaptlab.paths import write_folder
@@ -40,6 +43,10 @@ from adaptlab.train.classifier import fit_classifier, freeze
 from adaptlab.train.loop import Batch, LossFunction
 
 MODEL_DIR = "model"
+LABEL_SMOOTHING_HELP = (
+    "Probability mass of the target spread over all labels in the loss (label sets: over the "
+    "yes and no of each label: targets y(1 - ε) + ε/2)."
+)
 
 
 class FineTuneConfig(StrategyConfig):
@@ -50,9 +57,7 @@ class FineTuneConfig(StrategyConfig):
         description="Dropout of every dropout layer of the encoder (hidden and attention) and "
         "before the head, while training.",
     )
-    label_smoothing: Annotated[float, Ge(0), Lt(1)] = Field(
-        0.1, description="Probability mass of the target spread over all labels in the loss."
-    )
+    label_smoothing: Annotated[float, Ge(0), Lt(1)] = Field(0.1, description=LABEL_SMOOTHING_HELP)
 
 
 class FullConfig(FineTuneConfig):
@@ -88,9 +93,7 @@ class FullConfig(FineTuneConfig):
       norm still train, so the temperature adjusts itself.
     """
 
-    label_smoothing: Annotated[float, Ge(0), Lt(1)] = Field(
-        0.0, description="Probability mass of the target spread over all labels in the loss."
-    )
+    label_smoothing: Annotated[float, Ge(0), Lt(1)] = Field(0.0, description=LABEL_SMOOTHING_HELP)
     head_init: Literal["class_mean", "random"] = Field(
         "class_mean",
         description="Start the head at the normalised class means of the pretrained "
@@ -126,7 +129,10 @@ def pretrained_classifier(run: RunContext, config: FullConfig) -> tuple[Sentence
         embeddings = embed_texts(
             run.base_model, run.task.train_texts, run.max_length, encoder=(tokenizer, encoder)
         )
-        imprint_head(model, embeddings, run.task.train_labels)
+        if run.task.multi_label:
+            imprint_label_sets(model, embeddings, run.task.train_labels)
+        else:
+            imprint_head(model, embeddings, run.task.train_labels)
     return model, tokenizer
 
 
@@ -142,6 +148,34 @@ def imprint_head(model: SentenceClassifier, embeddings: np.ndarray, labels: np.n
             centroid = vectors[torch.from_numpy(labels == label)].mean(0)
             model.head.weight[label] = nn.functional.normalize(centroid, dim=0)
         model.head.bias.zero_()
+
+
+def imprint_label_sets(
+    model: SentenceClassifier, embeddings: np.ndarray, label_sets: np.ndarray
+) -> None:
+    """:func:`imprint_head` for label sets: each label's row is the normalised mean of the
+    embeddings of the records that carry it, and its bias puts the sigmoid's 0.5 halfway
+    between those records' mean cosine to that centroid and the other records'.
+
+    A softmax reads only the differences between logits; a sigmoid reads each logit itself,
+    and with a zero bias every cosine of ~0.3 or more times the scale of 20 would start every
+    label near probability 1 (large gradients into the encoder, which imprinting exists to
+    avoid). A label no record carries keeps its random row; one every record carries, bias 0.
+    """
+    vectors = torch.from_numpy(np.asarray(embeddings, dtype=np.float32))
+    carries = torch.from_numpy(np.asarray(label_sets) == 1)
+    with torch.no_grad():
+        model.head.bias.zero_()
+        for label in range(carries.shape[1]):
+            positive = carries[:, label]
+            if not positive.any():
+                continue
+            centroid = nn.functional.normalize(vectors[positive].mean(0), dim=0)
+            model.head.weight[label] = centroid
+            if not positive.all():
+                cosines = vectors @ centroid
+                midpoint = (cosines[positive].mean() + cosines[~positive].mean()) / 2
+                model.head.bias[label] = -midpoint
 
 
 def is_head(name: str) -> bool:
@@ -178,13 +212,42 @@ def label_smoothed_cross_entropy(smoothing: float) -> LossFunction:
     return loss
 
 
+def label_smoothed_binary_cross_entropy(smoothing: float) -> LossFunction:
+    """Binary cross-entropy with logits, summed over every label of every example, against
+    ``y(1 − ε) + ε/2`` targets (label sets; the loop divides by the example count).
+
+    Each label is a two-way question (carried or not), so Szegedy et al.'s q'(k) = (1 − ε)δ_k,y
+    + ε/K with K = 2 applies per label: a carried label's target is 1 − ε/2, another's ε/2.
+    ε = 0 is :func:`~adaptlab.train.classifier.binary_cross_entropy_sum`.
+    """
+
+    def loss(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
+        logits = model(batch["input_ids"], batch["attention_mask"])
+        targets = batch["labels"].float() * (1 - smoothing) + smoothing / 2
+        total = nn.functional.binary_cross_entropy_with_logits(
+            logits.float(), targets, reduction="sum"
+        )
+        return total, int(targets.shape[0])
+
+    return loss
+
+
+def fine_tuning_loss(task: ClassificationTask, smoothing: float) -> LossFunction:
+    """Label-smoothed cross-entropy over the labels, or per label for label sets."""
+    if task.multi_label:
+        return label_smoothed_binary_cross_entropy(smoothing)
+    return label_smoothed_cross_entropy(smoothing)
+
+
 def classifier_meta(run: RunContext) -> dict[str, Any]:
-    """``classifier.json``: what loading needs (labels, length) and where the weights began."""
+    """``classifier.json``: what loading needs (labels, length, whether the head is sigmoids)
+    and where the weights began."""
     return {
         "run": run.name,
         "label_names": list(run.task.label_names),
         "max_length": run.max_length,
         "base_model": run.base_model,
+        **output_meta(run.task.multi_label),
     }
 
 
@@ -192,14 +255,16 @@ def fit_and_save(
     run: RunContext, model: SentenceClassifier, tokenizer: Any, config: FineTuneConfig
 ) -> EncoderClassifier:
     """Train with the shared loop, save the whole classifier as ``model/``, return it."""
-    fit_classifier(run, model, tokenizer, label_smoothed_cross_entropy(config.label_smoothing))
+    fit_classifier(run, model, tokenizer, fine_tuning_loss(run.task, config.label_smoothing))
     write_folder(
         run.folder / MODEL_DIR,
         lambda staging: save_classifier(model, tokenizer, staging, classifier_meta(run)),
     )
     run.record(needs_base_model=False)  # model/ holds every weight
     model.eval()
-    return EncoderClassifier(model, tokenizer, run.task.label_names, run.max_length)
+    return EncoderClassifier(
+        model, tokenizer, run.task.label_names, run.max_length, multi_label=run.task.multi_label
+    )
 
 
 # --------------------------------------------------------------------------- the strategy
@@ -215,6 +280,7 @@ class FullStrategy:
         data_need=FINE_TUNING_NEED,
         teaches=True,
         tasks=("classification",),
+        multi_label=True,
     )
 
     def requires(self, config: StrategyConfig) -> list[str]:

@@ -30,6 +30,7 @@ from adaptlab.models.encoder import (
     CLASSIFIER_FILE,
     EncoderClassifier,
     SentenceClassifier,
+    is_multi_label,
     load_encoder,
     load_head,
     read_meta,
@@ -48,8 +49,8 @@ from adaptlab.strategies.base import (
 from adaptlab.strategies.full import (
     FullConfig,
     classifier_meta,
+    fine_tuning_loss,
     is_pooler,
-    label_smoothed_cross_entropy,
     pretrained_classifier,
 )
 from adaptlab.train.classifier import fit_classifier
@@ -146,6 +147,7 @@ class LoraStrategy:
         data_need=FINE_TUNING_NEED,
         teaches=True,
         tasks=("classification",),
+        multi_label=True,
     )
 
     def requires(self, config: StrategyConfig) -> list[str]:
@@ -159,12 +161,14 @@ class LoraStrategy:
         torch.manual_seed(run.train.seed)
         settings = config.adapter_settings(run.experiment.lora)
         model.encoder = peft.get_peft_model(model.encoder, peft_config(settings, model.encoder))
-        fit_classifier(run, model, tokenizer, label_smoothed_cross_entropy(config.label_smoothing))
+        fit_classifier(run, model, tokenizer, fine_tuning_loss(run.task, config.label_smoothing))
         meta = {**classifier_meta(run), "lora": settings.model_dump(mode="json")}
         write_folder(run.folder / ADAPTER_DIR, lambda staging: save_adapter(model, staging, meta))
         run.record(needs_base_model=True)  # the adapter is a difference from the base weights
         model = merged(model).eval()
-        return EncoderClassifier(model, tokenizer, run.task.label_names, run.max_length)
+        return EncoderClassifier(
+            model, tokenizer, run.task.label_names, run.max_length, multi_label=run.task.multi_label
+        )
 
     def workload(self, run: RunContext[ClassificationTask, LoraConfig]) -> Workload:
         """The adapters (and the head) train; the frozen encoder is run through both ways."""
@@ -187,7 +191,13 @@ class LoraStrategy:
         if merge:
             model = merged(model)
         model.eval()
-        return EncoderClassifier(model, tokenizer, meta["label_names"], meta["max_length"])
+        return EncoderClassifier(
+            model,
+            tokenizer,
+            meta["label_names"],
+            meta["max_length"],
+            multi_label=is_multi_label(meta, folder),
+        )
 
 
 register(LoraStrategy)

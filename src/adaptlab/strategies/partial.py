@@ -94,6 +94,7 @@ class PartialStrategy:
         data_need=FINE_TUNING_NEED,
         teaches=True,
         tasks=("classification",),
+        multi_label=True,
     )
 
     def requires(self, config: StrategyConfig) -> list[str]:

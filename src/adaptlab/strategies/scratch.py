@@ -82,6 +82,7 @@ class ScratchStrategy:
         method="full",
         data_need=from_scratch_need(MIN_PER_CLASS, "fine-tuning"),
         tasks=("classification",),
+        multi_label=True,
     )
 
     def requires(self, config: StrategyConfig) -> list[str]:

@@ -7,7 +7,9 @@ language model (``(batch, tokens, vocab)``). They return *sums* over positions, 
 loop expects (it divides by the item count of the whole optimizer step). For a language model
 distilled from top-k teacher logits, gather the student's logits at the teacher's top-k indices
 (``torch.gather(student, -1, indices)``) and pass both ``(..., k)`` tensors: the divergences
-are then over the renormalised top-k support.
+are then over the renormalised top-k support. A multi-label classifier (label sets: a sigmoid
+per label, not one softmax) has its own pair, :func:`binary_kd_loss` and
+:func:`combined_binary_kd_loss`.
 """
 
 from __future__ import annotations
@@ -191,22 +193,70 @@ def combined_kd_loss(
     return alpha * hard + (1 - alpha) * soft
 
 
+def binary_kd_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Label sets: T² × Σ over examples and labels of KL(Bern(σ(v/T)) ‖ Bern(σ(z/T))).
+
+    Each label of a multi-label classifier is its own yes/no distribution, so the soft target
+    of label l is the teacher's sigmoid at temperature T, ``p_l = σ(v_l/T)`` (Hinton et al.
+    2015, §2, with the two-way softmax that a sigmoid is). The term is the binary
+    cross-entropy of the student's ``σ(z_l/T)`` against ``p_l`` less the teacher's own
+    binary entropy (a constant): the same gradient, ``(σ(z_l/T) − p_l)/T``, and zero at
+    equality, as :func:`forward_kl` is for a softmax. The gradient is ≈ (z_l − v_l)/(4T²) at
+    high T, so the T² factor keeps the term's weight independent of T (§2, last paragraph).
+    """
+    _check_logits(student_logits, teacher_logits, temperature, None)
+    student = _upcast(student_logits) / temperature
+    teacher = _upcast(teacher_logits.detach()) / temperature
+    targets = torch.sigmoid(teacher)
+    cross = F.binary_cross_entropy_with_logits(student, targets, reduction="none")
+    entropy = F.binary_cross_entropy_with_logits(teacher, targets, reduction="none")
+    return (cross - entropy).sum() * temperature**2
+
+
+def combined_binary_kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    label_sets: torch.Tensor,
+    *,
+    temperature: float,
+    alpha: float,
+) -> torch.Tensor:
+    """Label sets: ``alpha × Σ BCE(z, y) + (1 − alpha) × binary_kd_loss``, both summed over
+    examples and labels.
+
+    :func:`combined_kd_loss` with each label's yes/no in place of one distribution over the
+    labels: the hard term is the binary cross-entropy with the gold 0/1 sets at T = 1, the
+    soft one :func:`binary_kd_loss` (Hinton et al. 2015, §2, a weighted average of the two).
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha = {alpha}: must be between 0 and 1")
+    student = _upcast(student_logits)
+    hard = F.binary_cross_entropy_with_logits(
+        student, label_sets.to(student.dtype), reduction="sum"
+    )
+    soft = binary_kd_loss(student_logits, teacher_logits, temperature)
+    return alpha * hard + (1 - alpha) * soft
+
+
 def cached_teacher_loss(
-    teacher_logits: torch.Tensor, temperature: float, alpha: float
+    teacher_logits: torch.Tensor, temperature: float, alpha: float, *, multi_label: bool = False
 ) -> LossFunction:
     """The training loss of a sentence-classifier student, reading teacher logits by example.
 
     ``teacher_logits[i]`` belongs to training example ``i`` (its ``index``), so the teacher
-    never runs during training. Returns the loop's (loss sum, number of examples).
+    never runs during training. ``multi_label``: the labels are 0/1 sets and the loss
+    :func:`combined_binary_kd_loss`, else :func:`combined_kd_loss`. Returns the loop's (loss
+    sum, number of examples).
     """
+    combined = combined_binary_kd_loss if multi_label else combined_kd_loss
 
     def loss(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
         logits = model(batch["input_ids"], batch["attention_mask"])
         teacher = teacher_logits[batch["index"].cpu()].to(logits.device)
-        value = combined_kd_loss(
-            logits, teacher, batch["labels"], temperature=temperature, alpha=alpha
-        )
-        return value, int(batch["labels"].numel())
+        value = combined(logits, teacher, batch["labels"], temperature=temperature, alpha=alpha)
+        return value, int(batch["labels"].shape[0])
 
     return loss
 

@@ -302,6 +302,29 @@ def teacher_model(
 
 
 @pytest.fixture(scope="session")
+def multilabel_teacher_model(
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_encoder: Path,
+    tiny_multilabel_task: ClassificationTask,
+) -> Path:
+    """:func:`teacher_model` for label sets: trained with binary cross-entropy per label on
+    ``tiny_multilabel_task``, saved with its sigmoid head flagged in ``classifier.json``."""
+    folder = tmp_path_factory.mktemp("multilabel-teacher")
+    experiment = ExperimentConfig.model_validate(
+        {"model": {"base_model": str(tiny_encoder), "sequence_len": 32}}
+    )
+    train = TrainConfig(max_steps=4, micro_batch_size=8, learning_rate=1e-3, warmup_ratio=0.0)
+    task = tiny_multilabel_task
+    run = RunContext("full", folder, task, experiment, StrategyConfig(), train, folder)
+    tokenizer, encoder = load_encoder(str(tiny_encoder))
+    model = SentenceClassifier(encoder, task.num_labels)
+    fit_classifier(run, model, tokenizer)  # the task's loss: binary cross-entropy
+    meta = {"label_names": list(task.label_names), "max_length": 32, "multi_label": True}
+    save_classifier(model.eval(), tokenizer, folder / "model", meta)
+    return folder / "model"
+
+
+@pytest.fixture(scope="session")
 def chat_teacher_model(
     tmp_path_factory: pytest.TempPathFactory, tiny_llm: Path, tiny_chat_task: GenerativeTask
 ) -> Path:
@@ -321,29 +344,43 @@ def chat_teacher_model(
 @pytest.fixture
 def make_teacher(
     teacher_model: Path,
+    multilabel_teacher_model: Path,
     chat_teacher_model: Path,
     tiny_task: ClassificationTask,
+    tiny_multilabel_task: ClassificationTask,
     tiny_chat_task: GenerativeTask,
 ) -> TeacherFactory:
     """A finished teacher run ``runs_root/name`` with the given eval score: for a generative
     strategy (sft_full, ...) the tiny chat teacher and its slot F1, else the tiny classifier
-    and its accuracy.
+    and its accuracy, or with ``multi_label`` the tiny multi-label classifier and its micro-F1
+    (its eval.json with a ``multi_label`` section, as the harness writes it).
 
     ``weights`` names the folder the teacher's weights are copied to; ``manifest`` entries
     override the manifest's (another ``train_sha256``, a later ``created_at``).
     """
 
     def make(
-        runs_root: Path, name: str, score: float, *, weights: str = "model", **manifest: Any
+        runs_root: Path,
+        name: str,
+        score: float,
+        *,
+        weights: str = "model",
+        multi_label: bool = False,
+        **manifest: Any,
     ) -> Path:
         strategy = str(manifest.pop("strategy", name))
         generative = "generative" in supported_tasks(get_strategy(strategy))
         task: ClassificationTask | GenerativeTask = tiny_chat_task if generative else tiny_task
+        source = chat_teacher_model if generative else teacher_model
+        metric = "slot_f1" if generative else "accuracy"
+        evaluation: dict[str, Any] = {"strategy": name}
+        if multi_label:
+            task, source, metric = tiny_multilabel_task, multilabel_teacher_model, "micro_f1"
+            evaluation.update(primary_metric=metric, multi_label={"tuned_on": "validation"})
         folder = RunFolder(runs_root / name)
         folder.reset()
-        shutil.copytree(chat_teacher_model if generative else teacher_model, folder.path / weights)
-        metric = "slot_f1" if generative else "accuracy"
-        folder.write_json("eval.json", {"strategy": name, "metrics": {metric: score}})
+        shutil.copytree(source, folder.path / weights)
+        folder.write_json("eval.json", {**evaluation, "metrics": {metric: score}})
         values = base_manifest(
             name,
             strategy,

@@ -259,12 +259,19 @@ def multi_label_rows() -> list[Any]:
 
 @pytest.mark.parametrize("row", multi_label_rows())
 def test_multi_label_fit_gives_each_label_its_own_probability_and_loads_the_same(
-    row: Row, run_for: RowRunFactory, tiny_multilabel_task: ClassificationTask, tmp_path: Path
+    row: Row,
+    run_for: RowRunFactory,
+    make_teacher: TeacherFactory,
+    tiny_multilabel_task: ClassificationTask,
+    tmp_path: Path,
 ) -> None:
     """On label sets (records with 0, 1 or 2 labels) a classifier gives every label a
     probability of its own: in [0, 1], not one distribution over the labels (a record may have
-    none or several); save then load gives the same."""
+    none or several); save then load gives the same. A row with a teacher gets a multi-label
+    one (distill refuses a teacher of the other kind)."""
     run = dataclasses.replace(run_for(row), task=tiny_multilabel_task)
+    if row.teacher is not None:
+        make_teacher(run.runs_root, row.teacher, 0.9, multi_label=True)
     classifier = get_strategy(row.strategy).fit(run)
     probabilities = outputs(classifier, run.task)
     assert probabilities.shape == (len(tiny_multilabel_task.eval_texts), 3)
