@@ -132,10 +132,17 @@ def choose_known(intents: list[str], ratio: float, seed: int) -> list[str]:
     return sorted(str(intent) for intent in chosen)
 
 
-def open_split(train: list[Row], test: list[Row], known: set[str]) -> tuple[list[Row], list[Row]]:
-    """Train keeps known intents only (the model must never see an unknown one); eval keeps
-    every test row, an unknown intent's label replaced by the one open class."""
-    kept = [row for row in train if row["label"] in known]
+def open_split(
+    train: list[Row], test: list[Row], known: set[str], seen: set[str] = frozenset()
+) -> tuple[list[Row], list[Row]]:
+    """Train keeps known intents only (the model must never see an unknown one), plus, outside
+    the protocol, the rows of the unknown intents in ``seen`` labelled as the open class; eval
+    keeps every test row, an unknown intent's label replaced by the one open class."""
+    kept = [
+        row if row["label"] in known else {"text": row["text"], "label": OUT_OF_SCOPE}
+        for row in train
+        if row["label"] in known or row["label"] in seen
+    ]
     relabelled = [
         row if row["label"] in known else {"text": row["text"], "label": OUT_OF_SCOPE}
         for row in test
@@ -170,21 +177,38 @@ def write_jsonl(path: Path, rows: list[Row]) -> None:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def prepare(data: Path, out: Path, ratio: float, seed: int) -> dict[str, Any]:
+def choose_seen(unknown: list[str], share: float, seed: int) -> list[str]:
+    """The unknown intents whose training rows are kept as out-of-scope examples: a seeded
+    ``share`` of them (``default_rng(seed + 1)``, so the draw is independent of the known one);
+    none at 0, the protocol."""
+    count = round(share * len(unknown))
+    if count == 0:
+        return []
+    chosen = np.random.default_rng(seed + 1).choice(sorted(unknown), size=count, replace=False)
+    return sorted(str(intent) for intent in chosen)
+
+
+def prepare(
+    data: Path, out: Path, ratio: float, seed: int, train_oos: float = 0.0
+) -> dict[str, Any]:
     """Write the four files into ``out``; return the summary that ``known_intents.json``
-    records and the command prints."""
+    records and the command prints. ``train_oos``: the share of unknown intents whose training
+    rows stay in train as out-of-scope examples (0: ADB's protocol)."""
     train, test = read_rows(data / "train.csv"), read_rows(data / "test.csv")
     intents = sorted({row["label"] for row in train})
     if OUT_OF_SCOPE in intents:
         raise SystemExit(f"{data}: an intent is already named {OUT_OF_SCOPE!r}")
     known = choose_known(intents, ratio, seed)
     known_set = set(known)
-    kept, relabelled = open_split(train, test, known_set)
+    seen = choose_seen([i for i in intents if i not in known_set], train_oos, seed)
+    kept, relabelled = open_split(train, test, known_set, set(seen))
     out.mkdir(parents=True, exist_ok=True)
     out = out.resolve()
     write_jsonl(out / "train.jsonl", kept)
     write_jsonl(out / "eval.jsonl", relabelled)
-    name = f"banking77_open_{round(ratio * 100)}"
+    name = f"banking77_open_{round(ratio * 100)}" + (
+        f"_oos{round(train_oos * 100)}" if seen else ""
+    )
     config = experiment(name, out / "train.jsonl", out / "eval.jsonl")
     (out / "experiment.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     out_of_scope = Counter(row["label"] for row in relabelled)[OUT_OF_SCOPE]
@@ -196,11 +220,13 @@ def prepare(data: Path, out: Path, ratio: float, seed: int) -> dict[str, Any]:
         "round(ratio * len(intents)), replace=False))",
         "known_intents": known,
         "unknown_intents": [intent for intent in intents if intent not in known_set],
+        "trained_as_out_of_scope": seen,
         "counts": {
             "intents": len(intents),
             "known": len(known),
             "unknown": len(intents) - len(known),
             "train_kept": len(kept),
+            "train_out_of_scope": sum(row["label"] == OUT_OF_SCOPE for row in kept),
             "train_dropped": len(train) - len(kept),
             "eval_in_scope": len(relabelled) - out_of_scope,
             "eval_out_of_scope": out_of_scope,
@@ -218,10 +244,19 @@ def main(argv: list[str] | None = None) -> None:
     command.add_argument("--seed", type=int, default=0, help="Seed of the known-intent draw.")
     command.add_argument("--out", type=Path, required=True, help="Folder to write into.")
     command.add_argument("--data", type=Path, default=DATA, help="banking77 CSV folder.")
+    command.add_argument(
+        "--train-oos",
+        type=float,
+        default=0.0,
+        help="Outside the protocol: the share of unknown intents whose training rows stay in "
+        "train labelled oos (the eval set is the same), to measure what such examples buy.",
+    )
     args = parser.parse_args(argv)
-    summary = prepare(args.data, args.out, args.known, args.seed)
-    line = {key: value for key, value in summary.items() if key not in ("rule", "unknown_intents")}
+    summary = prepare(args.data, args.out, args.known, args.seed, args.train_oos)
+    hidden = ("rule", "unknown_intents", "trained_as_out_of_scope")
+    line = {key: value for key, value in summary.items() if key not in hidden}
     line["known_intents"] = len(summary["known_intents"])
+    line["trained_as_out_of_scope"] = len(summary["trained_as_out_of_scope"])
     line["out"] = str(args.out.resolve())
     print(json.dumps(line))
 

@@ -139,3 +139,21 @@ def test_experiment_config_is_valid(data: Path, tmp_path: Path) -> None:
     config = parse_experiment(yaml.safe_dump(raw), source="experiment.yaml")
     assert config.compare.strategies == ["frozen", "knn", "setfit", "full"]
     assert config.data.format == "classification" and config.data.label_field == "label"
+
+
+def test_train_oos_keeps_a_seeded_share_of_unknown_intents_as_oos_examples(
+    data: Path, tmp_path: Path
+) -> None:
+    plain = open_intent.prepare(data, tmp_path / "plain", 0.5, 3)
+    seen = open_intent.prepare(data, tmp_path / "seen", 0.5, 3, train_oos=0.5)
+    assert seen["known_intents"] == plain["known_intents"]
+    trained = set(seen["trained_as_out_of_scope"])
+    assert len(trained) == 3 and trained <= set(seen["unknown_intents"])
+    rows = _jsonl(tmp_path / "seen" / "train.jsonl")
+    oos = [row for row in rows if row["label"] == "oos"]
+    assert len(oos) == 3 * TRAIN_PER_INTENT == seen["counts"]["train_out_of_scope"]
+    assert all(any(intent in row["text"] for intent in trained) for row in oos)
+    unseen = set(seen["unknown_intents"]) - trained
+    assert not any(any(intent in row["text"] for intent in unseen) for row in rows)
+    # the eval set is the protocol's, whatever train holds
+    assert _jsonl(tmp_path / "seen" / "eval.jsonl") == _jsonl(tmp_path / "plain" / "eval.jsonl")
