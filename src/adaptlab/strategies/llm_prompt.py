@@ -10,6 +10,31 @@ plus a trie of the answers.
 
 ``few_shot_k`` > 0 adds the k training examples nearest to the text (by a sentence encoder) as
 earlier user/assistant turns, so the model sees how similar texts were labelled.
+
+On label sets (multi-label data: a text may carry none, one or several labels) the system
+message asks for every category that applies, best fitting first, or ``none``; ``none`` joins the
+answers scored, so a text that fits no label can say so instead of handing its probability to
+some label. Scoring is unchanged: ``p`` is each answer's probability of being the model's first
+answer, at the same cost as one label (ONE forward pass over the text's tokens plus the answer
+trie's branch nodes). A label's own probability is that of being named in either of two
+answers drawn from ``p`` (the union of two samples, as in self-consistency, Wang et al. 2023)::
+
+    P(label i) = 1 - (1 - p_i)^2 = p_i * (2 - p_i)
+
+Two draws are the fewest at which two labels that share a text can both pass the default
+threshold 0.5 (p = 0.5 each gives 0.75 each); the transform is increasing in ``p_i``, so each
+label ranks the texts as the model's first answer does, which is what the threshold tuned per
+label on the validation split reads. Few-shot turns answer with the example's categories,
+comma-separated, or ``none``.
+
+Asking every label its own yes/no question ("<text> Category: <label>" -> P(yes) / (P(yes) +
+P(no)), all labels in one pass over a trie of the questions) was built, measured and dropped:
+on NLU++ hotels (its 40 intents; thresholds tuned on 50 training texts, 50 test texts)
+SmolLM2-135M answered yes or no whatever the category: mean per-label AUROC 0.40 against 0.74
+here, micro-F1 0.06 against 0.16, per-label ECE 0.71 against 0.06; and the pass fed 311 trie
+tokens per text instead of 4, 1.43 s per text against 0.14 s on one CPU thread. On the whole
+NLU++ hotels test set (200 texts; thresholds tuned on 150 training texts) this method scores
+micro-F1 0.170, macro-F1 0.247, per-label ECE 0.052.
 """
 
 from __future__ import annotations
@@ -45,13 +70,24 @@ DEFAULT_INSTRUCTION = (
     "You are a text classifier. Read the user's message and reply with the one category from "
     "the list below that fits it best. Reply with the category name only, exactly as written."
 )
+MULTI_LABEL_INSTRUCTION = (
+    "You are a text classifier. Read the user's message and reply with the categories from the "
+    "list below that apply to it, the best fitting first, separated by commas. A message may "
+    "belong to several categories or to none of them: reply none if no category applies. Reply "
+    "with category names only, exactly as written."
+)
+NO_LABEL = "none"  # label sets: the answer for a text that carries no label
 
 
 class LlmPromptConfig(StrategyConfig):
     model: str = Field(
         SMOLLM2, description="Instruction-tuned causal LM (bundled name, local folder or hub)."
     )
-    instruction: str = Field(DEFAULT_INSTRUCTION, description="Shown above the label list.")
+    instruction: str = Field(
+        DEFAULT_INSTRUCTION,
+        description="Shown above the label list. On label sets the default is replaced by one "
+        "asking for every category that applies, or none (several or none may apply).",
+    )
     numbered: bool = Field(False, description="List labels as '1. name' instead of '- name'.")
     descriptions: dict[str, str] = Field(
         default_factory=dict,
@@ -72,7 +108,9 @@ class LlmPromptConfig(StrategyConfig):
         "answer length so the temperature means the same).",
     )
     temperature: Annotated[float, Gt(0)] = Field(
-        1.0, description="Label scores are divided by this before the softmax."
+        1.0,
+        description="Label scores are divided by this before the softmax (label sets: the "
+        "softmax over the labels and 'none').",
     )
     max_text_tokens: Annotated[int, Ge(1)] = Field(
         256, description="Texts (and few-shot examples) are cut to this many tokens."
@@ -102,19 +140,28 @@ class PromptSpec:
     max_text_tokens: int
     few_shot_k: int
     retriever: str
+    multi_label: bool = False
+    """Label sets: ``none`` is an answer too, and each label gets its own probability."""
 
     @classmethod
-    def from_config(cls, config: LlmPromptConfig, label_names: Sequence[str]) -> PromptSpec:
+    def from_config(
+        cls, config: LlmPromptConfig, label_names: Sequence[str], multi_label: bool = False
+    ) -> PromptSpec:
         texts = [label_text(name, "{label}", config.descriptions) for name in label_names]
-        duplicated = sorted({t for t in texts if texts.count(t) > 1})
+        answers = [*texts, NO_LABEL] if multi_label else texts
+        duplicated = sorted({t for t in answers if answers.count(t) > 1})
         if duplicated:
             raise ValueError(
                 f"llm_prompt: labels read the same as words: {duplicated}; "
                 "tell them apart with `descriptions`"
+                + (f" ('{NO_LABEL}' is the answer for no label)" if NO_LABEL in duplicated else "")
             )
+        instruction = config.instruction
+        if multi_label and instruction == DEFAULT_INSTRUCTION:
+            instruction = MULTI_LABEL_INSTRUCTION
         return cls(
             config.model,
-            system_message(config.instruction, texts, config.numbered),
+            system_message(instruction, texts, config.numbered),
             list(label_names),
             texts,
             config.scoring,
@@ -122,7 +169,13 @@ class PromptSpec:
             config.max_text_tokens,
             config.few_shot_k,
             config.retriever,
+            multi_label,
         )
+
+    @property
+    def answers(self) -> list[str]:
+        """What the model may answer: the labels as words, and ``none`` on label sets."""
+        return [*self.label_texts, NO_LABEL] if self.multi_label else list(self.label_texts)
 
 
 def system_message(instruction: str, label_texts: Sequence[str], numbered: bool) -> str:
@@ -134,7 +187,7 @@ def system_message(instruction: str, label_texts: Sequence[str], numbered: bool)
 @dataclass
 class ExampleRetriever(ExampleIndex):
     """Labelled training examples and their embeddings; ``nearest`` finds the closest to a
-    text (least similar first)."""
+    text (least similar first). ``labels``: label ids, or 0/1 rows for label sets."""
 
     texts: list[str]
     labels: np.ndarray
@@ -166,7 +219,7 @@ class PromptClassifier:
         user = {"role": "user", "content": SENTINEL}
         prompt = self.lm.chat([system, user], add_generation_prompt=True)
         answers = []
-        for text in self.spec.label_texts:
+        for text in self.spec.answers:
             turn = {"role": "assistant", "content": text}
             full = self.lm.chat([system, user, turn], add_generation_prompt=False)
             if not full.startswith(prompt):
@@ -204,13 +257,14 @@ class PromptClassifier:
         return self.lm.encode(rendered[len(self.prefix) :])
 
     def label_scores(self, texts: Sequence[str]) -> np.ndarray:
-        """``(len(texts), num_labels)`` scores before the temperature and softmax."""
+        """``(len(texts), num_labels)`` scores before the temperature and softmax (label sets:
+        one more column, last, for ``none``)."""
         shots = self._examples(texts)
         rows = []
         for text, examples in zip(texts, shots, strict=True):
             rows.append(self._score(self.context_ids(text, examples)))
         if not rows:
-            return np.zeros((0, len(self.label_names)))
+            return np.zeros((0, len(self.spec.answers)))
         return torch.stack(rows).numpy()
 
     def _score(self, context_ids: list[int]) -> torch.Tensor:
@@ -225,12 +279,20 @@ class PromptClassifier:
             return [[] for _ in texts]
         retriever = self.retriever
         return [
-            [(retriever.texts[i], self.spec.label_texts[int(retriever.labels[i])]) for i in row]
+            [(retriever.texts[i], self._answer(retriever.labels[i])) for i in row]
             for row in retriever.nearest(texts, self.spec.few_shot_k)
         ]
 
+    def _answer(self, labels: np.ndarray) -> str:
+        """A labelled example's answer: its label, or on label sets its labels (``none``)."""
+        if not self.spec.multi_label:
+            return self.spec.label_texts[int(labels)]
+        named = [self.spec.label_texts[i] for i in np.flatnonzero(labels)]
+        return ", ".join(named) or NO_LABEL
+
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        return softmax(self.label_scores(texts) / self.spec.temperature)
+        probabilities = softmax(self.label_scores(texts) / self.spec.temperature)
+        return named_in_two_answers(probabilities) if self.spec.multi_label else probabilities
 
     def request_tokens(self, texts: Sequence[str]) -> tuple[float, float]:
         """Mean prompt tokens per request (cached prefix included) and mean tokens a request
@@ -242,6 +304,15 @@ class PromptClassifier:
         return self.cache.prefix_length + mean_own, mean_own + len(fed)
 
 
+def named_in_two_answers(first_answer: np.ndarray) -> np.ndarray:
+    """Label sets: ``(n, labels + 1)`` first-answer probabilities (``none`` last) to each
+    label's chance of being named in either of two answers drawn from them, 1 - (1 - p)^2."""
+    labels = first_answer[:, :-1]
+    # p (2 - p): the same, without the cancellation that would round every p below 1e-16 to 0
+    # and tie those records.
+    return np.asarray(labels * (2 - labels))
+
+
 class LlmPromptStrategy:
     name: ClassVar[str] = "llm_prompt"
     config_type: ClassVar[type[StrategyConfig]] = LlmPromptConfig
@@ -251,6 +322,7 @@ class LlmPromptStrategy:
         method="none",
         data_need=DataNeed(0, 0, "it uses an instruction and at most a few examples"),
         tasks=("classification",),
+        multi_label=True,
     )
 
     def requires(self, config: StrategyConfig) -> list[str]:
@@ -258,7 +330,7 @@ class LlmPromptStrategy:
 
     def fit(self, run: RunContext[ClassificationTask, LlmPromptConfig]) -> PromptClassifier:
         config = run.config
-        spec = PromptSpec.from_config(config, run.task.label_names)
+        spec = PromptSpec.from_config(config, run.task.label_names, run.task.multi_label)
         retriever = save_examples(run, spec) if spec.few_shot_k else None
         classifier = PromptClassifier(spec, CausalLM.load(spec.model), retriever)
         write_text_atomic(run.folder / PROMPT, json.dumps(asdict(spec), indent=2) + "\n")
@@ -286,7 +358,7 @@ def save_examples(run: RunContext, spec: PromptSpec) -> ExampleRetriever:
     """Embed the training set for few-shot retrieval and keep it in the run folder."""
     texts = list(run.task.train_texts)
     index = ExampleIndex.build(spec.retriever, texts, run.max_length)
-    labels = run.task.train_labels.astype(np.int64)
+    labels = run.task.train_labels.astype(np.int64)  # label ids, or 0/1 rows for label sets
     index.save(run.folder / EXAMPLES, labels=labels)
     write_text_atomic(run.folder / EXAMPLE_TEXTS, json.dumps(texts) + "\n")
     return ExampleRetriever(index.encoder, index.vectors, texts, labels)
