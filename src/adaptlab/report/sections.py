@@ -843,12 +843,14 @@ def hardest_first(scores: Mapping[str, Mapping[str, float]], anchor: str | None)
 
 
 def label_scores(evaluation: Mapping[str, Any], generative: bool) -> dict[str, float]:
-    """Class -> F1 (``metrics.per_class_f1``) or slot -> F1 (``metrics.per_slot.<slot>.f1``)."""
+    """Class -> F1 (``metrics.per_class_f1``; a multi-label run's ``metrics.per_label_f1``, each
+    label's F1 at its tuned threshold) or slot -> F1 (``metrics.per_slot.<slot>.f1``)."""
     metrics = evaluation.get("metrics") or {}
     if generative:
         per_slot = metrics.get("per_slot") or {}
         return {slot: float(c["f1"]) for slot, c in per_slot.items() if c.get("f1") is not None}
-    return {label: float(f1) for label, f1 in (metrics.get("per_class_f1") or {}).items()}
+    key = "per_label_f1" if evaluation.get("multi_label") else "per_class_f1"
+    return {label: float(f1) for label, f1 in (metrics.get(key) or {}).items()}
 
 
 def _mean_score(scores: Mapping[str, Mapping[str, float]], label: str) -> float:
@@ -998,6 +1000,8 @@ def calibration(data: ReportData) -> Section:
             "confidence to calibrate (the calibration_regression rule has nothing to read)."
         )
         return Section("calibration", title, (Paragraph(text),))
+    if data.inputs.comparison.get("metric") == "micro_f1":
+        return _label_set_calibration(data, title)
     reliability = {
         name: record.eval.raw["reliability"]
         for name, record in data.inputs.runs.items()
@@ -1021,6 +1025,29 @@ def calibration(data: ReportData) -> Section:
     )
     blocks += [Paragraph(text), Table(("strategy", "ECE", "confidently wrong"), rows)]
     return Section("calibration", title, tuple(blocks))
+
+
+def _label_set_calibration(data: ReportData, title: str) -> Section:
+    """Multi-label runs: each label's probability is a yes/no forecast of its own; its expected
+    calibration error is measured per label and averaged (the worst label named)."""
+    rows = []
+    for name, record in data.inputs.runs.items():
+        per_label = record.eval.metrics.get("per_label_ece") or {}
+        worst = max(per_label, key=per_label.__getitem__) if per_label else None
+        rows.append(
+            (
+                name,
+                _fixed(record.eval.metrics.get("ece"), 3),
+                "—" if worst is None else f"{worst} ({per_label[worst]:.3f})",
+            )
+        )
+    text = (
+        "Each label's probability is a forecast of whether the record carries it: its expected "
+        "calibration error (10 equal-width bins) is measured per label, and the mean over the "
+        "labels is the run's ECE."
+    )
+    table = Table(("strategy", "ECE (mean per label)", "worst label"), tuple(rows))
+    return Section("calibration", title, (Paragraph(text), table))
 
 
 # --------------------------------------------------------------------------- forgetting

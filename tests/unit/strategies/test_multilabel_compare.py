@@ -163,3 +163,11 @@ def test_a_strategy_without_label_sets_is_refused_by_name(
 def test_every_classification_strategy_handles_label_sets() -> None:
     """Issue 18's bar: no classification strategy is left out of multi-label data."""
     assert _multi_label() == _runnable("classification")
+
+
+def test_the_report_shows_per_label_f1_and_calibration(multi_runs: Path) -> None:
+    from adaptlab.report.build import build_report
+
+    build_report([multi_runs])
+    html = (multi_runs / "report.html").read_text(encoding="utf-8")
+    assert 'id="per-class"' in html and "ECE (mean per label)" in html
