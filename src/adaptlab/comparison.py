@@ -26,6 +26,7 @@ from adaptlab.evaluate.bootstrap import (
     paired_bootstrap_micro_f1,
 )
 from adaptlab.evaluate.free_text import CORPUS_STATS_METRICS, corpus_score_01, metric_interval
+from adaptlab.evaluate.open_set import auroc_or_half, precision_of_rejections
 from adaptlab.ratings import DATABASE, RatingError, human_ratings_summary
 from adaptlab.runs import PRIMARY_METRIC, RunError, RunRecord, read_run
 
@@ -139,6 +140,57 @@ def paired_difference(
     else:
         result = paired_bootstrap(*pair, metric=metric or "accuracy", **options)
     return Difference(result.difference, result.low, result.high, len(pair[0]))
+
+
+OPEN_SET_PAIRED = ("overall_accuracy", "in_scope_accuracy", "out_of_scope_recall")
+"""Open-set metrics that are means of per-query scores (paired like accuracy)."""
+
+
+def open_set_differences(
+    a: RunRecord, b: RunRecord, settings: CompareConfig
+) -> dict[str, Difference]:
+    """``a - b`` in every open-set metric on the queries both scored (paired bootstrap):
+    the per-query ones as accuracy is; out-of-scope precision and AUROC, which are not means
+    over queries, by resampling queries and recomputing both runs' values on each resample."""
+    found = {
+        metric: difference
+        for metric in OPEN_SET_PAIRED
+        if (difference := paired_difference(a, b, settings, metric)) is not None
+    }
+    try:
+        arrays_a, arrays_b = a.predictions, b.predictions
+    except RunError:
+        return found
+    shared, in_a, in_b = np.intersect1d(a.indices, b.indices, return_indices=True)
+    if not len(shared) or "rejected" not in arrays_a or "rejected" not in arrays_b:
+        return found
+    inside = arrays_a["gold"][in_a] != -1
+    n = len(shared)
+    # paired_bootstrap applies one statistic to each system's resampled scores: give it query
+    # positions (a's 0..n-1, b's n..2n-1) and let the statistic look both runs' values up.
+    positions = np.arange(n, dtype=np.float64)
+    both_inside = np.concatenate([inside, inside])
+    for metric, values, statistic in (
+        ("out_of_scope_precision", "rejected", precision_of_rejections),
+        ("auroc", "score", auroc_or_half),
+    ):
+        joined = np.concatenate([arrays_a[values][in_a], arrays_b[values][in_b]])
+
+        def at(rows: np.ndarray, joined: np.ndarray = joined, statistic: Any = statistic) -> float:
+            index = rows.astype(np.int64)
+            return float(statistic(joined[index], both_inside[index]))
+
+        result = paired_bootstrap(
+            positions,
+            positions + n,
+            metric=metric,
+            names=(a.name, b.name),
+            resamples=settings.bootstrap_resamples,
+            confidence=settings.confidence,
+            statistic=at,
+        )
+        found[metric] = Difference(result.difference, result.low, result.high, n)
+    return found
 
 
 def pairwise_differences(
@@ -302,6 +354,16 @@ def _row(
             (measured["vs_best_all"] or {}).get(metric)
             if result.kind == "generation"
             else _difference_to(result, best, settings, metric)
+        ),
+        **(
+            {
+                "open_set_vs_best": {
+                    metric: difference.to_dict()
+                    for metric, difference in open_set_differences(result, best, settings).items()
+                }
+            }
+            if result.eval.out_of_scope is not None and result.name != best.name
+            else {}
         ),
         "size_on_disk_bytes": result.cost.size_on_disk_bytes,
         "trainable_params": result.cost.trainable_params,

@@ -149,7 +149,8 @@ def _best_joint_threshold(
 def per_query(probabilities: npt.ArrayLike, gold: npt.ArrayLike, rejection: Rejection
               ) -> dict[str, np.ndarray]:  # fmt: skip
     """Per query: ``overall_accuracy`` (1/0), ``in_scope_accuracy`` (1/0, NaN for out-of-scope
-    queries), ``out_of_scope_recall`` (1/0 rejected, NaN for in-scope ones) and ``score``."""
+    queries), ``out_of_scope_recall`` (1/0 rejected, NaN for in-scope ones), ``score`` and
+    ``rejected`` (1/0)."""
     labels = np.asarray(gold, dtype=np.int64)
     predicted = predictions(probabilities, rejection)
     right = (predicted == labels).astype(np.float64)
@@ -159,6 +160,7 @@ def per_query(probabilities: npt.ArrayLike, gold: npt.ArrayLike, rejection: Reje
         "in_scope_accuracy": np.where(inside, right, np.nan),
         "out_of_scope_recall": np.where(inside, np.nan, right),
         "score": in_scope_scores(probabilities, rejection.out_of_scope_column),
+        "rejected": (predicted == OUT_OF_SCOPE).astype(np.float64),
     }
 
 
@@ -251,3 +253,15 @@ def tradeoff_curve(
 
 def _mean(values: np.ndarray) -> float | None:
     return float(values.mean()) if len(values) else None
+
+
+def precision_of_rejections(rejected: np.ndarray, inside: np.ndarray) -> float:
+    """The share of rejected queries that are out of scope (0 when nothing is rejected)."""
+    chosen = rejected.astype(bool)
+    return float((~inside[chosen]).mean()) if chosen.any() else 0.0
+
+
+def auroc_or_half(scores: np.ndarray, inside: np.ndarray) -> float:
+    """:func:`auroc`, 0.5 (chance) for a resample without both kinds of query."""
+    value = auroc(scores, inside)
+    return 0.5 if value is None else value

@@ -772,8 +772,42 @@ def out_of_scope(data: ReportData) -> Section | None:
         Image(rejection_plot(curves, chosen, colours=data.colours)),
         Paragraph(text),
         Table(headers, rows),
+        *_open_set_pairs(data),
     ]
     return Section("out-of-scope", "Out-of-scope queries", tuple(blocks))
+
+
+OPEN_SET_PAIRS = {
+    "overall_accuracy": "accuracy over all queries",
+    "in_scope_accuracy": "in-scope accuracy",
+    "out_of_scope_recall": "out-of-scope recall",
+    "out_of_scope_precision": "out-of-scope precision",
+    "auroc": "AUROC (× 100)",
+}
+
+
+def _open_set_pairs(data: ReportData) -> list[Block]:
+    """Each run minus the best one in every open-set metric, paired on the same queries."""
+    best = data.inputs.comparison.get("best")
+    rows = tuple(
+        (
+            str(row["strategy"]),
+            *(
+                _difference(Difference.from_dict(row["open_set_vs_best"].get(metric)))
+                for metric in OPEN_SET_PAIRS
+            ),
+        )
+        for row in data.rows
+        if row.get("open_set_vs_best")
+    )
+    if not rows:
+        return []
+    text = (
+        f"Each run minus {best} (the best on {data.metric_words}), in points with the "
+        f"{_level(data)} paired-bootstrap interval over the same eval queries; * marks one "
+        "that excludes zero."
+    )
+    return [Paragraph(text), Table(("strategy", *OPEN_SET_PAIRS.values()), rows)]
 
 
 OPEN_SET_SHOWN = {

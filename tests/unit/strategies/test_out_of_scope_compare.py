@@ -189,3 +189,28 @@ def test_an_export_carries_the_rejection_rule(open_runs: tuple[Path, bool], tmp_
         "rule": "in_scope_rejection",
     }
     assert (spec["out_of_scope"]["column"] is not None) == train_oos
+
+
+def test_every_open_set_metric_is_paired_against_the_best_run(
+    open_runs: tuple[Path, bool],
+) -> None:
+    """Each run minus the best in every open-set metric, on the same queries: the observed
+    differences equal the two runs' eval.json values, and the report shows the table."""
+    folder, _ = open_runs
+    comparison = json.loads((folder / "comparison.json").read_text(encoding="utf-8"))
+    best = read_run(folder / "runs" / comparison["best"]).eval.metrics
+    for row in comparison["rows"]:
+        if row["strategy"] == comparison["best"]:
+            assert "open_set_vs_best" not in row
+            continue
+        ours = read_run(folder / "runs" / row["strategy"]).eval.metrics
+        paired = row["open_set_vs_best"]
+        assert set(paired) == {
+            "overall_accuracy", "in_scope_accuracy", "out_of_scope_recall",
+            "out_of_scope_precision", "auroc",
+        }  # fmt: skip
+        for metric, difference in paired.items():
+            wanted = (ours[metric] or 0.0) - (best[metric] or 0.0)
+            assert difference["difference"] == pytest.approx(wanted, abs=1e-9), metric
+            assert difference["low"] <= difference["high"] and difference["n"] == 30
+    assert "AUROC (× 100)" in (folder / "report.html").read_text(encoding="utf-8")
