@@ -1,6 +1,8 @@
 """Benchmark data: out-of-scope (open intent) rejection on banking77, ADB's protocol.
 
     python bench/open_intent.py prepare --known 0.5 --seed 0 --out DIR [--data FOLDER]
+        [--train-oos 0.5]
+    python bench/open_intent.py breakdown --out DIR --experiment DIR/runs/NAME
 
 Writes into DIR the data half of the benchmark: ``train.jsonl`` (known intents only),
 ``eval.jsonl`` (the whole test set, every unknown intent relabelled ``oos``),
@@ -236,6 +238,36 @@ def prepare(
     return summary
 
 
+def breakdown(out: Path, experiment: Path, data: Path) -> dict[str, Any]:
+    """Each run's out-of-scope recall on the eval queries of the unknown intents that train
+    held as ``oos`` examples (``--train-oos``) and on those it never saw, read from the run
+    folders' per-query scores (each eval text mapped back to its banking77 intent)."""
+    from safetensors.numpy import load_file
+
+    intent_of = {row["text"]: row["label"] for row in read_rows(data / "test.csv")}
+    seen = set(json.loads((out / "known_intents.json").read_text())["trained_as_out_of_scope"])
+    lines = (experiment / "data" / "eval.jsonl").read_text(encoding="utf-8").splitlines()
+    texts = [json.loads(line)["text"] for line in lines]
+    result: dict[str, Any] = {}
+    for folder in sorted((experiment / "runs").iterdir()):
+        predictions = folder / "predictions.safetensors"
+        if not predictions.is_file():
+            continue
+        arrays = load_file(str(predictions))
+        groups: dict[str, list[float]] = {"trained_as_oos": [], "never_seen": []}
+        for value, index in zip(arrays["out_of_scope_recall"], arrays["indices"], strict=True):
+            if np.isnan(value):
+                continue  # an in-scope query
+            group = "trained_as_oos" if intent_of[texts[index]] in seen else "never_seen"
+            groups[group].append(float(value))
+        result[folder.name] = {
+            group: {"recall": round(float(np.mean(values)), 4), "queries": len(values)}
+            for group, values in groups.items()
+            if values
+        }
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -251,7 +283,16 @@ def main(argv: list[str] | None = None) -> None:
         help="Outside the protocol: the share of unknown intents whose training rows stay in "
         "train labelled oos (the eval set is the same), to measure what such examples buy.",
     )
+    split = commands.add_parser(
+        "breakdown", help="Out-of-scope recall by whether train held the intent as oos."
+    )
+    split.add_argument("--out", type=Path, required=True, help="The folder prepare wrote.")
+    split.add_argument("--experiment", type=Path, required=True, help="compare's folder.")
+    split.add_argument("--data", type=Path, default=DATA, help="banking77 CSV folder.")
     args = parser.parse_args(argv)
+    if args.command == "breakdown":
+        print(json.dumps(breakdown(args.out, args.experiment, args.data), indent=2))
+        return
     summary = prepare(args.data, args.out, args.known, args.seed, args.train_oos)
     hidden = ("rule", "unknown_intents", "trained_as_out_of_scope")
     line = {key: value for key, value in summary.items() if key not in hidden}
