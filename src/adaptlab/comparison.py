@@ -142,6 +142,10 @@ def paired_difference(
     return Difference(result.difference, result.low, result.high, len(pair[0]))
 
 
+LABEL_SET_PAIRED = ("micro_f1", "example_f1", "subset_accuracy")
+"""Multi-label metrics paired against the best run: micro-F1 on per-record counts, example F1
+and subset accuracy as means over records."""
+
 OPEN_SET_PAIRED = ("overall_accuracy", "in_scope_accuracy", "out_of_scope_recall")
 """Open-set metrics that are means of per-query scores (paired like accuracy)."""
 
@@ -363,6 +367,17 @@ def _row(
                 }
             }
             if result.eval.out_of_scope is not None and result.name != best.name
+            else {}
+        ),
+        **(
+            {
+                "label_sets_vs_best": {
+                    metric: difference.to_dict()
+                    for metric in LABEL_SET_PAIRED
+                    if (difference := paired_difference(result, best, settings, metric))
+                }
+            }
+            if result.eval.multi_label is not None and result.name != best.name
             else {}
         ),
         "size_on_disk_bytes": result.cost.size_on_disk_bytes,

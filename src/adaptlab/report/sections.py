@@ -253,7 +253,40 @@ def leaderboard(data: ReportData) -> Section:
     blocks: list[Block] = [Table(headers, rows, id="leaderboard-table"), Paragraph(text)]
     if sampled:
         blocks.append(Bullets(tuple(sampled)))
+    blocks += _label_set_pairs(data)
     return Section("leaderboard", "Leaderboard", tuple(blocks))
+
+
+LABEL_SET_PAIRS = {
+    "micro_f1": "micro-F1",
+    "example_f1": "example F1",
+    "subset_accuracy": "subset accuracy",
+}
+
+
+def _label_set_pairs(data: ReportData) -> list[Block]:
+    """Multi-label runs: each run minus the best in micro-F1 (per-record counts pooled), example
+    F1 and subset accuracy (means over records), paired on the same records."""
+    rows = tuple(
+        (
+            str(row["strategy"]),
+            *(
+                _difference(Difference.from_dict(row["label_sets_vs_best"].get(metric)))
+                for metric in LABEL_SET_PAIRS
+            ),
+        )
+        for row in data.rows
+        if row.get("label_sets_vs_best")
+    )
+    if not rows:
+        return []
+    best = data.inputs.comparison.get("best")
+    text = (
+        f"Each run minus {best}, in points with the {_level(data)} paired-bootstrap interval "
+        "over the same eval records (micro-F1 pools each resample's per-record counts; example "
+        "F1, each record's own F1, and subset accuracy are means over records)."
+    )
+    return [Paragraph(text), Table(("strategy", *LABEL_SET_PAIRS.values()), rows)]
 
 
 # --------------------------------------------------------------------------- quality plots

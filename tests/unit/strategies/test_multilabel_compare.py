@@ -171,3 +171,23 @@ def test_the_report_shows_per_label_f1_and_calibration(multi_runs: Path) -> None
     build_report([multi_runs])
     html = (multi_runs / "report.html").read_text(encoding="utf-8")
     assert 'id="per-class"' in html and "ECE (mean per label)" in html
+
+
+def test_label_set_metrics_are_paired_against_the_best_run(multi_runs: Path) -> None:
+    """Micro-F1, example F1 and subset accuracy of each run minus the best, on the same
+    records: the observed differences equal the two runs' eval.json values."""
+    from adaptlab.comparison import build_comparison
+    from adaptlab.config import CompareConfig
+
+    folders = sorted((multi_runs / "runs").iterdir())
+    comparison, _ = build_comparison(folders, CompareConfig(bootstrap_resamples=100))
+    best = read_run(multi_runs / "runs" / comparison["best"]).eval.metrics
+    for row in comparison["rows"]:
+        if row["strategy"] == comparison["best"]:
+            continue
+        ours = read_run(multi_runs / "runs" / row["strategy"]).eval.metrics
+        paired = row["label_sets_vs_best"]
+        assert set(paired) == {"micro_f1", "example_f1", "subset_accuracy"}
+        for metric, difference in paired.items():
+            assert difference["difference"] == pytest.approx(ours[metric] - best[metric])
+            assert difference["n"] == 24
