@@ -191,3 +191,17 @@ def test_label_set_metrics_are_paired_against_the_best_run(multi_runs: Path) -> 
         for metric, difference in paired.items():
             assert difference["difference"] == pytest.approx(ours[metric] - best[metric])
             assert difference["n"] == 24
+
+
+def test_estimate_prices_every_strategy_on_label_sets(tmp_path: Path, tiny_encoder: Path) -> None:
+    """``adaptlab estimate`` prices every strategy on label-set data as on single labels."""
+    from adaptlab.estimate import estimate_experiment
+
+    names = _multi_label()
+    config = ExperimentConfig.model_validate(_raw(tmp_path, tiny_encoder, names, {}))
+    estimate = estimate_experiment(config, names)
+    assert estimate.problems == {}
+    assert sorted(row.name for row in estimate.estimates) == sorted(names)
+    for row in estimate.estimates:
+        if row.workload.method != "none":
+            assert row.seconds is not None and row.seconds >= 0
