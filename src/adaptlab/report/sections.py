@@ -267,26 +267,31 @@ LABEL_SET_PAIRS = {
 def _label_set_pairs(data: ReportData) -> list[Block]:
     """Multi-label runs: each run minus the best in micro-F1 (per-record counts pooled), example
     F1 and subset accuracy (means over records), paired on the same records."""
-    rows = tuple(
-        (
-            str(row["strategy"]),
-            *(
-                _difference(Difference.from_dict(row["label_sets_vs_best"].get(metric)))
-                for metric in LABEL_SET_PAIRS
-            ),
-        )
-        for row in data.rows
-        if row.get("label_sets_vs_best")
-    )
-    if not rows:
-        return []
     best = data.inputs.comparison.get("best")
     text = (
         f"Each run minus {best}, in points with the {_level(data)} paired-bootstrap interval "
         "over the same eval records (micro-F1 pools each resample's per-record counts; example "
         "F1, each record's own F1, and subset accuracy are means over records)."
     )
-    return [Paragraph(text), Table(("strategy", *LABEL_SET_PAIRS.values()), rows)]
+    return _paired_table(data, "label_sets_vs_best", LABEL_SET_PAIRS, text)
+
+
+def _paired_table(
+    data: ReportData, field: str, metrics: Mapping[str, str], text: str
+) -> list[Block]:
+    """``text`` and a table of each row's paired differences to the best run in ``metrics``
+    (metric -> column title), read from the row's ``field``; nothing when no row has one."""
+    rows = tuple(
+        (
+            str(row["strategy"]),
+            *(_difference(Difference.from_dict(row[field].get(metric))) for metric in metrics),
+        )
+        for row in data.rows
+        if row.get(field)
+    )
+    if not rows:
+        return []
+    return [Paragraph(text), Table(("strategy", *metrics.values()), rows)]
 
 
 # --------------------------------------------------------------------------- quality plots
@@ -822,25 +827,12 @@ OPEN_SET_PAIRS = {
 def _open_set_pairs(data: ReportData) -> list[Block]:
     """Each run minus the best one in every open-set metric, paired on the same queries."""
     best = data.inputs.comparison.get("best")
-    rows = tuple(
-        (
-            str(row["strategy"]),
-            *(
-                _difference(Difference.from_dict(row["open_set_vs_best"].get(metric)))
-                for metric in OPEN_SET_PAIRS
-            ),
-        )
-        for row in data.rows
-        if row.get("open_set_vs_best")
-    )
-    if not rows:
-        return []
     text = (
         f"Each run minus {best} (the best on {data.metric_words}), in points with the "
         f"{_level(data)} paired-bootstrap interval over the same eval queries; * marks one "
         "that excludes zero."
     )
-    return [Paragraph(text), Table(("strategy", *OPEN_SET_PAIRS.values()), rows)]
+    return _paired_table(data, "open_set_vs_best", OPEN_SET_PAIRS, text)
 
 
 OPEN_SET_SHOWN = {
