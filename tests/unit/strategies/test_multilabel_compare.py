@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 from tests.unit.strategies.test_compare import TOPICS
+from tests.unit.strategies.test_generative import write_jsonl
 from tests.unit.strategies.test_predict import _runnable, _settings
 
 from adaptlab import predict
@@ -45,11 +46,6 @@ def _rows(numbers: range) -> list[dict[str, Any]]:
     return rows
 
 
-def _write(path: Path, rows: list[dict[str, Any]]) -> str:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    return str(path)
-
-
 def _raw(
     root: Path, tiny_encoder: Path, names: list[str], settings: dict[str, Any]
 ) -> dict[str, Any]:
@@ -57,8 +53,8 @@ def _raw(
         "name": "multi",
         "output_dir": str(root / "runs"),
         "data": {
-            "train": _write(root / "train.jsonl", _rows(range(60))),
-            "eval": _write(root / "eval.jsonl", _rows(range(1000, 1024))),
+            "train": write_jsonl(root / "train.jsonl", _rows(range(60))),
+            "eval": write_jsonl(root / "eval.jsonl", _rows(range(1000, 1024))),
         },
         "model": {"base_model": str(tiny_encoder), "sequence_len": 32},
         "train": {"max_steps": 2},

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 from tests.unit.strategies.test_compare import TOPICS
+from tests.unit.strategies.test_generative import write_jsonl
 from tests.unit.strategies.test_predict import _runnable, _settings
 
 from adaptlab import predict
@@ -40,11 +41,6 @@ def _rows(topics: dict[str, str], numbers: range) -> list[dict[str, str]]:
     return rows
 
 
-def _write(path: Path, rows: list[dict[str, str]]) -> str:
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    return str(path)
-
-
 def _experiment(root: Path, tiny_encoder: Path, names: list[str], settings: dict[str, Any],
                 train_oos: bool) -> ExperimentConfig:  # fmt: skip
     known = {topic: topic for topic in KNOWN}
@@ -54,8 +50,8 @@ def _experiment(root: Path, tiny_encoder: Path, names: list[str], settings: dict
         "name": "open" + ("-trained" if train_oos else ""),
         "output_dir": str(root / "runs"),
         "data": {
-            "train": _write(root / "train.jsonl", train),
-            "eval": _write(root / "eval.jsonl", evaluation),
+            "train": write_jsonl(root / "train.jsonl", train),
+            "eval": write_jsonl(root / "eval.jsonl", evaluation),
             "out_of_scope_label": OOS,
         },
         "model": {"base_model": None, "sequence_len": 32},
