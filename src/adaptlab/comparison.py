@@ -26,9 +26,10 @@ from adaptlab.evaluate.bootstrap import (
     paired_bootstrap_micro_f1,
 )
 from adaptlab.evaluate.free_text import CORPUS_STATS_METRICS, corpus_score_01, metric_interval
+from adaptlab.evaluate.latency import Latency, summarise_rounds
 from adaptlab.evaluate.open_set import auroc_or_half, precision_of_rejections
 from adaptlab.ratings import DATABASE, RatingError, human_ratings_summary
-from adaptlab.runs import PRIMARY_METRIC, RunError, RunRecord, read_run
+from adaptlab.runs import PRIMARY_METRIC, RunError, RunRecord, RunTiming, Timing, read_run
 
 
 @dataclass(frozen=True)
@@ -246,9 +247,13 @@ def score(record: RunRecord) -> float:
 
 
 def build_comparison(
-    folders: Sequence[Path], settings: CompareConfig
+    folders: Sequence[Path], settings: CompareConfig, timing: Timing | None = None
 ) -> tuple[dict[str, Any], list[str]]:
-    """Leaderboard data from run directories; unreadable runs are named and left out."""
+    """Leaderboard data from run directories; unreadable runs are named and left out.
+
+    ``timing``: the experiment's ``latency.json`` (:func:`adaptlab.runs.read_timing`); the
+    classification runs it timed together get their latency from it (:func:`serving_latency`),
+    the others keep the one measured alone at evaluation."""
     results, problems = read_runs(folders)
     if not results:
         why = "; ".join(problems) or f"none of {len(folders)} run folders finished"
@@ -263,6 +268,9 @@ def build_comparison(
     scored = {r.name: metric_score(r, metric, settings) for r in results}
     best = max(results, key=lambda r: (not r.eval.sampled, scored[r.name][0]))
     rows = [_row(result, best, settings, metric, scored[result.name]) for result in results]
+    served = serving_latency(results, timing, settings)
+    for row in rows:
+        row.update(served[row["strategy"]])
     rows.sort(key=lambda row: -row["score"])
     comparison = {
         "task": kind,
@@ -274,6 +282,121 @@ def build_comparison(
         "problems": problems,
     }
     return comparison, problems
+
+
+def serving_latency(
+    records: Sequence[RunRecord], timing: Timing | None, settings: CompareConfig
+) -> dict[str, dict[str, Any]]:
+    """Run name -> its leaderboard row's latency fields.
+
+    A classification run that ``timing`` timed (as it is now: the same manifest ``created_at``)
+    gets ``latency_measured: "interleaved"`` and its batch-1 median, p95 and batch-32 time per
+    example from those rounds, with the medians' intervals (``latency_batch1_p50_ci``,
+    ``latency_batch32_per_example_ci``, ms). Runs that share an inference graph
+    (``serving_graph``) compute the same thing per request and differ only in the noise of
+    their timings, so they all get the figures of their pooled rounds and are named together
+    in ``latency_pooled_with``: none is ranked cheaper to serve on noise. Every other run keeps
+    what it measured alone at evaluation (``latency_measured: "alone"``), with the intervals
+    ``eval.json`` holds (``None`` in folders written before they were recorded)."""
+    timed = _timed_now(records, timing)
+    together: dict[str, list[str]] = {}
+    for name, run in sorted(timed.items()):
+        if run.graph is not None:
+            together.setdefault(run.graph, []).append(name)
+    fields = {}
+    for record in records:
+        if record.name in timed:
+            run = timed[record.name]
+            group = together.get(run.graph, []) if run.graph is not None else []
+            pooled = group if len(group) > 1 else [record.name]
+            fields[record.name] = {
+                **_alone_latency(record),
+                **_interleaved_latency(run, [timed[name] for name in pooled], settings),
+                "latency_measured": "interleaved",
+                "serving_graph": run.graph,
+                "latency_pooled_with": pooled if len(pooled) > 1 else None,
+            }
+        else:
+            fields[record.name] = _alone_latency(record)
+    return fields
+
+
+def _timed_now(records: Sequence[RunRecord], timing: Timing | None) -> dict[str, RunTiming]:
+    """The classification runs ``timing`` holds, each timed as it is now (a run redone since
+    was not the one timed)."""
+    if timing is None:
+        return {}
+    return {
+        record.name: timing.runs[record.name]
+        for record in records
+        if record.kind == "classification"
+        and record.name in timing.runs
+        and timing.runs[record.name].manifest_created_at == record.manifest.created_at
+    }
+
+
+def _interleaved_latency(
+    own: RunTiming, runs: Sequence[RunTiming], settings: CompareConfig
+) -> dict[str, Any]:
+    """Batch-1 and batch-32 figures from the rounds of ``runs`` (``own`` among them) pooled;
+    a batch size the row's own run was not timed at is left to its eval-time figures."""
+    fields: dict[str, Any] = {}
+    one = _pooled(runs, 1, settings) if 1 in own.rounds_ms else None
+    many = _pooled(runs, 32, settings) if 32 in own.rounds_ms else None
+    if one is not None:
+        fields["latency_batch1_p50_ms"] = one.p50_ms
+        fields["latency_batch1_p95_ms"] = one.p95_ms
+        fields["latency_batch1_p50_ci"] = list(one.p50_ci)
+    if many is not None:
+        fields["latency_batch32_per_example_ms"] = many.per_example_ms
+        fields["latency_batch32_per_example_ci"] = list(many.per_example_ci)
+    return fields
+
+
+def _pooled(runs: Sequence[RunTiming], batch_size: int, settings: CompareConfig) -> Latency:
+    """The summary of the runs' rounds at ``batch_size``, round r of every run in one cluster:
+    interleaved, they were timed in the same minutes, under the same load, so they rise and
+    fall together and are not independent draws."""
+    series = [run.rounds_ms[batch_size] for run in runs if batch_size in run.rounds_ms]
+    clusters = [
+        [ms / 1000.0 for rounds in series if index < len(rounds) for ms in rounds[index]]
+        for index in range(max(len(rounds) for rounds in series))
+    ]
+    return summarise_rounds(
+        clusters, batch_size, resamples=settings.bootstrap_resamples, confidence=settings.confidence
+    )
+
+
+def _alone_latency(record: RunRecord) -> dict[str, Any]:
+    """The intervals of the latency a run measured alone (``eval.json``), and what it was."""
+    if record.kind == "classification":
+        latency = record.eval.latency
+        intervals = {
+            "latency_batch1_p50_ci": _interval(latency.get("batch_1", {}).get("p50_ci")),
+            "latency_batch32_per_example_ci": _interval(
+                latency.get("batch_32", {}).get("per_example_ci")
+            ),
+        }
+    else:  # a generator's, per request
+        served = record.eval.raw.get("cost", {}).get("latency", {})
+        intervals = {"latency_batch1_p50_ci": _interval(served.get("p50_ci"))}
+    return {
+        **intervals,
+        "latency_measured": "alone",
+        "serving_graph": None,
+        "latency_pooled_with": None,
+    }
+
+
+def _interval(value: Any) -> list[float] | None:
+    """``[low, high]`` when ``value`` is two numbers, else ``None`` (not recorded)."""
+    if isinstance(value, list) and len(value) == 2 and all(_is_number(v) for v in value):
+        return [float(value[0]), float(value[1])]
+    return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def human_ratings(experiment_folder: Path, settings: CompareConfig) -> dict[str, Any] | None:
@@ -384,6 +507,8 @@ def _row(
         "trainable_params": result.cost.trainable_params,
         "total_params": result.cost.total_params,
         "fit_wall_s": result.cost.fit_wall_s,
+        # share of the machine other processes used during the fit (cost/contention.py)
+        "fit_contention": result.cost.raw.get("fit_contention"),
         "peak_memory_bytes": result.cost.peak_rss_bytes,
     }
 
@@ -672,6 +797,13 @@ def leaderboard_markdown(comparison: dict[str, Any]) -> str:
             "instructions, Δ in points against the base model (a drop is the `forgetting` the "
             "decision rules read), and perplexity on held-out BBC News text, × the base "
             "model's; — where not measured."
+        )
+    groups = {tuple(row.get("latency_pooled_with") or ()) for row in comparison["rows"]}
+    pooled = sorted(", ".join(group) for group in groups if group)
+    if pooled:
+        lines.append(
+            "Latency: runs that serve the same inference graph are priced on their calls timed "
+            f"together, pooled ({'; '.join(pooled)}): they compute the same thing per request."
         )
     for row in comparison["rows"]:
         if row["sampled"]:

@@ -322,7 +322,15 @@ class CompareConfig(Section):
         [1, 32], description="Batch sizes at which CPU latency is measured."
     )
     latency_budget_s: Annotated[float, Gt(0)] = Field(
-        5.0, description="Seconds spent measuring latency per strategy and batch size."
+        5.0,
+        description="Seconds spent measuring latency per strategy and batch size; when compare "
+        "times the classification runs together, spread over latency_rounds rounds.",
+    )
+    latency_rounds: Annotated[int, Ge(1), Le(50)] = Field(
+        5,
+        description="Rounds in which compare times every classification run together, each run "
+        "getting its share of calls per round in a rotating order, so a change in the "
+        "machine's load hits them all alike and widens the median's interval.",
     )
     retention: RetentionConfig = Field(
         default_factory=RetentionConfig,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import math
 import platform
 import shutil
 import subprocess
@@ -556,6 +557,163 @@ class RunFolder:
         if "indices" not in arrays:
             raise RunError(f"{path}: no eval indices")
         return arrays
+
+
+# --------------------------------------------------------------------------- timing
+
+TIMING = "latency.json"
+"""The experiment folder's record of the runs' serving latency, timed together (beside
+``comparison.json``; written by :mod:`adaptlab.timing`)."""
+TIMING_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RunTiming:
+    """One run's part of ``latency.json``."""
+
+    manifest_created_at: str | None
+    """The ``created_at`` of the run's manifest when it was timed: a run redone since is not
+    the run that was timed."""
+    graph: str | None
+    """Its inference graph's fingerprint (:func:`adaptlab.evaluate.latency.graph_fingerprint`),
+    ``None`` when it cannot describe itself."""
+    rounds_ms: dict[int, tuple[tuple[float, ...], ...]]
+    """Batch size -> milliseconds per timed call, one tuple per round."""
+
+    def to_dict(self) -> dict[str, Any]:
+        batches = {
+            f"batch_{size}": {"rounds_ms": [list(calls) for calls in rounds]}
+            for size, rounds in self.rounds_ms.items()
+        }
+        return {
+            "manifest_created_at": self.manifest_created_at,
+            "graph": self.graph,
+            "batches": batches,
+        }
+
+
+@dataclass(frozen=True)
+class Timing:
+    """``latency.json``: every classification run of a comparison timed in interleaved rounds
+    (:func:`adaptlab.evaluate.latency.measure_interleaved`), with what it was timed with."""
+
+    created_at: str
+    rounds: int
+    batch_sizes: tuple[int, ...]
+    budget_s: float
+    """Seconds of timed calls allowed per run and batch size, over all the rounds."""
+    runs: dict[str, RunTiming]
+    contention: dict[str, Any] | None = None
+    """What else the machine was doing (load average before and after, cores), when known."""
+    schema_version: int = TIMING_SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "schema_version": self.schema_version,
+            "created_at": self.created_at,
+            "rounds": self.rounds,
+            "batch_sizes": list(self.batch_sizes),
+            "budget_s": self.budget_s,
+        }
+        if self.contention is not None:
+            payload["contention"] = self.contention
+        payload["runs"] = {name: run.to_dict() for name, run in self.runs.items()}
+        return payload
+
+
+def read_timing(experiment_folder: Path) -> Timing | None:
+    """The experiment's ``latency.json``; ``None`` when there is none, :class:`RunError`
+    naming the file and field when it cannot be read."""
+    path = experiment_folder / TIMING
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunError(f"{path}: unreadable: {exc}") from None
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RunError(f"{path}: not JSON: {exc.msg} (line {exc.lineno})") from None
+    if not isinstance(payload, dict):
+        raise RunError(f"{path}: expected a JSON object")
+    return parse_timing(payload, path)
+
+
+def write_timing(experiment_folder: Path, timing: Timing) -> None:
+    """``latency.json``, checked as :func:`read_timing` reads it, written under a temporary
+    name and renamed into place."""
+    path = experiment_folder / TIMING
+    payload = timing.to_dict()
+    parse_timing(payload, path)
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
+
+
+def parse_timing(payload: dict[str, Any], path: Path) -> Timing:
+    """The typed ``latency.json`` at ``path``, or :class:`RunError` naming the file and field."""
+    version = _field(path, payload, "schema_version", "integer", True)
+    if version > TIMING_SCHEMA_VERSION or version < 1:
+        raise RunError(
+            f"{path}: schema_version = {version}: this adaptlab ({__version__}) reads "
+            f"versions 1 to {TIMING_SCHEMA_VERSION}"
+        )
+    sizes = payload.get("batch_sizes")
+    if not isinstance(sizes, list) or not sizes or not all(_batch_size(size) for size in sizes):
+        raise RunError(f"{path}: field 'batch_sizes' should be a list of integers >= 1")
+    rounds = _field(path, payload, "rounds", "integer", True)
+    if rounds < 1:
+        raise RunError(f"{path}: field 'rounds' = {rounds}: must be >= 1")
+    runs = _field(path, payload, "runs", "object", True)
+    return Timing(
+        created_at=_field(path, payload, "created_at", "string", True),
+        rounds=rounds,
+        batch_sizes=tuple(sizes),
+        budget_s=float(_field(path, payload, "budget_s", "number", True)),
+        runs={str(name): _run_timing(path, f"runs.{name}", raw) for name, raw in runs.items()},
+        contention=_field(path, payload, "contention", "object", False),
+        schema_version=version,
+    )
+
+
+def _batch_size(value: Any) -> bool:
+    return _KINDS["integer"](value) and value >= 1
+
+
+def _run_timing(path: Path, where: str, raw: Any) -> RunTiming:
+    if not isinstance(raw, dict):
+        raise RunError(f"{path}: field '{where}' should be an object, found {raw!r}")
+    stamp = raw.get("manifest_created_at")
+    graph = raw.get("graph")
+    for key, value in (("manifest_created_at", stamp), ("graph", graph)):
+        if value is not None and not isinstance(value, str):
+            raise RunError(f"{path}: field '{where}.{key}' should be a string or null")
+    batches = raw.get("batches")
+    if not isinstance(batches, dict):
+        raise RunError(f"{path}: field '{where}.batches' should be an object, found {batches!r}")
+    rounds_ms = {}
+    for key, batch in batches.items():
+        size = key.removeprefix("batch_")
+        if not (key.startswith("batch_") and size.isdigit() and int(size) >= 1):
+            raise RunError(f"{path}: field '{where}.batches.{key}': expected batch_<size>")
+        rounds_ms[int(size)] = _rounds(path, f"{where}.batches.{key}.rounds_ms", batch)
+    return RunTiming(stamp, graph, rounds_ms)
+
+
+def _rounds(path: Path, where: str, batch: Any) -> tuple[tuple[float, ...], ...]:
+    """``[[ms, ...], ...]``: at least one round, each with at least one finite time >= 0."""
+    rounds = batch.get("rounds_ms") if isinstance(batch, dict) else None
+    if not isinstance(rounds, list) or not rounds:
+        raise RunError(f"{path}: field '{where}' should be a non-empty list of rounds")
+    for index, calls in enumerate(rounds):
+        if not isinstance(calls, list) or not calls:
+            raise RunError(f"{path}: field '{where}[{index}]' should be a non-empty list of ms")
+        for position, value in enumerate(calls):
+            if not (_number(value) and math.isfinite(value) and value >= 0):
+                raise RunError(
+                    f"{path}: field '{where}[{index}][{position}]' should be a time in ms "
+                    f"(a number >= 0), found {value!r}"
+                )
+    return tuple(tuple(float(value) for value in calls) for calls in rounds)
 
 
 def base_manifest(

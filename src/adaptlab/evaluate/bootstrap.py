@@ -13,7 +13,7 @@ Resamples are drawn as a ``resamples x n`` index matrix in chunks of about
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -262,6 +262,53 @@ def micro_f1_interval(
         len(values), resamples, seed, lambda rows: _micro_f1_rows(values[rows].sum(axis=1))
     )
     return _percentile_interval(scores, confidence)
+
+
+def median_interval(
+    values: npt.ArrayLike,
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of the median of ``values`` (independent draws, e.g. timed calls)."""
+    array = _checked_scores("values", values)
+    _check_settings(resamples, confidence)
+    medians = _resampled(len(array), resamples, seed, lambda rows: np.median(array[rows], axis=1))
+    return _percentile_interval(medians, confidence)
+
+
+def cluster_median_interval(
+    clusters: Sequence[npt.ArrayLike],
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of the median of the pooled values of ``clusters``, resampling
+    whole clusters (Davison & Hinkley, 1997, "Bootstrap Methods and their Application", §3.8).
+
+    Values within a cluster share a cause (calls timed in one round share the machine's load
+    then), so they are not independent draws: resampling single values would hide how much the
+    clusters differ, and the interval would be too narrow. Each resample draws as many clusters
+    as there are, with replacement, and takes the median of all their values at once.
+    """
+    arrays = [_checked_scores(f"clusters[{i}]", values) for i, values in enumerate(clusters)]
+    if not arrays:
+        raise ValueError("clusters is empty: expected at least one cluster of values")
+    _check_settings(resamples, confidence)
+    # Clusters padded with NaN to one width make a matrix: a chunk of resampled cluster rows
+    # is then one fancy index and one nanmedian, with no Python loop over resamples.
+    padded = np.full((len(arrays), max(len(a) for a in arrays)), np.nan)
+    for row, values in enumerate(arrays):
+        padded[row, : len(values)] = values
+
+    def medians(rows: IndexArray) -> FloatArray:
+        chosen = padded[rows].reshape(len(rows), -1)
+        result: FloatArray = np.nanmedian(chosen, axis=1)
+        return result
+
+    return _percentile_interval(_resampled(len(arrays), resamples, seed, medians), confidence)
 
 
 def two_sided_p_value(observed: float, differences: FloatArray) -> float:

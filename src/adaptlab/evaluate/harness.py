@@ -251,7 +251,8 @@ def per_record_arrays(
 def latency_profile(
     classifier: Classifier, texts: Sequence[str], settings: CompareConfig
 ) -> dict[str, dict[str, float | int]]:
-    """Per-call CPU latency at each configured batch size."""
+    """Per-call CPU latency at each configured batch size, the median's interval at the
+    comparison's confidence level."""
     profile = {}
     for batch_size in settings.latency_batch_sizes:
         latency = measure_latency(
@@ -259,6 +260,8 @@ def latency_profile(
             texts,
             batch_size=batch_size,
             time_budget_s=settings.latency_budget_s,
+            resamples=settings.bootstrap_resamples,
+            confidence=settings.confidence,
         )
         profile[f"batch_{batch_size}"] = latency.to_dict()
     return profile

@@ -88,6 +88,74 @@ class SentenceClassifier(nn.Module):
         return logits
 
 
+# --------------------------------------------------------------------------- inference graphs
+
+NOT_ARCHITECTURE = frozenset(
+    {
+        "architectures",
+        "transformers_version",
+        "torch_dtype",
+        "dtype",
+        "name_or_path",
+        "id2label",
+        "label2id",
+        "num_labels",
+        "problem_type",
+        "finetuning_task",
+        "return_dict",
+        "output_attentions",
+        "output_hidden_states",
+        "torchscript",
+        "use_cache",
+        "gradient_checkpointing",
+        "tokenizer_class",
+        "initializer_range",
+    }
+)
+"""Config keys that do not change what an encoder's forward pass computes at inference: where
+it came from, library versions, label names, output switches. Keys starting with ``_`` and
+dropout rates (dropout is off at inference) are left out too. The weights' dtype is read from
+the weights themselves."""
+
+POOLING = "mean+l2"
+"""Mean pooling over tokens, then L2 normalisation: every pooled encoder here."""
+
+
+def encoder_architecture(config: Any) -> dict[str, Any]:
+    """A transformers config as the architecture it describes: what decides a forward pass's
+    work (layers, widths, heads, vocabulary, activation...), without names, paths, versions,
+    label maps or dropout. A fine-tuned copy of a model, a randomly initialised one and the
+    model itself describe the same architecture."""
+    raw: dict[str, Any] = config.to_dict()
+    return {
+        key: value
+        for key, value in sorted(raw.items())
+        if not key.startswith("_") and key not in NOT_ARCHITECTURE and "dropout" not in key
+    }
+
+
+def pooled_encoder_graph(
+    encoder: nn.Module, tokenizer: Any, max_length: int, runtime: str = "torch"
+) -> dict[str, Any]:
+    """The inference graph of a pooled torch encoder (:class:`PooledEncoder`'s computation):
+    the runtime, its architecture and weights' dtype, the tokenizer's kind, truncation and
+    pooling. A classifier adds its head."""
+    parameter = next(encoder.parameters(), None)
+    graph: dict[str, Any] = {
+        "runtime": runtime,
+        "encoder": encoder_architecture(getattr(encoder, "config")),  # noqa: B009 (Module typing)
+        "dtype": str(parameter.dtype) if parameter is not None else None,
+        "tokenizer": type(tokenizer).__name__,
+        "max_length": max_length,
+        "pooling": POOLING,
+    }
+    adapters = getattr(encoder, "peft_config", None)
+    if isinstance(adapters, dict):
+        # PEFT adapters kept beside the weights (loaded unmerged) add their own products.
+        graph["adapters"] = sorted(adapters)
+    return graph
+
+
 def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[dict[str, list[int]]]:
     """Token ids and mask per text, truncated to ``max_length`` (``data check`` reports how
     many texts that truncates)."""
@@ -178,6 +246,16 @@ class EncoderClassifier:
         if self.multi_label:
             return torch.sigmoid(logits.float()).numpy()
         return torch.softmax(logits.float(), dim=-1).numpy()
+
+    def inference_graph(self) -> dict[str, Any]:
+        """What a prediction computes (:func:`adaptlab.evaluate.latency.graph_fingerprint`):
+        the pooled encoder and a linear head; the logit scale costs nothing worth telling."""
+        head = self.model.head
+        return {
+            **pooled_encoder_graph(self.model.encoder, self.tokenizer, self.max_length),
+            "head": [head.in_features, head.out_features],
+            "output": "sigmoid" if self.multi_label else "softmax",
+        }
 
     def export_parts(self) -> ClassifierParts:
         """The encoder and the head with ``scale`` folded in (dropout is off at inference)."""
@@ -358,6 +436,10 @@ class FrozenEncoder:
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
+
+    def inference_graph(self) -> dict[str, Any]:
+        """What embedding a batch computes; a classifier on top adds its head."""
+        return pooled_encoder_graph(self.model, self.tokenizer, self.max_length)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

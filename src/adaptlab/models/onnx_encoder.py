@@ -30,13 +30,16 @@ import torch
 
 from adaptlab.models.bundled import load_tokenizer, resolve_model
 from adaptlab.models.encoder import (
+    POOLING,
     PooledEncoder,
     cached_embeddings,
+    encoder_architecture,
     load_encoder,
     model_fingerprint,
     run_batched,
 )
 from adaptlab.paths import cache_dir
+from adaptlab.safeload import PRETRAINED_SAFE
 
 Runtime = Literal["torch", "onnx", "onnx-int8"]
 OPSET = 17
@@ -159,10 +162,13 @@ class OnnxEncoder:
     parameters: int
     build_s: float = 0.0  # time spent exporting/quantising on this load (0 when cached)
     batch_size: int = 128
+    architecture: dict[str, Any] | None = None
+    """The exported encoder's architecture (:func:`encoder_architecture` of its config)."""
 
     @classmethod
     def load(cls, name: str, max_length: int, runtime: Runtime) -> OnnxEncoder:
         import onnxruntime as ort
+        from transformers import AutoConfig
 
         tokenizer = load_tokenizer(name)
         start = time.perf_counter()
@@ -175,7 +181,18 @@ class OnnxEncoder:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         build_s = 0.0 if built else time.perf_counter() - start
         parameters = stored_parameter_count(name)
-        return cls(tokenizer, session, max_length, runtime, parameters, round(build_s, 2))
+        architecture = encoder_architecture(
+            AutoConfig.from_pretrained(resolve_model(name), **PRETRAINED_SAFE)
+        )
+        return cls(
+            tokenizer,
+            session,
+            max_length,
+            runtime,
+            parameters,
+            round(build_s, 2),
+            architecture=architecture,
+        )
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         def forward(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -192,3 +209,14 @@ class OnnxEncoder:
 
     def parameter_count(self) -> int:
         return self.parameters
+
+    def inference_graph(self) -> dict[str, Any]:
+        """What embedding a batch computes: as a torch encoder's graph, but on this runtime
+        (fused, and for ``onnx-int8`` with integer matrix products), so never the same graph."""
+        return {
+            "runtime": self.runtime,
+            "encoder": self.architecture,
+            "tokenizer": type(self.tokenizer).__name__,
+            "max_length": self.max_length,
+            "pooling": POOLING,
+        }

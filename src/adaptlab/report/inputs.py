@@ -32,7 +32,9 @@ from adaptlab.runs import (
     RunRecord,
     read_manifest,
     read_run,
+    read_timing,
 )
+from adaptlab.stability import Stability, read_stability
 
 COMPARISON = "comparison.json"
 EXPERIMENT = "experiment.yaml"
@@ -62,6 +64,9 @@ class ReportInputs:
     eval_lock: Mapping[str, Any] | None = None
     settings: CompareConfig = field(default_factory=CompareConfig)
     """The experiment's ``compare`` settings (bootstrap resamples, confidence level)."""
+    stability: Stability | None = None
+    """``stability.json`` (``compare --repeat``), while the runs it was made from are the
+    report's runs, unchanged."""
 
     @property
     def task(self) -> str:
@@ -164,7 +169,11 @@ def read_inputs(paths: Sequence[Path]) -> ReportInputs:
         raise ReportError(f"no run to report on: {lines or 'no run folders found'}")
     comparison = _current_comparison(experiment_folder, usable)
     if comparison is None:
-        comparison, _ = build_comparison(list(usable.values()), settings)
+        comparison, _ = build_comparison(
+            list(usable.values()),
+            settings,
+            read_timing(experiment_folder) if experiment_folder is not None else None,
+        )
     if experiment_folder is not None:
         refresh_human_ratings(experiment_folder, comparison, settings)
     return _inputs(comparison, usable, left_out, experiment_folder, context)
@@ -220,7 +229,20 @@ def _inputs(
         context.data_report,
         context.eval_lock,
         context.settings,
+        _stability(experiment_folder, records),
     )
+
+
+def _stability(folder: Path | None, records: Mapping[str, RunRecord]) -> Stability | None:
+    """The repeat's record when it describes exactly these runs; a stale or unreadable one is
+    not shown (a compare that redid a run made it stale)."""
+    if folder is None:
+        return None
+    try:
+        stability = read_stability(folder)
+    except RunError:
+        return None
+    return stability if stability is not None and stability.current(records) else None
 
 
 def screen(

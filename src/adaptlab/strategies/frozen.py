@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -81,6 +81,11 @@ class LayeredHead:
             values = values @ weight.T + bias
         return sigmoid(values) if self.multi_label else softmax(values)
 
+    def graph(self) -> dict[str, Any]:
+        """The head's widths, input first (``[in, out]`` for a linear head), and its output."""
+        widths = [int(self.layers[0][0].shape[1])] + [int(w.shape[0]) for w, _ in self.layers]
+        return {"head": widths, "output": "sigmoid" if self.multi_label else "softmax"}
+
     def module(self) -> nn.Sequential:
         torch_layers: list[nn.Module] = []
         for position, (weight, bias) in enumerate(self.layers):
@@ -106,6 +111,10 @@ class LinearHeadClassifier:
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         return np.asarray(self.head(self.encoder.embed(texts)))
+
+    def inference_graph(self) -> dict[str, Any]:
+        """The encoder's graph (torch or ONNX Runtime) and the head's layer widths."""
+        return {**self.encoder.inference_graph(), **self.head.graph()}
 
     def export_parts(self) -> ClassifierParts:
         if self.head.multi_label:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 from annotated_types import Ge, Gt
@@ -60,6 +60,12 @@ class NearestNeighbourClassifier:
         np.add.at(votes, (np.arange(len(texts))[:, None], self.labels[nearest]), weights)
         uniform = 1.0 / len(self.label_names)
         return np.asarray((1 - smoothing) * votes + smoothing * uniform)
+
+    def inference_graph(self) -> dict[str, Any]:
+        """The encoder's graph, then a search of the whole index and a vote: more work than a
+        linear head, growing with the index, so a graph of its own."""
+        search = {"index": list(self.vectors.shape), "k": self.config.k}
+        return {**self.encoder.inference_graph(), "head": {"nearest_neighbours": search}}
 
 
 class KnnStrategy:

@@ -27,7 +27,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import torch
@@ -95,6 +95,12 @@ class NearestLabelClassifier:
     @property
     def max_length(self) -> int:
         return self.encoder.max_length
+
+    def inference_graph(self) -> dict[str, Any]:
+        """The encoder's graph and a linear head (cosines to the label vectors, scaled)."""
+        dimensions, labels = self.label_vectors.shape[1], self.label_vectors.shape[0]
+        output = "sigmoid" if self.multi_label else "softmax"
+        return {**self.encoder.inference_graph(), "head": [dimensions, labels], "output": output}
 
     def export_parts(self) -> ClassifierParts:
         """Cosine to each label vector times the temperature: a linear head without bias."""

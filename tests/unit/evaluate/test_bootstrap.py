@@ -9,6 +9,8 @@ from sklearn.metrics import f1_score
 from adaptlab.evaluate import bootstrap
 from adaptlab.evaluate.bootstrap import (
     bootstrap_interval,
+    cluster_median_interval,
+    median_interval,
     paired_bootstrap,
     paired_bootstrap_f1,
     resampled_indices,
@@ -144,6 +146,22 @@ def test_bootstrap_interval_brackets_the_mean() -> None:
     narrow_low, narrow_high = bootstrap_interval(scores, confidence=0.5)
     assert low < narrow_low < 0.7 < narrow_high < high
     assert bootstrap_interval(scores, seed=1) != (low, high)
+
+
+def test_median_intervals_of_values_and_of_clusters() -> None:
+    values = np.random.default_rng(3).normal(10.0, 1.0, 400)
+    low, high = median_interval(values)
+    # The median's standard error is about 1.2533 * sigma / sqrt(n) = 0.063.
+    assert low == pytest.approx(np.median(values) - 1.96 * 0.063, abs=0.04)
+    assert high == pytest.approx(np.median(values) + 1.96 * 0.063, abs=0.04)
+    # Four clusters of the same 400 values: only four things vary, so the interval widens.
+    clusters = np.sort(values).reshape(4, 100)
+    cluster_low, cluster_high = cluster_median_interval(list(clusters))
+    assert cluster_low < low and high < cluster_high
+    with pytest.raises(ValueError, match="clusters is empty"):
+        cluster_median_interval([])
+    with pytest.raises(ValueError, match=r"clusters\[1\] has shape \(0,\)"):
+        cluster_median_interval([[1.0], []])
 
 
 def test_p_value_counts_ties_and_opposite_signs_and_never_reaches_zero() -> None:
