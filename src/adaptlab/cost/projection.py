@@ -75,12 +75,22 @@ class StrategyCosts:
     per_request: float
     retune: float | None = None
     """Cost of one re-tune; ``None``: the same as ``training``."""
+    per_request_range: tuple[float, float] | None = None
+    """The interval of :attr:`per_request` that the measured latency's interval gives
+    (``None``: known as a point, e.g. scaled by FLOPs to a profile nothing was measured on)."""
 
     def __post_init__(self) -> None:
         for field in ("training", "per_request", "retune"):
             value = getattr(self, field)
             if value is not None and not value >= 0:
                 raise ValueError(f"{self.name}: {field} = {value}: must be >= 0")
+        if self.per_request_range is not None:
+            low, high = self.per_request_range
+            if not 0 <= low <= high:
+                raise ValueError(
+                    f"{self.name}: per_request_range = {self.per_request_range}: must be "
+                    "0 <= low <= high"
+                )
 
     @property
     def retune_cost(self) -> float:
@@ -121,6 +131,18 @@ def total_cost(costs: StrategyCosts, settings: ProjectionConfig) -> CostBreakdow
         retunes,
         requests,
     )
+
+
+def total_cost_interval(costs: StrategyCosts, settings: ProjectionConfig) -> tuple[float, float]:
+    """The projected total at the ends of the serving cost's interval: timing noise carried
+    into dollars. Training is one measurement (its contention is flagged, not modelled), so
+    it shifts both ends alike; a cost known as a point has an interval of width zero."""
+    point = total_cost(costs, settings)
+    if costs.per_request_range is None:
+        return point.total, point.total
+    fixed = point.training + point.retuning
+    low, high = costs.per_request_range
+    return fixed + point.requests * low, fixed + point.requests * high
 
 
 def cumulative_cost(costs: StrategyCosts, month: float, settings: ProjectionConfig) -> float:
@@ -232,6 +254,18 @@ SERVING_FIELDS: dict[ServingMode, str] = {
 """The ``comparison.json`` row field that holds each serving mode's time per request."""
 
 
+def measured_serving_interval(
+    row: Mapping[str, Any], mode: ServingMode
+) -> tuple[float, float] | None:
+    """The interval of :func:`measured_serving_seconds` (seconds), from the row's
+    ``<field>_ci`` (``latency_batch1_p50_ci``...); ``None`` where none was measured."""
+    value = row.get(SERVING_FIELDS[mode].removesuffix("_ms") + "_ci")
+    if not isinstance(value, list | tuple) or len(value) != 2 or None in value:
+        return None
+    low, high = sorted(float(bound) / 1000 for bound in value)
+    return low, high
+
+
 def measured_serving_seconds(row: Mapping[str, Any], mode: ServingMode) -> float:
     """Seconds per request in serving ``mode`` from a ``comparison.json`` row."""
     key = SERVING_FIELDS[mode]
@@ -251,6 +285,7 @@ def strategy_costs(
     measured_on: str = MEASURED_PROFILE,
     training_flops: float | None = None,
     request_flops: tuple[float, float] | None = None,
+    serving_interval: tuple[float, float] | None = None,
 ) -> StrategyCosts:
     """One strategy's costs from what was measured on ``measured_on``.
 
@@ -258,7 +293,8 @@ def strategy_costs(
     on the measured profile, measured times are used as they are. On another profile training
     is scaled by ``training_flops`` (:func:`adaptlab.cost.model.training_flops`) and serving by
     ``request_flops`` = (parameters, tokens computed per request); without them a clear error
-    says what is missing.
+    says what is missing. ``serving_interval`` (seconds, the measured latency's interval)
+    becomes the per-request cost's interval where serving is priced on the measured profile.
     """
     measured = get_profile(profiles, measured_on)
     train_on = get_profile(profiles, settings.training_hardware)
@@ -273,8 +309,16 @@ def strategy_costs(
     else:
         run = MeasuredRun(fit_seconds, training_flops, measured)
         training = scale_run(run, train_on).cost if training_flops > 0 else 0.0
+    serving_range = None
     if serve_on == measured:
         serving = cost_of(serving_seconds, serve_on)
+        if serving_interval is not None:
+            low, high = serving_interval
+            # the point lies inside its own interval, whatever rounding did to the bounds
+            serving_range = (
+                cost_of(min(low, serving_seconds), serve_on),
+                cost_of(max(high, serving_seconds), serve_on),
+            )
     elif request_flops is None:
         raise ValueError(
             f"{name}: pricing serving on '{settings.serving_hardware}' needs its parameters and "
@@ -284,4 +328,4 @@ def strategy_costs(
         params, tokens = request_flops
         seconds = seconds_per_request(params, tokens, serve_on, serve_on.assumed_utilisation)
         serving = cost_of(seconds, serve_on)
-    return StrategyCosts(name, training, serving)
+    return StrategyCosts(name, training, serving, per_request_range=serving_range)

@@ -28,9 +28,11 @@ from adaptlab.cost.projection import (
     StrategyCosts,
     break_even,
     cost_curve,
+    measured_serving_interval,
     measured_serving_seconds,
     strategy_costs,
     total_cost,
+    total_cost_interval,
 )
 from adaptlab.report.inputs import ReportInputs
 from adaptlab.runs import RunRecord
@@ -55,6 +57,10 @@ class Deployment:
     def totals(self) -> dict[str, float]:
         """Run name -> projected total cost over the horizon, in dollars."""
         return {name: total_cost(c, self.settings).total for name, c in self.costs.items()}
+
+    def intervals(self) -> dict[str, tuple[float, float]]:
+        """Run name -> the projected total's interval, from its serving latency's interval."""
+        return {name: total_cost_interval(c, self.settings) for name, c in self.costs.items()}
 
     def curves(self, points: int = CURVE_POINTS) -> dict[str, list[tuple[float, float]]]:
         return {name: cost_curve(c, self.settings, points) for name, c in self.costs.items()}
@@ -104,6 +110,7 @@ def run_costs(
         settings,
         training_flops=_training_flops(record, inputs),
         request_flops=_request_flops(record, inputs),
+        serving_interval=measured_serving_interval(row, settings.serving_mode),
     )
 
 
