@@ -274,6 +274,27 @@ def config_reference() -> None:
         console.print(line, highlight=False, markup=False)
 
 
+def _print_stability(folder: Path) -> None:
+    """Whether the recommendation held across the seeds, and each run's change."""
+    from adaptlab.stability import STABILITY, read_stability
+
+    stability = read_stability(folder)
+    if stability is None:
+        return
+    picks = "; ".join(f"seed {seed}: {name}" for seed, name in stability.picks.items())
+    verdict = "held" if stability.held else "CHANGED (the report lowers its confidence)"
+    console.print(f"Recommendation across seeds {verdict}: {picks}", highlight=False)
+    for change in stability.changes:
+        moved = change.difference
+        interval = "" if moved is None else f" [{moved.low * 100:+.1f}, {moved.high * 100:+.1f}]"
+        console.print(
+            f"  {change.run}: {change.score * 100:.1f} -> {change.other_score * 100:.1f} "
+            f"(seed {change.seed}; Δ {(change.other_score - change.score) * 100:+.1f}{interval})",
+            highlight=False,
+        )
+    console.print(f"Stability: {folder / STABILITY}", highlight=False)
+
+
 @app.command("compare")
 def compare_command(
     config: Annotated[
@@ -299,6 +320,17 @@ def compare_command(
             "(pip install 'adaptlab\\[mlflow]').",
         ),
     ] = None,
+    repeat: Annotated[
+        int,
+        typer.Option(
+            "--repeat",
+            min=1,
+            max=9,
+            help="Then rerun the runs that train with N-1 other seeds (7, 1234, ...; in "
+            "<experiment>/repeats/) and report whether the recommendation held "
+            "(stability.json, the report's stability section).",
+        ),
+    ] = 1,
 ) -> None:
     """Run every strategy on the same data and locked eval set; print the leaderboard."""
     from adaptlab.compare import compare
@@ -314,7 +346,9 @@ def compare_command(
         if output_dir is not None:
             experiment = experiment.model_copy(update={"output_dir": output_dir})
         with _progress() as track:
-            result = compare(experiment, strategy, track, log=_log, force=force, wait=wait)
+            result = compare(
+                experiment, strategy, track, log=_log, force=force, wait=wait, repeat=repeat
+            )
     except (
         ConfigError,
         DataError,
@@ -328,6 +362,8 @@ def compare_command(
         _fail(str(exc.args[0] if isinstance(exc, KeyError) else exc))
         return
     _print_leaderboard(result.comparison)
+    if repeat > 1:
+        _print_stability(result.folder)
     console.print(
         f"Results: {result.folder / 'leaderboard.md'}, "
         f"{result.folder / 'comparison.json'}; runs in {result.folder / 'runs'}"
@@ -450,6 +486,13 @@ def report_command(
     hardware: Annotated[
         Path | None, typer.Option(help="YAML of hardware profiles to add or change.")
     ] = None,
+    cost_tie_margin: Annotated[
+        float | None,
+        typer.Option(
+            help="Two runs cost the same when their projected costs' intervals overlap or they "
+            "differ by less than this share of the cheaper one (default 0.1)."
+        ),
+    ] = None,
 ) -> None:
     """Write report.html (self-contained) and report.md: the recommendation and its reasons,
     the leaderboard, plots, deployment cost, per-class results, calibration, forgetting, the
@@ -470,8 +513,13 @@ def report_command(
     if given.get("retune_every_months") == 0:
         given["retune_every_months"] = None  # 0 on the command line: never re-tune
     try:
+        decision = {} if cost_tie_margin is None else {"cost_tie_margin": cost_tie_margin}
         settings = ReportConfig.model_validate(
-            {"projection": given, "hardware": None if hardware is None else str(hardware)}
+            {
+                "projection": given,
+                "decision": decision,
+                "hardware": None if hardware is None else str(hardware),
+            }
         )
         files = build_report(run_dirs, settings, out)
     except (ReportError, ConfigError, RunError, ValueError) as exc:

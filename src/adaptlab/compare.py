@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
+import shutil
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,7 +30,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from adaptlab.comparison import build_comparison, human_ratings, leaderboard_markdown
+from adaptlab.comparison import (
+    build_comparison,
+    human_ratings,
+    leaderboard_markdown,
+    read_runs,
+)
 from adaptlab.config import (
     CompareConfig,
     ConfigError,
@@ -39,6 +44,7 @@ from adaptlab.config import (
     TrainConfig,
     to_yaml,
 )
+from adaptlab.cost import contention
 from adaptlab.cost.memory import peak_cuda_bytes, peak_rss_bytes, reset_peak
 from adaptlab.data.convert import SLOT_ORDER, restaurant8k_slots
 from adaptlab.data.documents import PreparedCollection, source_sha256
@@ -73,15 +79,24 @@ from adaptlab.models.causal_lm import CausalLM
 from adaptlab.models.encoder import model_fingerprint, weights_bytes
 from adaptlab.paths import inside, one_writer, read_json_object, write_text_atomic
 from adaptlab.profile import TaskKind
-from adaptlab.report.build import report_after_compare
+from adaptlab.report.build import decision_for, report_after_compare
 from adaptlab.report.inputs import COMPARISON, EXPERIMENT
 from adaptlab.runs import (
     CONFIG,
     ERROR,
     RunFolder,
+    RunRecord,
     base_manifest,
     dependency_fingerprints,
     folder_size,
+)
+from adaptlab.stability import (
+    REPEATS,
+    SeedChange,
+    Stability,
+    repeat_seeds,
+    seed_changes,
+    write_stability,
 )
 from adaptlab.strategies.base import (
     ClassificationTask,
@@ -102,6 +117,7 @@ from adaptlab.strategies.base import (
     strategy_name,
     unavailable_here,
 )
+from adaptlab.timing import time_runs
 from adaptlab.train.checkpoint import remove_checkpoint
 
 Log = Callable[[str], None]
@@ -629,10 +645,12 @@ def run_strategy(
     )
     log(f"[{name}] fitting")
     per_stage = reset_peak()
-    start = time.perf_counter()
+    window = contention.start()
     model = strategy.fit(context)
-    fit_seconds = time.perf_counter() - start
+    fitted = contention.finish(window)
+    fit_seconds = fitted.wall_s
     context.record(
+        **fitted.to_dict(),
         peak_rss_bytes=peak_rss_bytes(),
         peak_rss_scope="fit" if per_stage else "process",
         peak_cuda_bytes=peak_cuda_bytes(),
@@ -772,13 +790,21 @@ def compare(
     log: Log = print,
     force: bool = False,
     wait: bool = False,
+    repeat: int = 1,
 ) -> Comparison:
     """Prepare data, run every requested strategy, and write the comparison.
 
+    ``repeat`` > 1 then reruns the runs that train with ``repeat - 1`` other seeds and writes
+    whether the recommendation held (:mod:`adaptlab.stability`, :func:`repeat_with_seeds`).
+
     One ``compare`` writes an experiment folder at a time: a second one fails at once naming
     the first (:class:`~adaptlab.paths.FolderBusyError`), or with ``wait`` waits for it."""
+    seeds = repeat_seeds(experiment.train.seed, repeat)  # a bad count fails before any work
     with one_writer(experiment_dir(experiment), "adaptlab compare", wait=wait):
-        return _compare(experiment, names, track, log, force)
+        result = _compare(experiment, names, track, log, force)
+        if len(seeds) > 1:
+            repeat_with_seeds(experiment, names, result, seeds[1:], track, log, force)
+        return result
 
 
 def _compare(
@@ -787,7 +813,10 @@ def _compare(
     track: Track,
     log: Log,
     force: bool,
+    keep: frozenset[str] = frozenset(),
 ) -> Comparison:
+    """``keep``: runs already in the experiment's runs folder, taken as they are (a repeat's
+    copies of the runs that do not train)."""
     prepared = prepare_experiment_data(experiment, track, log)
     task = experiment_task(prepared, experiment.data.task, experiment)
     ordered = ordered_strategies(names, experiment, task.kind)
@@ -805,6 +834,9 @@ def _compare(
     failures: dict[str, str] = {}
     folders = []
     for name in ordered:
+        if name in keep:
+            folders.append(run_dir(experiment, name))
+            continue
         try:
             folders.append(run_strategy(name, experiment, prepared, task, track, log, force).path)
         except Exception as exc:  # one failing strategy must not sink the comparison
@@ -813,7 +845,18 @@ def _compare(
             failed = run_dir(experiment, name)
             failed.mkdir(parents=True, exist_ok=True)
             write_text_atomic(failed / ERROR, traceback.format_exc())
-    comparison, _ = build_comparison(folders, experiment.compare)
+    timing = None
+    if isinstance(task, ClassificationTask):  # generators keep their eval-time latency
+        try:
+            timing = time_runs(
+                experiment_dir(experiment), folders, experiment.compare, log, texts=task.eval_texts
+            )
+        except Exception as exc:  # timing must never sink a comparison
+            log(
+                f"Timing the runs together FAILED ({exc.__class__.__name__}: {exc}); "
+                "each run's latency measured alone at evaluation is used"
+            )
+    comparison, _ = build_comparison(folders, experiment.compare, timing)
     comparison["failures"] = failures
     out = experiment_dir(experiment)
     rated = human_ratings(out, experiment.compare)
@@ -824,3 +867,96 @@ def _compare(
     write_text_atomic(out / EXPERIMENT, to_yaml(experiment))
     report_after_compare(out, comparison, log)
     return Comparison(out, comparison, failures)
+
+
+# --------------------------------------------------------------------------- seed stability
+
+
+def repeat_with_seeds(
+    experiment: ExperimentConfig,
+    names: Sequence[str] | None,
+    main: Comparison,
+    seeds: Sequence[int],
+    track: Track,
+    log: Log,
+    force: bool,
+) -> Stability:
+    """Rerun the comparison's runs that train with each of ``seeds``, each into
+    ``<experiment>/repeats/seed_<s>/`` beside copies of its prepared data and of its runs that
+    do not train (their results do not depend on the seed), decide there the same way, and
+    write ``stability.json``; then rebuild the report, which reads it."""
+    records = _records(main)
+    decision = decision_for(main.folder, main.comparison)
+    own = experiment.train.seed
+    picks, tied = {own: decision.recommended}, {own: list(decision.tied_with)}
+    changes: list[SeedChange] = []
+    folders: dict[int, str] = {}
+    failures: dict[int, dict[str, str]] = {}
+    for seed in seeds:
+        log(f"Repeating the runs that train with seed {seed}")
+        result = _repeat_once(experiment, names, main.folder, records, seed, track, log, force)
+        again = decision_for(result.folder, result.comparison)
+        picks[seed], tied[seed] = again.recommended, list(again.tied_with)
+        changes += seed_changes(records, _records(result), seed, experiment.compare)
+        folders[seed] = str(result.folder.relative_to(main.folder))
+        failures[seed] = result.failures
+    stability = Stability(
+        metric=str(main.comparison.get("metric", "accuracy")),
+        picks=picks,
+        tied=tied,
+        changes=changes,
+        stamps={r.name: r.manifest.created_at for r in records},
+        folders=folders,
+        failures=failures,
+    )
+    write_stability(main.folder, stability)
+    said = "; ".join(f"seed {seed}: {name}" for seed, name in picks.items())
+    log(f"Recommendation across seeds {'held' if stability.held else 'CHANGED'}: {said}")
+    report_after_compare(main.folder, main.comparison, log)
+    return stability
+
+
+def _records(result: Comparison) -> list[RunRecord]:
+    """The comparison's runs, read back from its folder."""
+    rows = result.comparison["rows"]
+    return read_runs([result.folder / "runs" / str(row["strategy"]) for row in rows])[0]
+
+
+def _repeat_once(
+    experiment: ExperimentConfig,
+    names: Sequence[str] | None,
+    folder: Path,
+    records: Sequence[RunRecord],
+    seed: int,
+    track: Track,
+    log: Log,
+    force: bool,
+) -> Comparison:
+    """One rerun with ``seed``: the runs that train anew, the others copied as they are."""
+    other = _seeded(experiment, folder, seed)
+    untrained = frozenset(r.name for r in records if r.profile and r.profile.role != "tuned")
+    _copy_into(folder, experiment_dir(other), ["data", *(f"runs/{n}" for n in untrained)])
+    return _compare(other, names, track, log, force, keep=untrained)
+
+
+def _seeded(experiment: ExperimentConfig, folder: Path, seed: int) -> ExperimentConfig:
+    """The experiment with another training seed, written inside ``folder``'s repeats."""
+    train = experiment.train.model_copy(update={"seed": seed})
+    return experiment.model_copy(
+        update={"train": train, "output_dir": str(folder / REPEATS), "name": f"seed_{seed}"}
+    )
+
+
+def _copy_into(source: Path, target: Path, parts: Sequence[str]) -> None:
+    """Copy each folder ``parts`` names from ``source`` to ``target`` (replacing what is there),
+    through a temporary name, so an interrupted copy never looks finished."""
+    for part in parts:
+        origin, destination = source / part, target / part
+        if not origin.is_dir():
+            continue
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        partial = destination.with_name(f".{destination.name}.copying")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(origin, partial)
+        shutil.rmtree(destination, ignore_errors=True)
+        partial.rename(destination)

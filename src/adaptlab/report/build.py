@@ -19,7 +19,13 @@ from adaptlab.cost.hardware import HardwareProfile, get_profile, load_hardware
 from adaptlab.cost.projection import ProjectionConfig
 from adaptlab.paths import writable_folder, write_text_atomic
 from adaptlab.report import html, markdown
-from adaptlab.report.decide import DecisionConfig, decide, evidence_from_comparison
+from adaptlab.report.decide import (
+    Decision,
+    DecisionConfig,
+    StabilityFacts,
+    decide,
+    evidence_from_comparison,
+)
 from adaptlab.report.deployment import project
 from adaptlab.report.inputs import ReportError, ReportInputs, inputs_for_comparison, read_inputs
 from adaptlab.report.pairs import paired_differences
@@ -77,6 +83,7 @@ def report_data(inputs: ReportInputs, settings: ReportConfig) -> ReportData:
     profiles = hardware_profiles(settings)
     deployment = project(inputs, settings.projection, profiles)
     facts = {name: (record.strategy, record.profile) for name, record in inputs.runs.items()}
+    stability = inputs.stability
     evidence = evidence_from_comparison(
         inputs.comparison,
         deployment.totals(),
@@ -84,6 +91,8 @@ def report_data(inputs: ReportInputs, settings: ReportConfig) -> ReportData:
         inputs.data_report,
         settings.decision,
         paired_differences(inputs.runs.values(), inputs.settings),
+        deployment.intervals(),
+        None if stability is None else StabilityFacts(stability.picks),
     )
     return ReportData(inputs, decide(evidence), deployment, settings.decision, profiles)
 
@@ -97,6 +106,11 @@ def hardware_profiles(settings: ReportConfig) -> dict[str, HardwareProfile]:
         except KeyError as exc:
             raise ReportError(str(exc.args[0])) from None
     return profiles
+
+
+def decision_for(folder: Path, comparison: dict[str, Any]) -> Decision:
+    """The decision the report of a comparison just built takes (default report settings)."""
+    return report_data(inputs_for_comparison(folder, comparison), ReportConfig()).decision
 
 
 def report_after_compare(

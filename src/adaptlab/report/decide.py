@@ -9,14 +9,22 @@ Quality is the comparison's primary metric: accuracy for classification runs, mi
 for slot extraction, the configured free-text metric (ROUGE-L F1 by default) for free text
 (``comparison.json``'s ``metric``); every rule reads it the same way.
 
-The ranking follows one rule, ``cheaper_within_ci``: a strategy whose quality is not
+The ranking follows three rules. ``cheaper_within_ci``: a strategy whose quality is not
 significantly better (paired-bootstrap CI of the difference includes 0) than a cheaper one's
 loses to the cheaper one. Cheaper means a lower projected total cost (training + re-tuning +
-serving, :mod:`adaptlab.cost.projection`), and on a tie a lower latency. The strategies no
-rule demotes form a frontier along which each dearer one is significantly better than every
-cheaper one; the recommendation is the dearest of them — the most quality that a significant
-difference shows to be worth paying for — and the runner-up is the next one down the frontier
-(or, with a frontier of one, the best of the rest).
+serving, :mod:`adaptlab.cost.projection`) by more than timing noise: two totals are *tied in
+cost* when their intervals (from the serving latency's interval) overlap or they differ by
+less than ``decision.cost_tie_margin`` of the cheaper one (:meth:`Evidence.cost_tied`); with
+both costs unknown, latency is compared the same way. ``worse_at_same_cost``: of two runs
+tied in cost, a significantly worse one loses to the better. ``tie_break``: of two runs tied
+in cost and in quality, one loses to the other by a stated, deterministic rule — fewer
+trainable parameters, then the smaller artifact (what serving needs on disk), then the
+simpler strategy (:func:`simplicity`) — and the report says "tied with" and names both.
+The strategies no rule demotes form a frontier along which each dearer one is significantly
+better than every cheaper one; the recommendation is the dearest of them — the most quality
+that a significant difference shows to be worth paying for — and the runner-up is the run it
+is tied with, else the next one down the frontier (or, with a frontier of one, the best of
+the rest).
 
 Inputs are plain dataclasses built from ``comparison.json`` rows and cost facts
 (:func:`candidates_from_comparison`), so every rule is testable without a model.
@@ -29,13 +37,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from annotated_types import Ge, Gt, Le
+from annotated_types import Ge, Gt, Le, Lt
 from pydantic import Field
 
 from adaptlab.comparison import METRIC_WORDS as COMPARISON_WORDS
 from adaptlab.comparison import Difference
 from adaptlab.config import Section
-from adaptlab.profile import DataNeed, Role, StrategyProfile
+from adaptlab.profile import DataNeed, Role, StrategyProfile, TrainingMethod
 
 RunFacts = tuple[str, StrategyProfile | None]
 """A run's registered strategy and the profile its manifest recorded (``None``: unknown)."""
@@ -82,6 +90,18 @@ class Candidate:
     measured."""
     retrieves: bool = False
     """It answers from the experiment's document collection, as its strategy declared."""
+    total_cost_ci: tuple[float, float] | None = None
+    """The projected total's interval, carried from the serving latency's interval
+    (``None``: known as a point, or unknown)."""
+    latency_ci: tuple[float, float] | None = None
+    """The interval of :attr:`latency_ms` (interleaved rounds, or the run's own calls)."""
+    trainable_params: int | None = None
+    size_on_disk_bytes: int | None = None
+    """What serving it needs on disk: its own weights plus the base model's where it needs it."""
+    method: TrainingMethod | None = None
+    """How its strategy trains, as declared (the tie-break's "simpler strategy")."""
+    fit_contention: float | None = None
+    """Share of the machine's CPU time other processes used while it was fitted."""
 
     @property
     def strategy(self) -> str:
@@ -125,6 +145,18 @@ class DecisionConfig(Section):
         description="Flag a strategy whose held-out perplexity is at least this many times the "
         "base model's (generative runs).",
     )
+    cost_tie_margin: Annotated[float, Ge(0), Lt(1)] = Field(
+        0.1,
+        description="Two runs count as equal in cost when their projected totals' intervals "
+        "overlap or they differ by less than this share of the cheaper one's total; then "
+        "quality decides between them, and with quality tied too the tie-break rule (fewer "
+        "trainable parameters, smaller artifact, simpler strategy).",
+    )
+    contention_share: Annotated[float, Gt(0), Le(1)] = Field(
+        0.1,
+        description="Flag a run whose fit ran while other processes used at least this share "
+        "of the machine's CPU time: its fit time, so its training cost, is overstated.",
+    )
 
 
 _OPPOSITE: dict[Outcome, Outcome] = {"better": "worse", "worse": "better", "tie": "tie"}
@@ -155,6 +187,23 @@ class Verdict:
 
 
 @dataclass(frozen=True)
+class StabilityFacts:
+    """What a rerun with other training seeds recommended (``adaptlab compare --repeat``)."""
+
+    picks: Mapping[int, str]
+    """Seed -> the run recommended with it, the comparison's own seed first."""
+
+    @property
+    def own(self) -> str:
+        """The comparison's own recommendation (its seed comes first)."""
+        return next(iter(self.picks.values()))
+
+    @property
+    def held(self) -> bool:
+        return len(set(self.picks.values())) <= 1
+
+
+@dataclass(frozen=True)
 class Evidence:
     """Everything the rules look at."""
 
@@ -167,6 +216,8 @@ class Evidence:
     settings: DecisionConfig = field(default_factory=DecisionConfig)
     metric: str = "accuracy"
     """The quality metric's name in messages (:data:`METRIC_WORDS`)."""
+    stability: StabilityFacts | None = None
+    """Recommendations under other training seeds, where the comparison was repeated."""
 
     def base(self) -> Candidate | None:
         """The base model unchanged (the best, should there be several)."""
@@ -189,6 +240,26 @@ class Evidence:
     def retrieving(self) -> Candidate | None:
         """The strongest run that answers from the document collection."""
         return _best(c for c in self.candidates if c.retrieves)
+
+    def cost_tied(self, a: Candidate, b: Candidate) -> bool:
+        """Equal in cost within timing noise: the projected totals' intervals overlap, or the
+        totals differ by less than ``cost_tie_margin`` of the cheaper one. A known cost is
+        never tied with an unknown one (unknown counts as dearest); two unknown costs are
+        compared on latency the same way."""
+        margin = self.settings.cost_tie_margin
+        if a.total_cost is not None and b.total_cost is not None:
+            return _within_noise(
+                a.total_cost, a.total_cost_ci, b.total_cost, b.total_cost_ci, margin
+            )
+        if a.total_cost is not None or b.total_cost is not None:
+            return False
+        if a.latency_ms is None or b.latency_ms is None:
+            return a.latency_ms is None and b.latency_ms is None
+        return _within_noise(a.latency_ms, a.latency_ci, b.latency_ms, b.latency_ci, margin)
+
+    def cheaper(self, a: Candidate, b: Candidate) -> bool:
+        """``a`` costs less than ``b`` by more than timing noise (:meth:`cost_tied`)."""
+        return not self.cost_tied(a, b) and cost_key(a) < cost_key(b)
 
     def compare(self, a: Candidate, b: Candidate) -> Verdict:
         """``a`` against ``b``: paired bootstrap where known, else overlap of the two CIs."""
@@ -220,14 +291,50 @@ class Evidence:
 
 
 def cost_key(candidate: Candidate) -> tuple[float, float]:
-    """Lower is cheaper: projected total cost, then latency; unknown counts as dearest."""
+    """Lower is cheaper: projected total cost, then latency; unknown counts as dearest. The
+    order of the frontier; whether one run is cheaper than another is :meth:`Evidence.cheaper`."""
     cost = math.inf if candidate.total_cost is None else candidate.total_cost
     latency = math.inf if candidate.latency_ms is None else candidate.latency_ms
     return cost, latency
 
 
-def cheaper(a: Candidate, b: Candidate) -> bool:
-    return cost_key(a) < cost_key(b)
+def _within_noise(
+    a: float,
+    a_interval: tuple[float, float] | None,
+    b: float,
+    b_interval: tuple[float, float] | None,
+    margin: float,
+) -> bool:
+    """Two measured amounts equal within noise: their intervals overlap (a point counts as an
+    interval of width zero), or they differ by less than ``margin`` of the smaller one."""
+    low_a, high_a = a_interval or (a, a)
+    low_b, high_b = b_interval or (b, b)
+    if min(low_a, a) <= max(high_b, b) and min(low_b, b) <= max(high_a, a):
+        return True
+    return abs(a - b) <= margin * min(a, b)
+
+
+METHOD_SIMPLICITY: tuple[TrainingMethod, ...] = (
+    "none",
+    "features",
+    "top_blocks",
+    "adapter",
+    "full",
+)
+"""Training methods from the simplest (nothing trains) to the most involved (every weight)."""
+ROLE_SIMPLICITY: tuple[Role, ...] = ("base", "prompted", "tuned")
+
+
+def simplicity(candidate: Candidate) -> tuple[float, float, int, int, str]:
+    """The tie-break's order, lower first: fewer trainable parameters, then the smaller
+    artifact, then the simpler strategy (its role, then its training method), then the name,
+    so the order is total and the same on every build. Unknown counts as largest."""
+    params = math.inf if candidate.trainable_params is None else candidate.trainable_params
+    size = math.inf if candidate.size_on_disk_bytes is None else candidate.size_on_disk_bytes
+    method = (
+        METHOD_SIMPLICITY.index(candidate.method) if candidate.method else len(METHOD_SIMPLICITY)
+    )
+    return params, size, ROLE_SIMPLICITY.index(candidate.kind_role), method, candidate.name
 
 
 def _best(candidates: Iterable[Candidate]) -> Candidate | None:
@@ -381,7 +488,7 @@ def cheaper_within_ci(candidate: Candidate, evidence: Evidence) -> Finding:
     rivals = [
         (other, evidence.compare(candidate, other))
         for other in evidence.candidates
-        if other.name != candidate.name and cheaper(other, candidate)
+        if other.name != candidate.name and evidence.cheaper(other, candidate)
     ]
     matched = [(other, v) for other, v in rivals if v.outcome != "better"]
     if not matched:
@@ -395,9 +502,97 @@ def cheaper_within_ci(candidate: Candidate, evidence: Evidence) -> Finding:
     message = (
         f"{candidate.name} loses to the cheaper {other.name}: it {how} it on "
         f"{evidence.metric}, {verdict.describe()}; "
-        f"cost {_money(candidate.total_cost)} against {_money(other.total_cost)}."
+        f"cost {_cost(candidate)} against {_cost(other)}."
     )
     return _finding(rule, candidate, True, "ranking", message, other.name)
+
+
+def worse_at_same_cost(candidate: Candidate, evidence: Evidence) -> Finding:
+    """Of two runs that cost the same within timing noise, a significantly worse one loses to
+    the better: it is no cheaper, so nothing pays for the quality it gives up."""
+    rule = "worse_at_same_cost"
+    rivals = [
+        (other, verdict)
+        for other in evidence.candidates
+        if other.name != candidate.name and evidence.cost_tied(candidate, other)
+        for verdict in (evidence.compare(candidate, other),)
+        if verdict.outcome == "worse"
+    ]
+    if not rivals:
+        message = f"no run that costs the same as {candidate.name} is significantly better."
+        return _finding(rule, candidate, False, "none", message)
+    other, verdict = max(rivals, key=lambda pair: pair[0].quality)
+    message = (
+        f"{candidate.name} loses to {other.name}: they cost the same within noise "
+        f"({_cost(candidate)} against {_cost(other)}) and it is worse on {evidence.metric}, "
+        f"{verdict.describe()}."
+    )
+    return _finding(rule, candidate, True, "ranking", message, other.name)
+
+
+def tie_break(candidate: Candidate, evidence: Evidence) -> Finding:
+    """Of two runs tied in cost (:meth:`Evidence.cost_tied`) and in quality (no significant
+    difference), the one first in :func:`simplicity` is kept: fewer trainable parameters, then
+    the smaller artifact, then the simpler strategy. Stated and deterministic, so the same
+    pair gives the same pick whatever the timing noise did to their order."""
+    rule = "tie_break"
+    tied = [
+        (other, verdict)
+        for other in evidence.candidates
+        if other.name != candidate.name and evidence.cost_tied(candidate, other)
+        for verdict in (evidence.compare(candidate, other),)
+        if verdict.outcome == "tie"
+    ]
+    winners = [(o, v) for o, v in tied if simplicity(o) < simplicity(candidate)]
+    if not winners:
+        names = ", ".join(o.name for o, _ in tied)
+        message = (
+            f"{candidate.name} is tied with {names} and first by the tie-break rule."
+            if tied
+            else f"{candidate.name} is tied with no run in both cost and quality."
+        )
+        return _finding(rule, candidate, False, "none", message)
+    other, verdict = min(winners, key=lambda pair: simplicity(pair[0]))
+    message = (
+        f"{candidate.name} is tied with {other.name} in cost ({_cost(candidate)} against "
+        f"{_cost(other)}) and in {evidence.metric} ({verdict.flipped().describe()} for "
+        f"{other.name}); the tie goes to {other.name}: {tie_reason(other, candidate)}."
+    )
+    return _finding(rule, candidate, True, "ranking", message, other.name)
+
+
+def tie_reason(winner: Candidate, loser: Candidate) -> str:
+    """Which step of the tie-break rule decided between two tied runs, with both values."""
+    steps = (
+        ("fewer trainable parameters", winner.trainable_params, loser.trainable_params, _count),
+        ("the smaller artifact", winner.size_on_disk_bytes, loser.size_on_disk_bytes, _bytes),
+    )
+    for reason, mine, theirs, shown in steps:
+        if mine != theirs:
+            return f"{reason} ({shown(mine)} against {shown(theirs)})"
+    if simplicity(winner)[2:4] != simplicity(loser)[2:4]:
+        return (
+            f"the simpler strategy ({winner.kind_role}, {winner.method or 'unknown'} training "
+            f"against {loser.kind_role}, {loser.method or 'unknown'})"
+        )
+    return "the name, in alphabetical order (nothing else tells them apart)"
+
+
+def _count(value: int | None) -> str:
+    return "unknown" if value is None else f"{value:,}"
+
+
+def _bytes(value: int | None) -> str:
+    return "unknown" if value is None else f"{value / 2**20:,.1f} MiB"
+
+
+def _cost(candidate: Candidate) -> str:
+    """``$0.62 [$0.58, $0.66]``: the projected total with its interval where it has one."""
+    point = _money(candidate.total_cost)
+    interval = candidate.total_cost_ci
+    if candidate.total_cost is None or interval is None or interval[0] == interval[1]:
+        return point
+    return f"{point} [{_money(interval[0])}, {_money(interval[1])}]"
 
 
 def too_little_data(candidate: Candidate, evidence: Evidence) -> Finding:
@@ -470,6 +665,42 @@ def forgetting_regression(candidate: Candidate, evidence: Evidence) -> Finding:
     return _finding(rule, candidate, True, "confidence", f"{candidate.name} {'; '.join(worse)}.")
 
 
+def contended_fit(candidate: Candidate, evidence: Evidence) -> Finding:
+    """A fit that shared the machine with other work took longer than the run needs: its
+    training cost is overstated, and a rerun on a quiet machine would price it lower."""
+    rule = "contended_fit"
+    share = candidate.fit_contention
+    if share is None or share < evidence.settings.contention_share:
+        why = "not measured" if share is None else f"other processes used {share:.0%} of the CPUs"
+        return _finding(rule, candidate, False, "none", f"{candidate.name}'s fit: {why}.")
+    message = (
+        f"{candidate.name} was fitted while other processes used {share:.0%} of the machine's "
+        "CPU time: its fit time, so its training cost, is overstated; rerun it on a quiet "
+        "machine before trusting a cost difference it decides."
+    )
+    return _finding(rule, candidate, True, "flag", message)
+
+
+def seed_stability(candidate: Candidate, evidence: Evidence) -> Finding:
+    """A recommendation that changes with the training seed rests on noise: it is reported,
+    and trust in the run picked under some seeds and not others is lowered."""
+    rule = "seed_stability"
+    stability = evidence.stability
+    if stability is None or candidate.name != stability.own:
+        why = "no rerun with another seed" if stability is None else "not this comparison's pick"
+        return _finding(rule, candidate, False, "none", f"{candidate.name}: {why}.")
+    if stability.held:
+        seeds = ", ".join(str(seed) for seed in stability.picks)
+        message = f"{candidate.name} is recommended under every seed tried ({seeds})."
+        return _finding(rule, candidate, False, "none", message)
+    picks = "; ".join(f"seed {seed}: {name}" for seed, name in stability.picks.items())
+    message = (
+        f"the recommendation changes with the training seed ({picks}): the choice of "
+        f"{candidate.name} rests on seed-to-seed noise."
+    )
+    return _finding(rule, candidate, True, "confidence", message)
+
+
 def sampled_eval(candidate: Candidate, evidence: Evidence) -> Finding:
     """A score on a sample of the eval set has a wider interval than one on all of it."""
     rule = "sampled_eval"
@@ -482,6 +713,8 @@ def sampled_eval(candidate: Candidate, evidence: Evidence) -> Finding:
 
 RULES: tuple[Rule, ...] = (
     cheaper_within_ci,
+    worse_at_same_cost,
+    tie_break,
     tuned_vs_base,
     tuned_vs_prompted,
     process_problem,
@@ -489,6 +722,8 @@ RULES: tuple[Rule, ...] = (
     too_little_data,
     calibration_regression,
     forgetting_regression,
+    contended_fit,
+    seed_stability,
     sampled_eval,
 )
 
@@ -515,6 +750,14 @@ class Decision:
     confidence: Confidence
     ranking: tuple[str, ...]
     findings: tuple[Finding, ...]
+    tie_reasons: Mapping[str, str] = field(default_factory=dict)
+    """Each run tied with the recommendation in cost and quality that the tie-break rule gave
+    it the tie over -> the step of the rule that decided (:func:`tie_reason`)."""
+
+    @property
+    def tied_with(self) -> tuple[str, ...]:
+        """The runs in :attr:`tie_reasons`, in ranking order."""
+        return tuple(name for name in self.ranking if name in self.tie_reasons)
 
     @property
     def reasons(self) -> tuple[Finding, ...]:
@@ -581,12 +824,23 @@ def decide(evidence: Evidence, rules: Sequence[Rule] = RULES) -> Decision:
     findings = tuple(rule(c, evidence) for c in evidence.candidates for rule in rules)
     ranking = rank(evidence, findings)
     recommended = ranking[0].name
+    chosen = ranking[0]
+    beaten = {
+        f.subject for f in findings if f.fired and f.rule == "tie_break" and f.other == recommended
+    }
+    tied = {c.name: tie_reason(chosen, c) for c in ranking if c.name in beaten}
+    # The run the recommendation won a tie against is the natural alternative to it.
+    runner_up = next(
+        (c.name for c in ranking if c.name in tied),
+        ranking[1].name if len(ranking) > 1 else None,
+    )
     return Decision(
         recommended,
-        ranking[1].name if len(ranking) > 1 else None,
+        runner_up,
         confidence(findings, recommended),
         tuple(c.name for c in ranking),
         findings,
+        tied,
     )
 
 
@@ -597,26 +851,29 @@ def candidates_from_comparison(
     comparison: Mapping[str, Any],
     total_costs: Mapping[str, float] | None = None,
     runs: Mapping[str, RunFacts] | None = None,
+    cost_intervals: Mapping[str, tuple[float, float]] | None = None,
 ) -> list[Candidate]:
-    """One candidate per ``comparison.json`` row, with its projected total cost if given.
+    """One candidate per ``comparison.json`` row, with its projected total cost (and that
+    cost's interval) if given.
 
     Quality is the row's value of the comparison's ``metric`` (``accuracy`` when it names none,
     as comparisons made before generative tasks do) and its interval ``<metric>_ci``."""
     metric = str(comparison.get("metric", "accuracy"))
-    total_costs = total_costs or {}
+    costs = (total_costs or {}, cost_intervals or {})
     runs = runs or {}
-    return [_candidate(row, metric, total_costs, runs) for row in comparison["rows"]]
+    return [_candidate(row, metric, costs, runs) for row in comparison["rows"]]
 
 
 def _candidate(
     row: Mapping[str, Any],
     metric: str,
-    total_costs: Mapping[str, float],
+    costs: tuple[Mapping[str, float], Mapping[str, tuple[float, float]]],
     runs: Mapping[str, RunFacts],
 ) -> Candidate:
     name = str(row["strategy"])
     low, high = row[f"{metric}_ci"]
     strategy, profile = runs.get(name, (name, None))
+    total_costs, intervals = costs
     return Candidate(
         name=name,
         quality=float(row[metric]),
@@ -634,6 +891,12 @@ def _candidate(
         forgetting=_optional(row.get("forgetting")),
         perplexity_ratio=_optional(row.get("perplexity_ratio")),
         retrieves=profile is not None and profile.retrieves,
+        total_cost_ci=intervals.get(name),
+        latency_ci=_interval(row.get("latency_batch1_p50_ci")),
+        trainable_params=_whole(row.get("trainable_params")),
+        size_on_disk_bytes=_whole(row.get("size_on_disk_bytes")),
+        method=None if profile is None else profile.method,
+        fit_contention=_optional(row.get("fit_contention")),
     )
 
 
@@ -644,17 +907,21 @@ def evidence_from_comparison(
     data_report: Mapping[str, Any] | None = None,
     settings: DecisionConfig | None = None,
     paired: Mapping[tuple[str, str], Difference] | None = None,
+    cost_intervals: Mapping[str, tuple[float, float]] | None = None,
+    stability: StabilityFacts | None = None,
 ) -> Evidence:
-    """The rules' inputs from ``comparison.json``, projected costs and ``data_report.json``,
-    with ``paired`` differences between runs beyond those to the best, where known."""
+    """The rules' inputs from ``comparison.json``, projected costs (with their intervals) and
+    ``data_report.json``, with ``paired`` differences between runs beyond those to the best,
+    where known, and the recommendations of reruns with other seeds."""
     metric = str(comparison.get("metric", "accuracy"))
     return Evidence(
-        tuple(candidates_from_comparison(comparison, total_costs, runs)),
+        tuple(candidates_from_comparison(comparison, total_costs, runs, cost_intervals)),
         best=comparison.get("best"),
         paired=dict(paired or {}),
         data=None if data_report is None else data_facts(data_report),
         settings=settings or DecisionConfig(),
         metric=METRIC_WORDS.get(metric, metric),
+        stability=stability,
     )
 
 
@@ -678,3 +945,14 @@ def data_facts(report: Mapping[str, Any]) -> DataFacts | None:
 
 def _optional(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+def _whole(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _interval(value: Any) -> tuple[float, float] | None:
+    if not isinstance(value, list | tuple) or len(value) != 2 or None in value:
+        return None
+    low, high = sorted(float(bound) for bound in value)
+    return low, high

@@ -93,6 +93,7 @@ def document(data: ReportData) -> Document:
     )
     built = [
         recommendation(data),
+        stability(data),
         problems(data),
         leaderboard(data),
         quality(data),
@@ -125,7 +126,7 @@ def recommendation(data: ReportData) -> Section:
     shown, folded = ranked[:REASONS_SHOWN], ranked[REASONS_SHOWN:]
     blocks: list[Block] = [
         Paragraph(
-            f"Recommended: {chosen} (confidence: {decision.confidence}). "
+            f"Recommended: {chosen} (confidence: {decision.confidence}){_tie_text(data)}. "
             f"Runner-up: {decision.runner_up or 'none'}."
         ),
         Paragraph(_recommended_facts(data)),
@@ -186,14 +187,31 @@ def _recommended_facts(data: ReportData) -> str:
     )
 
 
+def _tie_text(data: ReportData) -> str:
+    """``, tied with full (the tie-break rule picked it: ...)``, or nothing without a tie."""
+    decision = data.decision
+    if not decision.tied_with:
+        return ""
+    why = "; ".join(f"over {name}: {decision.tie_reasons[name]}" for name in decision.tied_with)
+    return (
+        f", tied with {' and '.join(decision.tied_with)} in cost and {data.metric_words}; "
+        "the tie-break rule (fewer trainable parameters, then the smaller artifact, then the "
+        f"simpler strategy) picked it, {why}"
+    )
+
+
 def _ranking_text(data: ReportData) -> str:
     fired = sorted({f.rule for f in data.decision.findings if f.fired})
     counts = ", ".join(f"{rule} ×{len(data.decision.fired(rule))}" for rule in fired)
+    margin = data.decision_settings.cost_tie_margin
     return (
         f"Ranking: {' > '.join(data.decision.ranking)}. A run whose {data.metric_words} is not "
         "significantly higher (paired bootstrap) than a cheaper run's loses to the cheaper one; "
-        "of the runs left, the dearest is recommended: the most quality a significant "
-        f"difference shows to be worth paying for. Rules that fired: {counts or 'none'}."
+        "two runs cost the same when their projected costs' intervals overlap or differ by "
+        f"less than {margin:.0%}, and then the better one wins, or with {data.metric_words} "
+        "tied too the tie-break rule picks; of the runs left, the dearest is recommended: the "
+        "most quality a significant difference shows to be worth paying for. Rules that "
+        f"fired: {counts or 'none'}."
     )
 
 
@@ -203,6 +221,67 @@ def _cite(finding: Finding) -> str:
 
 def _level(data: ReportData) -> str:
     return f"{round(float(data.inputs.comparison.get('confidence', 0.95)) * 100)}%"
+
+
+# --------------------------------------------------------------------------- stability
+
+
+def stability(data: ReportData) -> Section | None:
+    """The recommendation under each training seed (``compare --repeat``) and how much each
+    run's quality moved between seeds, paired over the same eval items."""
+    record = data.inputs.stability
+    if record is None:
+        return None
+    seeds = record.seeds
+    picks = "; ".join(
+        f"seed {seed}: {name}"
+        + (f" (tied with {', '.join(record.tied[seed])})" if record.tied.get(seed) else "")
+        for seed, name in record.picks.items()
+    )
+    verdict = (
+        f"The recommendation held under every seed tried ({picks})."
+        if record.held
+        else f"The recommendation changed with the training seed ({picks}): the pick rests on "
+        "seed-to-seed noise, and the confidence above is lowered for it."
+    )
+    rows = []
+    for change in record.changes:
+        moved = change.difference
+        rows.append(
+            (
+                change.run,
+                f"{change.score * 100:.1f}",
+                f"{change.other_score * 100:.1f} (seed {change.seed})",
+                "—" if moved is None else _signed_interval(moved.difference, moved.low, moved.high),
+                "—" if moved is None else ("yes" if moved.significant else "no"),
+            )
+        )
+    headers = (
+        "run",
+        f"{data.metric_words} (seed {seeds[0]})",
+        f"{data.metric_words} (other seed)",
+        "Δ other − own [CI]",
+        "significant",
+    )
+    failed = [
+        f"seed {seed}: {name} failed ({why})"
+        for seed, runs in record.failures.items()
+        for name, why in runs.items()
+    ]
+    blocks: list[Block] = [
+        Paragraph(
+            f"The runs that train were rerun with {len(seeds) - 1} other seed"
+            f"{'' if len(seeds) == 2 else 's'} (`adaptlab compare --repeat {len(seeds)}`; "
+            "the runs that train nothing do not depend on it). " + verdict
+        ),
+        Table(headers, tuple(rows)),
+        *(Notice(line) for line in failed),
+    ]
+    return Section("stability", "Stability across training seeds", tuple(blocks))
+
+
+def _signed_interval(value: float, low: float, high: float) -> str:
+    return f"{value * 100:+.1f} [{low * 100:+.1f}, {high * 100:+.1f}]"
 
 
 # --------------------------------------------------------------------------- problems
@@ -353,12 +432,16 @@ def deployment(data: ReportData) -> Section:
     projected = data.deployment
     inputs_text = projection_inputs(projected.settings, data.profiles)
     rows = []
+    intervals = projected.intervals()
+    contended = {str(r["strategy"]): r.get("fit_contention") for r in data.rows}
     for name in data.inputs.runs:
         cost = projected.breakdown(name)
         costs = projected.costs.get(name)
+        fit = _contention_cell(contended.get(name), data.decision_settings.contention_share)
         if cost is None or costs is None:
-            rows.append((name, "—", "—", "—", "—", "—"))
+            rows.append((name, "—", "—", "—", "—", "—", fit))
             continue
+        low, high = intervals[name]
         rows.append(
             (
                 name,
@@ -366,7 +449,8 @@ def deployment(data: ReportData) -> Section:
                 f"{_money(cost.retuning)} ({cost.retunes}×)",
                 _money(costs.per_request * 1_000_000),
                 _money(cost.serving),
-                _money(cost.total),
+                _money(cost.total) + ("" if low == high else f" [{_money(low)}, {_money(high)}]"),
+                fit,
             )
         )
     headers = (
@@ -375,9 +459,14 @@ def deployment(data: ReportData) -> Section:
         "re-tuning $",
         "serving $ per 1M requests",
         f"serving $ over {data.horizon}",
-        "total $",
+        "total $ [interval from latency]",
+        "CPU used by others during the fit",
     )
-    blocks: list[Block] = [Paragraph(f"Assumptions: {inputs_text}."), Table(headers, tuple(rows))]
+    blocks: list[Block] = [
+        Paragraph(f"Assumptions: {inputs_text}."),
+        Table(headers, tuple(rows)),
+        Paragraph(_noise_text(data)),
+    ]
     if projected.costs:
         curves = projected.curves()
         short = _short_inputs(projected.settings)
@@ -390,6 +479,41 @@ def deployment(data: ReportData) -> Section:
         blocks.append(Image(plot))
     blocks += _break_even_blocks(data)
     return Section("deployment", "Deployment cost over time", tuple(blocks))
+
+
+def _contention_cell(share: Any, threshold: float) -> str:
+    """``3%``, or ``45% (contended: training cost overstated)`` at or past the threshold."""
+    if share is None:
+        return "—"
+    flagged = float(share) >= threshold
+    return f"{float(share):.0%}" + (" (contended: training cost overstated)" if flagged else "")
+
+
+def _noise_text(data: ReportData) -> str:
+    """How timing noise is kept out of the ranking: the interval, the pooled graphs, the
+    margin."""
+    groups = sorted(
+        {tuple(r["latency_pooled_with"]) for r in data.rows if r.get("latency_pooled_with")}
+    )
+    pooled = (
+        " Runs that serve the same inference graph are priced on their pooled timings: "
+        + "; ".join(", ".join(group) for group in groups)
+        + "."
+        if groups
+        else ""
+    )
+    margin = data.decision_settings.cost_tie_margin
+    interleaved = any(r.get("latency_measured") == "interleaved" for r in data.rows)
+    how = (
+        "Latency is timed in interleaved rounds across the runs (warm-up discarded)"
+        if interleaved
+        else "Latency is timed for each run alone, after its evaluation (warm-up discarded)"
+    )
+    return (
+        f"{how}; a total's interval carries the interval of the median latency. Two runs whose "
+        f"intervals overlap or whose totals differ by less than {margin:.0%} count as equal in "
+        "cost." + pooled
+    )
 
 
 def projection_inputs(settings: ProjectionConfig, profiles: Mapping[str, HardwareProfile]) -> str:

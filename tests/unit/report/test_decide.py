@@ -161,12 +161,15 @@ def test_cheaper_within_ci_quiet_when_significantly_better_than_every_cheaper_on
     assert not cheaper_within_ci(BASE, evidence(BASE, LORA, paired=pairs)).fired
 
 
-def test_cheaper_within_ci_breaks_a_cost_tie_by_latency() -> None:
-    fast = make("frozen", 0.80, 2.0, latency_ms=3.0)
-    slow = make("knn", 0.81, 2.0, latency_ms=9.0)
+def test_cheaper_within_ci_compares_latency_when_neither_cost_is_known() -> None:
+    fast = make("frozen", 0.80, None, latency_ms=3.0)
+    slow = make("knn", 0.81, None, latency_ms=9.0)
     found = cheaper_within_ci(slow, evidence(fast, slow, paired=paired(knn__frozen=TIE)))
     assert found.fired and found.other == "frozen"
     assert not cheaper_within_ci(fast, evidence(fast, slow, paired=paired(knn__frozen=TIE))).fired
+    # equal known costs are a tie, whatever the latency: neither is cheaper
+    same = evidence(replace(fast, total_cost=2.0), replace(slow, total_cost=2.0))
+    assert not cheaper_within_ci(replace(slow, total_cost=2.0), same).fired
 
 
 def test_cheaper_within_ci_uses_the_difference_to_the_best_or_unpaired_intervals() -> None:

@@ -1,0 +1,191 @@
+"""Seed stability: does the recommendation hold when the runs that train are redone with
+another training seed?
+
+``adaptlab compare --repeat N`` reruns every run that trains (a strategy whose role is
+``tuned``) with N - 1 other seeds, each into ``<experiment>/repeats/seed_<s>/`` beside a copy
+of the untrained runs (their results do not depend on the seed), compares and decides there
+the same way, and writes ``stability.json`` into the experiment folder: the recommendation
+under each seed, whether it held, and each run's quality under each seed with the paired
+difference between them (bootstrap over the same locked eval items). The report reads it
+(:func:`read_stability`) while the runs it was made from are unchanged, and lowers its
+confidence in a pick that changed with the seed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from adaptlab.comparison import Difference, paired_difference, ranking_metric
+from adaptlab.config import CompareConfig
+from adaptlab.paths import read_json_object, write_text_atomic
+from adaptlab.runs import RunError, RunRecord
+
+STABILITY = "stability.json"
+REPEATS = "repeats"
+"""The folder, inside the experiment's, that holds one experiment folder per other seed."""
+
+REPEAT_SEEDS = (7, 1234, 2024, 31337, 65537, 99991, 424242, 8675309)
+"""The seeds reruns use after the experiment's own, in order, skipping the experiment's own:
+fixed, so a repeat is reproducible and two teams repeating get the same seeds."""
+
+
+def repeat_seeds(own: int, repeat: int) -> list[int]:
+    """The experiment's own seed, then ``repeat - 1`` others from :data:`REPEAT_SEEDS`."""
+    if not 1 <= repeat <= len(REPEAT_SEEDS) + 1:
+        raise ValueError(f"repeat = {repeat}: must be between 1 and {len(REPEAT_SEEDS) + 1}")
+    others = [seed for seed in REPEAT_SEEDS if seed != own]
+    return [own, *others[: repeat - 1]]
+
+
+@dataclass(frozen=True)
+class SeedChange:
+    """One run's quality under the experiment's own seed and under another."""
+
+    run: str
+    seed: int
+    """The other seed."""
+    score: float
+    """Under the experiment's own seed."""
+    other_score: float
+    """Under :attr:`seed`."""
+    difference: Difference | None
+    """Other seed minus own seed on the eval items both scored (paired bootstrap)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run": self.run,
+            "seed": self.seed,
+            "score": self.score,
+            "other_score": self.other_score,
+            "difference": None if self.difference is None else self.difference.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class Stability:
+    """``stability.json``: the recommendation under each seed and how each run moved."""
+
+    metric: str
+    picks: dict[int, str]
+    """Seed -> the recommended run, the experiment's own seed first."""
+    tied: dict[int, list[str]]
+    """Seed -> the runs the recommendation was tied with there (cost and quality)."""
+    changes: list[SeedChange]
+    stamps: dict[str, str | None]
+    """Each run of the experiment's own comparison -> its manifest's ``created_at``: the
+    record describes those runs only while they are unchanged."""
+    folders: dict[int, str]
+    """Other seed -> its experiment folder, relative to the experiment's."""
+    failures: dict[int, dict[str, str]]
+    """Other seed -> runs that failed there, with why."""
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.picks)
+
+    @property
+    def held(self) -> bool:
+        return len(set(self.picks.values())) <= 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "seeds": self.seeds,
+            "held": self.held,
+            "picks": {str(seed): name for seed, name in self.picks.items()},
+            "tied": {str(seed): names for seed, names in self.tied.items()},
+            "changes": [change.to_dict() for change in self.changes],
+            "stamps": self.stamps,
+            "folders": {str(seed): folder for seed, folder in self.folders.items()},
+            "failures": {str(seed): runs for seed, runs in self.failures.items()},
+        }
+
+    def current(self, records: Mapping[str, RunRecord]) -> bool:
+        """It was made from exactly these runs, none redone since."""
+        now = {name: record.manifest.created_at for name, record in records.items()}
+        return now == self.stamps
+
+
+def seed_changes(
+    own: Sequence[RunRecord], other: Sequence[RunRecord], seed: int, settings: CompareConfig
+) -> list[SeedChange]:
+    """Each run present under both seeds: its score under each and the paired difference."""
+    others = {record.name: record for record in other}
+    changes = []
+    for record in own:
+        again = others.get(record.name)
+        if again is None:
+            continue
+        metric = ranking_metric(record.kind, settings, (record, again))
+        changes.append(
+            SeedChange(
+                record.name,
+                seed,
+                record.eval.score,
+                again.eval.score,
+                paired_difference(again, record, settings, metric),
+            )
+        )
+    return changes
+
+
+def write_stability(experiment_folder: Path, stability: Stability) -> Path:
+    path = experiment_folder / STABILITY
+    write_text_atomic(path, json.dumps(stability.to_dict(), indent=2) + "\n")
+    return path
+
+
+def read_stability(experiment_folder: Path) -> Stability | None:
+    """The folder's ``stability.json`` (``None`` when there is none); :class:`RunError`
+    naming the file and field when it cannot be read."""
+    path = experiment_folder / STABILITY
+    if not path.is_file():
+        return None
+    raw = read_json_object(path)
+    if raw is None:
+        raise RunError(f"{path}: not a JSON object")
+    try:
+        return _parse(raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RunError(f"{path}: field {exc.args[0] if exc.args else exc!r}") from None
+
+
+def _parse(raw: Mapping[str, Any]) -> Stability:
+    def seeds(key: str) -> dict[int, Any]:
+        value = raw.get(key) or {}
+        if not isinstance(value, Mapping):
+            raise TypeError(f"'{key}' should be an object")
+        try:
+            return {int(seed): item for seed, item in value.items()}
+        except ValueError:
+            raise ValueError(f"'{key}': keys should be seeds (integers)") from None
+
+    picks = {seed: str(name) for seed, name in seeds("picks").items()}
+    if not picks:
+        raise ValueError("'picks' should name a recommendation per seed")
+    changes = [
+        SeedChange(
+            str(item["run"]),
+            int(item["seed"]),
+            float(item["score"]),
+            float(item["other_score"]),
+            Difference.from_dict(item.get("difference")),
+        )
+        for item in raw.get("changes") or []
+    ]
+    stamps = raw.get("stamps")
+    if not isinstance(stamps, Mapping):
+        raise TypeError("'stamps' should be an object")
+    return Stability(
+        metric=str(raw.get("metric", "accuracy")),
+        picks=picks,
+        tied={seed: [str(n) for n in names] for seed, names in seeds("tied").items()},
+        changes=changes,
+        stamps={str(k): None if v is None else str(v) for k, v in stamps.items()},
+        folders={seed: str(folder) for seed, folder in seeds("folders").items()},
+        failures={seed: dict(runs) for seed, runs in seeds("failures").items()},
+    )

@@ -1,0 +1,121 @@
+"""``compare --repeat 2`` (issue 19): the runs that train are redone with seed 7 in
+``repeats/seed_7/``, the runs that train nothing are copied as they are, ``stability.json``
+says whether the recommendation held and how each run moved, and the report shows it (or a
+tie it names); a later compare that redoes a run makes the record stale."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.unit.strategies.test_compare import TOPICS
+from tests.unit.strategies.test_generative import write_jsonl
+
+from adaptlab.compare import compare
+from adaptlab.config import ExperimentConfig
+from adaptlab.report.build import build_report
+from adaptlab.runs import read_manifest
+from adaptlab.stability import REPEATS, read_stability, repeat_seeds
+
+NAMES = ["zero_shot", "frozen", "partial", "full"]
+
+
+def _rows(numbers: range) -> list[dict[str, str]]:
+    rows = []
+    for topic, words in TOPICS.items():
+        for n in numbers:
+            a, b = words[n % 6], words[(n * 5 + 1) % 6]
+            rows.append({"text": f"a question {n} on my {a} and {b}", "label": topic})
+    return rows
+
+
+def _experiment(root: Path, tiny_encoder: Path) -> ExperimentConfig:
+    raw: dict[str, Any] = {
+        "name": "seeds",
+        "output_dir": str(root / "runs"),
+        "data": {
+            "train": write_jsonl(root / "train.jsonl", _rows(range(16))),
+            "eval": write_jsonl(root / "eval.jsonl", _rows(range(1000, 1012))),
+        },
+        "model": {"base_model": str(tiny_encoder), "sequence_len": 32},
+        "train": {"max_steps": 3},
+        "compare": {
+            "strategies": NAMES,
+            "latency_budget_s": 0.05,
+            "latency_rounds": 2,
+            "bootstrap_resamples": 200,
+        },
+    }
+    return ExperimentConfig.model_validate(raw)
+
+
+@pytest.fixture(scope="module")
+def repeated(tmp_path_factory: pytest.TempPathFactory, tiny_encoder: Path) -> Path:
+    root = tmp_path_factory.mktemp("repeat")
+    result = compare(_experiment(root, tiny_encoder), log=lambda _: None, repeat=2)
+    return result.folder
+
+
+def test_the_runs_that_train_are_redone_with_the_other_seed(repeated: Path) -> None:
+    assert repeat_seeds(42, 2) == [42, 7]
+    other = repeated / REPEATS / "seed_7"
+    for name in NAMES:
+        own, again = read_manifest(repeated / "runs" / name), read_manifest(other / "runs" / name)
+        if name == "zero_shot":  # trains nothing: the very same run, copied
+            assert again.raw == own.raw
+        else:
+            assert (own.raw["seed"], again.raw["seed"]) == (42, 7)
+    assert (other / "comparison.json").is_file() and (other / "report.md").is_file()
+
+
+def test_stability_records_the_picks_and_each_runs_change(repeated: Path) -> None:
+    stability = read_stability(repeated)
+    assert stability is not None and stability.seeds == [42, 7]
+    comparison = json.loads((repeated / "comparison.json").read_text())
+    again = json.loads((repeated / REPEATS / "seed_7" / "comparison.json").read_text())
+    scores = {row["strategy"]: row["accuracy"] for row in comparison["rows"]}
+    other_scores = {row["strategy"]: row["accuracy"] for row in again["rows"]}
+    changes = {change.run: change for change in stability.changes}
+    assert set(changes) == set(NAMES)
+    for name, change in changes.items():
+        assert change.seed == 7
+        assert (change.score, change.other_score) == (scores[name], other_scores[name])
+        assert change.difference is not None
+        assert change.difference.difference == pytest.approx(change.other_score - change.score)
+    untouched = changes["zero_shot"].difference
+    assert untouched is not None and (untouched.low, untouched.high) == (0.0, 0.0)
+    assert stability.held == (stability.picks[42] == stability.picks[7])
+
+
+def test_the_report_shows_stability_or_names_the_change(repeated: Path) -> None:
+    stability = read_stability(repeated)
+    assert stability is not None
+    report = (repeated / "report.md").read_text()
+    assert "Stability across training seeds" in report
+    if stability.held:
+        assert "The recommendation held under every seed tried" in report
+    else:
+        assert "The recommendation changed with the training seed" in report
+        assert "[seed_stability]" in report
+    for seed, tied in stability.tied.items():
+        if tied and seed == 42:
+            assert f"tied with {' and '.join(tied)}" in report
+
+
+def test_a_redone_run_makes_the_stability_record_stale(
+    repeated: Path, tmp_path: Path, tiny_encoder: Path
+) -> None:
+    experiment = ExperimentConfig.model_validate(
+        json.loads(json.dumps(_experiment(repeated.parent.parent, tiny_encoder).model_dump()))
+    )
+    compare(experiment, ["frozen"], log=lambda _: None, force=True)
+    built = build_report([repeated], out=tmp_path)
+    assert "Stability across training seeds" not in built.markdown.read_text()
+    assert read_stability(repeated) is not None  # kept on disk, just not shown
+
+
+def test_repeat_counts_out_of_range_are_refused(tmp_path: Path, tiny_encoder: Path) -> None:
+    with pytest.raises(ValueError, match="repeat = 0"):
+        compare(_experiment(tmp_path, tiny_encoder), log=lambda _: None, repeat=0)
