@@ -828,7 +828,7 @@ def leaderboard_cells(row: dict[str, Any]) -> list[str]:
             ),
             _number(row.get("length_ratio"), "{:.2f}"),
             _retention_cells(row)[0],
-            _number(row["latency_batch1_p50_ms"], "{:.1f}"),
+            _latency_cell(row),
             _number(row["output_tokens_per_s"], "{:.1f}"),
             _number(row["prompt_tokens_per_request"], "{:.0f}"),
         ]
@@ -840,7 +840,7 @@ def leaderboard_cells(row: dict[str, Any]) -> list[str]:
             f"{row['json_valid_rate'] * 100:.1f}%",
             f"{row['exact_match'] * 100:.1f}%",
             *_retention_cells(row),
-            _number(row["latency_batch1_p50_ms"], "{:.1f}"),
+            _latency_cell(row),
             _number(row["output_tokens_per_s"], "{:.1f}"),
             _number(row["prompt_tokens_per_request"], "{:.0f}"),
         ]
@@ -854,7 +854,7 @@ def leaderboard_cells(row: dict[str, Any]) -> list[str]:
             f"{row['subset_accuracy'] * 100:.1f}%",
             f"{row['example_f1'] * 100:.1f}",
             f"{row['ece']:.3f}",
-            _number(row["latency_batch1_p50_ms"], "{:.1f}"),
+            _latency_cell(row),
             _number(row["latency_batch32_per_example_ms"], "{:.2f}"),
         ]
     elif row.get("out_of_scope") is not None:
@@ -869,7 +869,7 @@ def leaderboard_cells(row: dict[str, Any]) -> list[str]:
             _number(row.get("auroc"), "{:.3f}"),
             _number(row["out_of_scope"]["threshold"], "{:.3f}"),
             f"{row['accuracy'] * 100:.2f}%",
-            _number(row["latency_batch1_p50_ms"], "{:.1f}"),
+            _latency_cell(row),
             _number(row["latency_batch32_per_example_ms"], "{:.2f}"),
         ]
     else:
@@ -880,10 +880,18 @@ def leaderboard_cells(row: dict[str, Any]) -> list[str]:
             f"{row['macro_f1'] * 100:.2f}",
             f"{row['ece']:.3f}",
             f"{row['confident_wrong_rate'] * 100:.1f}%",
-            _number(row["latency_batch1_p50_ms"], "{:.1f}"),
+            _latency_cell(row),
             _number(row["latency_batch32_per_example_ms"], "{:.2f}"),
         ]
     return [name, *measured, *_cost_cells(row)]
+
+
+def _latency_cell(row: dict[str, Any]) -> str:
+    """The batch-1 median with its interval: ``6.1 [5.8, 6.5]``."""
+    value, interval = row.get("latency_batch1_p50_ms"), row.get("latency_batch1_p50_ci")
+    if value is None or not interval or None in interval:
+        return _number(value, "{:.1f}")
+    return f"{value:.1f} [{interval[0]:.1f}, {interval[1]:.1f}]"
 
 
 def _retention_cells(row: dict[str, Any]) -> list[str]:

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from adaptlab.config import CompareConfig
+from adaptlab.cost import contention
 from adaptlab.evaluate.latency import graph_fingerprint, measure_interleaved
 from adaptlab.predict import load_run
 from adaptlab.runs import RunError, RunTiming, Timing, read_run, read_timing, write_timing
@@ -125,6 +126,7 @@ def _measured(
         return None
     graphs = {name: graph_fingerprint(model) for name, model in models.items()}
     before = _load_average()
+    window = contention.start()
     seconds = measure_interleaved(
         {name: model.predict_proba for name, model in models.items()},
         list(texts),
@@ -134,11 +136,15 @@ def _measured(
         max_calls=MAX_CALLS,
         time_budget_s=settings.latency_budget_s,
     )
-    contention = {
+    used = contention.finish(window)
+    machine = {
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_1m_before": before,
         "load_1m_after": _load_average(),
+        # other processes' share of the CPUs while timing: interleaving spreads it over every
+        # run alike, but a high share still widens every interval
+        "others_share": round(used.others_share, 4),
     }
     models.clear()
     gc.collect()  # the models held the most memory compare has used since fitting
@@ -151,7 +157,7 @@ def _measured(
             name: RunTiming(runs[name][1], graphs[name], _milliseconds(by_size))
             for name, by_size in seconds.items()
         },
-        contention=contention,
+        contention=machine,
     )
 
 
