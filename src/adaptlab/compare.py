@@ -94,6 +94,7 @@ from adaptlab.stability import (
     REPEATS,
     SeedChange,
     Stability,
+    pick_gaps,
     repeat_seeds,
     seed_changes,
     write_stability,
@@ -892,12 +893,14 @@ def repeat_with_seeds(
     changes: list[SeedChange] = []
     folders: dict[int, str] = {}
     failures: dict[int, dict[str, str]] = {}
+    by_seed = {own: records}
     for seed in seeds:
         log(f"Repeating the runs that train with seed {seed}")
         result = _repeat_once(experiment, names, main.folder, records, seed, track, log, force)
         again = decision_for(result.folder, result.comparison)
         picks[seed], tied[seed] = again.recommended, list(again.tied_with)
-        changes += seed_changes(records, _records(result), seed, experiment.compare)
+        by_seed[seed] = _records(result)
+        changes += seed_changes(records, by_seed[seed], seed, experiment.compare)
         folders[seed] = str(result.folder.relative_to(main.folder))
         failures[seed] = result.failures
     stability = Stability(
@@ -908,6 +911,7 @@ def repeat_with_seeds(
         stamps={r.name: r.manifest.created_at for r in records},
         folders=folders,
         failures=failures,
+        gaps=pick_gaps(picks, by_seed, experiment.compare),
     )
     write_stability(main.folder, stability)
     said = "; ".join(f"seed {seed}: {name}" for seed, name in picks.items())

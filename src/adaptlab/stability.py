@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,28 @@ class SeedChange:
 
 
 @dataclass(frozen=True)
+class PickGap:
+    """Two runs that were each recommended under some seed, compared under one seed: why the
+    pick moved (a quality difference one seed's eval finds significant and another's not)."""
+
+    seed: int
+    first: str
+    """The experiment's own pick."""
+    second: str
+    """A pick under another seed."""
+    difference: Difference | None
+    """``first`` minus ``second`` under :attr:`seed` (paired bootstrap over the eval items)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "first": self.first,
+            "second": self.second,
+            "difference": None if self.difference is None else self.difference.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
 class Stability:
     """``stability.json``: the recommendation under each seed and how each run moved."""
 
@@ -82,6 +104,8 @@ class Stability:
     """Other seed -> its experiment folder, relative to the experiment's."""
     failures: dict[int, dict[str, str]]
     """Other seed -> runs that failed there, with why."""
+    gaps: list[PickGap] = field(default_factory=list)
+    """Where the pick changed: the own pick against each other pick, under every seed."""
 
     @property
     def seeds(self) -> list[int]:
@@ -102,6 +126,7 @@ class Stability:
             "stamps": self.stamps,
             "folders": {str(seed): folder for seed, folder in self.folders.items()},
             "failures": {str(seed): runs for seed, runs in self.failures.items()},
+            "gaps": [gap.to_dict() for gap in self.gaps],
         }
 
     def current(self, records: Mapping[str, RunRecord]) -> bool:
@@ -131,6 +156,23 @@ def seed_changes(
             )
         )
     return changes
+
+
+def pick_gaps(
+    picks: Mapping[int, str], records: Mapping[int, Sequence[RunRecord]], settings: CompareConfig
+) -> list[PickGap]:
+    """The experiment's own pick against every other seed's pick, under each seed."""
+    own = next(iter(picks.values()))
+    gaps = []
+    for other in dict.fromkeys(name for name in picks.values() if name != own):
+        for seed, runs in records.items():
+            by_name = {record.name: record for record in runs}
+            if own not in by_name or other not in by_name:
+                continue
+            a, b = by_name[own], by_name[other]
+            metric = ranking_metric(a.kind, settings, (a, b))
+            gaps.append(PickGap(seed, own, other, paired_difference(a, b, settings, metric)))
+    return gaps
 
 
 def write_stability(experiment_folder: Path, stability: Stability) -> Path:
@@ -188,4 +230,13 @@ def _parse(raw: Mapping[str, Any]) -> Stability:
         stamps={str(k): None if v is None else str(v) for k, v in stamps.items()},
         folders={seed: str(folder) for seed, folder in seeds("folders").items()},
         failures={seed: dict(runs) for seed, runs in seeds("failures").items()},
+        gaps=[
+            PickGap(
+                int(item["seed"]),
+                str(item["first"]),
+                str(item["second"]),
+                Difference.from_dict(item.get("difference")),
+            )
+            for item in raw.get("gaps") or []
+        ],
     )

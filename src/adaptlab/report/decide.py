@@ -102,6 +102,8 @@ class Candidate:
     """How its strategy trains, as declared (the tie-break's "simpler strategy")."""
     fit_contention: float | None = None
     """Share of the machine's CPU time other processes used while it was fitted."""
+    fit_seconds: float | None = None
+    """Its fit's wall time."""
 
     @property
     def strategy(self) -> str:
@@ -665,11 +667,19 @@ def forgetting_regression(candidate: Candidate, evidence: Evidence) -> Finding:
     return _finding(rule, candidate, True, "confidence", f"{candidate.name} {'; '.join(worse)}.")
 
 
+SHORTEST_CONTENDED_FIT_S = 5.0
+"""A fit shorter than this is not flagged: over a fraction of a second, another process's
+one scheduling slice is a large share, and a fit that short is too cheap to move a cost."""
+
+
 def contended_fit(candidate: Candidate, evidence: Evidence) -> Finding:
     """A fit that shared the machine with other work took longer than the run needs: its
     training cost is overstated, and a rerun on a quiet machine would price it lower."""
     rule = "contended_fit"
     share = candidate.fit_contention
+    if (candidate.fit_seconds or 0.0) < SHORTEST_CONTENDED_FIT_S:
+        message = f"{candidate.name}'s fit was too short for its CPU shares to mean anything."
+        return _finding(rule, candidate, False, "none", message)
     if share is None or share < evidence.settings.contention_share:
         why = "not measured" if share is None else f"other processes used {share:.0%} of the CPUs"
         return _finding(rule, candidate, False, "none", f"{candidate.name}'s fit: {why}.")
@@ -897,6 +907,7 @@ def _candidate(
         size_on_disk_bytes=_whole(row.get("size_on_disk_bytes")),
         method=None if profile is None else profile.method,
         fit_contention=_optional(row.get("fit_contention")),
+        fit_seconds=_optional(row.get("fit_wall_s")),
     )
 
 

@@ -263,6 +263,18 @@ def stability(data: ReportData) -> Section | None:
         "Δ other − own [CI]",
         "significant",
     )
+    gaps = [
+        f"under seed {gap.seed}: {gap.first} − {gap.second} = "
+        + (
+            "not measured"
+            if gap.difference is None
+            else _signed_interval(
+                gap.difference.difference, gap.difference.low, gap.difference.high
+            )
+            + (" (significant)" if gap.difference.significant else " (a tie)")
+        )
+        for gap in record.gaps
+    ]
     failed = [
         f"seed {seed}: {name} failed ({why})"
         for seed, runs in record.failures.items()
@@ -277,6 +289,16 @@ def stability(data: ReportData) -> Section | None:
         Table(headers, tuple(rows)),
         *(Notice(line) for line in failed),
     ]
+    if gaps:
+        blocks += [
+            Paragraph(
+                f"The picks compared on {data.metric_words} under each seed (paired bootstrap "
+                "over the same eval items): where one seed finds a significant difference and "
+                "another a tie, the pick moved on the quality difference between seeds, not on "
+                "cost."
+            ),
+            Bullets(tuple(gaps)),
+        ]
     return Section("stability", "Stability across training seeds", tuple(blocks))
 
 

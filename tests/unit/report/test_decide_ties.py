@@ -175,9 +175,11 @@ def test_every_same_graph_run_is_tied_with_the_pick(noise: tuple[float, ...]) ->
 
 
 def test_contended_fit_flags_a_fit_that_shared_the_machine() -> None:
-    busy = run("full", 0.97, 0.73, fit_contention=0.45)
+    busy = run("full", 0.97, 0.73, fit_contention=0.45, fit_seconds=520.0)
     found = contended_fit(busy, Evidence((busy,)))
     assert found.fired and found.effect == "flag" and "45%" in found.message
+    instant = replace(busy, fit_seconds=0.07)  # one scheduling slice is a large share of that
+    assert not contended_fit(instant, Evidence((instant,))).fired
     quiet = replace(busy, fit_contention=0.02)
     assert not contended_fit(quiet, Evidence((quiet,))).fired
     assert not contended_fit(replace(busy, fit_contention=None), Evidence((busy,))).fired

@@ -87,6 +87,13 @@ def test_stability_records_the_picks_and_each_runs_change(repeated: Path) -> Non
     untouched = changes["zero_shot"].difference
     assert untouched is not None and (untouched.low, untouched.high) == (0.0, 0.0)
     assert stability.held == (stability.picks[42] == stability.picks[7])
+    if stability.held:
+        assert stability.gaps == []
+    else:  # the two picks compared under each seed
+        assert [(g.seed, g.first, g.second) for g in stability.gaps] == [
+            (42, stability.picks[42], stability.picks[7]),
+            (7, stability.picks[42], stability.picks[7]),
+        ]
 
 
 def test_the_report_shows_stability_or_names_the_change(repeated: Path) -> None:
