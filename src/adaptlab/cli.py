@@ -275,15 +275,15 @@ def config_reference() -> None:
 
 
 def _print_stability(folder: Path) -> None:
-    """Whether the recommendation held across the seeds, and each run's change."""
+    """Each run's change between the seeds (``compare --repeat``)."""
     from adaptlab.stability import STABILITY, read_stability
 
     stability = read_stability(folder)
     if stability is None:
         return
-    picks = "; ".join(f"seed {seed}: {name}" for seed, name in stability.picks.items())
-    verdict = "held" if stability.held else "CHANGED (the report lowers its confidence)"
-    console.print(f"Recommendation across seeds {verdict}: {picks}", highlight=False)
+    # compare has logged whether the pick held; here, how each run moved between the seeds
+    if not stability.held:
+        console.print("The report lowers its confidence: the pick changed with the seed.")
     for change in stability.changes:
         moved = change.difference
         interval = "" if moved is None else f" [{moved.low * 100:+.1f}, {moved.high * 100:+.1f}]"

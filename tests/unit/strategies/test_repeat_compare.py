@@ -126,3 +126,24 @@ def test_a_redone_run_makes_the_stability_record_stale(
 def test_repeat_counts_out_of_range_are_refused(tmp_path: Path, tiny_encoder: Path) -> None:
     with pytest.raises(ValueError, match="repeat = 0"):
         compare(_experiment(tmp_path, tiny_encoder), log=lambda _: None, repeat=0)
+
+
+def test_the_cli_repeats_and_prints_each_runs_change(tmp_path: Path, tiny_encoder: Path) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from adaptlab.cli import app
+
+    path = tmp_path / "experiment.yaml"
+    config = _experiment(tmp_path, tiny_encoder).model_dump(mode="json", exclude_defaults=True)
+    path.write_text(yaml.safe_dump(config))
+    runner = CliRunner()
+    refused = runner.invoke(app, ["compare", str(path), "--repeat", "0"])
+    assert refused.exit_code == 2 and "--repeat" in refused.output
+    done = runner.invoke(
+        app, ["compare", str(path), "-s", "zero_shot", "-s", "frozen", "--repeat", "2"]
+    )
+    assert done.exit_code == 0, done.output
+    assert "Repeating the runs that train with seed 7" in done.output
+    assert "frozen: " in done.output and "(seed 7; Δ" in done.output
+    assert "stability.json" in done.output
