@@ -16,11 +16,15 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from adaptlab.comparison import Difference, paired_difference, ranking_metric
+import numpy as np
+
+from adaptlab.comparison import Difference, paired_difference, per_item, ranking_metric
 from adaptlab.config import CompareConfig
+from adaptlab.evaluate.bootstrap import two_level_interval
 from adaptlab.paths import read_json_object, write_text_atomic
 from adaptlab.runs import RunError, RunRecord
 
@@ -28,15 +32,16 @@ STABILITY = "stability.json"
 REPEATS = "repeats"
 """The folder, inside the experiment's, that holds one experiment folder per other seed."""
 
-REPEAT_SEEDS = (7, 1234, 2024, 31337, 65537, 99991, 424242, 8675309)
+REPEAT_SEEDS = (42, 7, 1234, 2024, 31337, 65537, 99991, 424242, 8675309)
 """The seeds reruns use after the experiment's own, in order, skipping the experiment's own:
-fixed, so a repeat is reproducible and two teams repeating get the same seeds."""
+fixed, so a repeat is reproducible, and a compare with seed 42 and one with seed 7, each
+repeated once, run the same two seeds and so decide on the same evidence."""
 
 
 def repeat_seeds(own: int, repeat: int) -> list[int]:
     """The experiment's own seed, then ``repeat - 1`` others from :data:`REPEAT_SEEDS`."""
-    if not 1 <= repeat <= len(REPEAT_SEEDS) + 1:
-        raise ValueError(f"repeat = {repeat}: must be between 1 and {len(REPEAT_SEEDS) + 1}")
+    if not 1 <= repeat <= len(REPEAT_SEEDS):
+        raise ValueError(f"repeat = {repeat}: must be between 1 and {len(REPEAT_SEEDS)}")
     others = [seed for seed in REPEAT_SEEDS if seed != own]
     return [own, *others[: repeat - 1]]
 
@@ -173,6 +178,69 @@ def pick_gaps(
             metric = ranking_metric(a.kind, settings, (a, b))
             gaps.append(PickGap(seed, own, other, paired_difference(a, b, settings, metric)))
     return gaps
+
+
+@dataclass(frozen=True)
+class SeedPooled:
+    """Each run's quality over every seed, and every difference between runs, with intervals
+    that resample the seeds as well as the eval items: the evidence a decision that sees
+    training-seed noise rests on."""
+
+    seeds: list[int]
+    metric: str
+    quality: dict[str, float]
+    """Run -> its mean per-item score over the seeds."""
+    intervals: dict[str, tuple[float, float]]
+    differences: dict[tuple[str, str], Difference]
+    """(a, b) -> a minus b, for every two runs present under every seed."""
+
+
+def seed_pooled(
+    by_seed: Mapping[int, Mapping[str, RunRecord]], metric: str, settings: CompareConfig
+) -> SeedPooled | None:
+    """The runs present under every seed, pooled over the seeds
+    (:func:`~adaptlab.evaluate.bootstrap.two_level_interval`). ``None`` when there is a single
+    seed, or ``metric`` is not a mean of per-item scores (micro-F1 and slot F1 pool counts,
+    BLEU and chrF++ corpus statistics: not pooled here), or the runs were scored on different
+    eval items."""
+    if len(by_seed) < 2:
+        return None
+    # in seed order, not the experiment's: the same seeds give the same evidence, whichever
+    # of them the experiment started from
+    by_seed = dict(sorted(by_seed.items()))
+    names = [n for n in next(iter(by_seed.values())) if all(n in runs for runs in by_seed.values())]
+    scores: dict[str, np.ndarray] = {}
+    indices = None
+    for name in names:
+        rows = []
+        for runs in by_seed.values():
+            values = per_item(runs[name], metric)
+            if values is None or values.ndim != 1:
+                return None
+            if indices is None:
+                indices = runs[name].indices
+            elif not np.array_equal(indices, runs[name].indices):
+                return None
+            rows.append(values.astype(np.float64))
+        scores[name] = np.stack(rows)
+
+    def interval(values: np.ndarray) -> tuple[float, float]:
+        return two_level_interval(
+            values, resamples=settings.bootstrap_resamples, confidence=settings.confidence
+        )
+
+    differences = {}
+    for a, b in combinations(names, 2):
+        gap = scores[a] - scores[b]
+        low, high = interval(gap)
+        differences[(a, b)] = Difference(float(np.nanmean(gap)), low, high, gap.shape[1])
+    return SeedPooled(
+        seeds=list(by_seed),
+        metric=metric,
+        quality={name: float(np.nanmean(values)) for name, values in scores.items()},
+        intervals={name: interval(values) for name, values in scores.items()},
+        differences=differences,
+    )
 
 
 def write_stability(experiment_folder: Path, stability: Stability) -> Path:

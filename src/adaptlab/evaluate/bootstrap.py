@@ -311,6 +311,34 @@ def cluster_median_interval(
     return _percentile_interval(_resampled(len(arrays), resamples, seed, medians), confidence)
 
 
+def two_level_interval(
+    values: npt.ArrayLike,
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of ``values`` (training seeds x eval items; NaN:
+    an item the metric does not apply to), resampling at both levels: each resample draws the
+    items with replacement and then the seeds with replacement (Davison & Hinkley, 1997, §3.8,
+    two-stage sampling). The interval then holds seed-to-seed variation as well as eval
+    sampling (Bouthillier et al., 2021, "Accounting for Variance in Machine Learning
+    Benchmarks"); with few seeds its seed level is rough (two seeds give three distinct
+    draws)."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 2 or array.shape[0] < 1 or array.shape[1] < 1:
+        raise ValueError(f"values: expected a (seeds, items) array, got shape {array.shape}")
+    _check_settings(resamples, confidence)
+    seeds = array.shape[0]
+    draws = np.random.default_rng(seed + 1)  # the seed level, apart from the items' stream
+    means = []
+    for rows in resampled_indices(array.shape[1], resamples, seed):
+        per_seed = np.nanmean(array[:, rows], axis=2)  # (seeds, rows)
+        chosen = draws.integers(0, seeds, size=(len(rows), seeds))
+        means.append(per_seed[chosen, np.arange(len(rows))[:, None]].mean(axis=1))
+    return _percentile_interval(np.concatenate(means), confidence)
+
+
 def two_sided_p_value(observed: float, differences: FloatArray) -> float:
     """Two-sided bootstrap p-value of ``observed`` given the resampled ``differences``.
 

@@ -30,6 +30,8 @@ from adaptlab.report.deployment import project
 from adaptlab.report.inputs import ReportError, ReportInputs, inputs_for_comparison, read_inputs
 from adaptlab.report.pairs import paired_differences
 from adaptlab.report.sections import ReportData, document
+from adaptlab.runs import RunError, RunRecord, read_run
+from adaptlab.stability import SeedPooled, seed_pooled
 
 REPORT_HTML = "report.html"
 REPORT_MARKDOWN = "report.md"
@@ -79,22 +81,69 @@ def write_report(inputs: ReportInputs, settings: ReportConfig, out: Path) -> Rep
 
 
 def report_data(inputs: ReportInputs, settings: ReportConfig) -> ReportData:
-    """Costs projected and the decision taken: everything the sections show."""
+    """Costs projected and the decision taken: everything the sections show.
+
+    After ``compare --repeat`` (a current ``stability.json``), quality is decided on every
+    seed's runs together (:func:`adaptlab.stability.seed_pooled`): each run's score is its mean
+    over the seeds and each difference resamples the seeds as well as the eval items, so
+    training-seed noise is inside the intervals the rules read."""
     profiles = hardware_profiles(settings)
     deployment = project(inputs, settings.projection, profiles)
     facts = {name: (record.strategy, record.profile) for name, record in inputs.runs.items()}
     stability = inputs.stability
+    pooled = pooled_over_seeds(inputs)
+    comparison = inputs.comparison if pooled is None else _pooled_rows(inputs.comparison, pooled)
+    paired = (
+        paired_differences(inputs.runs.values(), inputs.settings)
+        if pooled is None
+        else pooled.differences
+    )
     evidence = evidence_from_comparison(
-        inputs.comparison,
+        comparison,
         deployment.totals(),
         facts,
         inputs.data_report,
         settings.decision,
-        paired_differences(inputs.runs.values(), inputs.settings),
+        paired,
         deployment.intervals(),
         None if stability is None else StabilityFacts(stability.picks),
     )
-    return ReportData(inputs, decide(evidence), deployment, settings.decision, profiles)
+    return ReportData(inputs, decide(evidence), deployment, settings.decision, profiles, pooled)
+
+
+def pooled_over_seeds(inputs: ReportInputs) -> SeedPooled | None:
+    """The report's runs pooled with their reruns under the other seeds of its
+    ``stability.json``; ``None`` without one, or where the metric does not pool."""
+    stability, folder = inputs.stability, inputs.experiment_folder
+    if stability is None or folder is None:
+        return None
+    by_seed: dict[int, dict[str, RunRecord]] = {stability.seeds[0]: dict(inputs.runs)}
+    for seed, relative in stability.folders.items():
+        runs = {}
+        for name in inputs.runs:
+            try:
+                runs[name] = read_run(folder / relative / "runs" / name, predictions=False)
+            except RunError:
+                continue  # failed or removed there: pooled over the runs every seed has
+        by_seed[seed] = runs
+    return seed_pooled(by_seed, inputs.metric, inputs.settings)
+
+
+def _pooled_rows(comparison: dict[str, Any], pooled: SeedPooled) -> dict[str, Any]:
+    """The comparison with each pooled run's score and interval over the seeds."""
+    metric = pooled.metric
+    rows = []
+    for row in comparison["rows"]:
+        name = str(row["strategy"])
+        if name in pooled.quality:
+            row = {
+                **row,
+                metric: pooled.quality[name],
+                f"{metric}_ci": list(pooled.intervals[name]),
+                "vs_best": None,  # every pair is in pooled.differences
+            }
+        rows.append(row)
+    return {**comparison, "rows": rows}
 
 
 def hardware_profiles(settings: ReportConfig) -> dict[str, HardwareProfile]:

@@ -196,11 +196,6 @@ class StabilityFacts:
     """Seed -> the run recommended with it, the comparison's own seed first."""
 
     @property
-    def own(self) -> str:
-        """The comparison's own recommendation (its seed comes first)."""
-        return next(iter(self.picks.values()))
-
-    @property
     def held(self) -> bool:
         return len(set(self.picks.values())) <= 1
 
@@ -692,12 +687,12 @@ def contended_fit(candidate: Candidate, evidence: Evidence) -> Finding:
 
 
 def seed_stability(candidate: Candidate, evidence: Evidence) -> Finding:
-    """A recommendation that changes with the training seed rests on noise: it is reported,
-    and trust in the run picked under some seeds and not others is lowered."""
+    """A run recommended under some training seeds and not under others is picked on
+    seed-to-seed noise: it is reported, and trust in it is lowered."""
     rule = "seed_stability"
     stability = evidence.stability
-    if stability is None or candidate.name != stability.own:
-        why = "no rerun with another seed" if stability is None else "not this comparison's pick"
+    if stability is None or candidate.name not in stability.picks.values():
+        why = "no rerun with another seed" if stability is None else "not picked under any seed"
         return _finding(rule, candidate, False, "none", f"{candidate.name}: {why}.")
     if stability.held:
         seeds = ", ".join(str(seed) for seed in stability.picks)
@@ -705,8 +700,8 @@ def seed_stability(candidate: Candidate, evidence: Evidence) -> Finding:
         return _finding(rule, candidate, False, "none", message)
     picks = "; ".join(f"seed {seed}: {name}" for seed, name in stability.picks.items())
     message = (
-        f"the recommendation changes with the training seed ({picks}): the choice of "
-        f"{candidate.name} rests on seed-to-seed noise."
+        f"the recommendation changes with the training seed ({picks}): {candidate.name} is "
+        "picked under some seeds and not others."
     )
     return _finding(rule, candidate, True, "confidence", message)
 

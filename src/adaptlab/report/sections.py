@@ -51,6 +51,7 @@ from adaptlab.report.plots import (
     rejection_plot,
 )
 from adaptlab.runs import RunError, RunRecord
+from adaptlab.stability import SeedPooled
 
 PER_LABEL_PLOT_LIMIT = 30
 """Classes shown in the per-class heatmap (banking77 has 77: the hardest 30 stay legible)."""
@@ -66,6 +67,8 @@ class ReportData:
     deployment: Deployment
     decision_settings: DecisionConfig
     profiles: Mapping[str, HardwareProfile]
+    pooled: SeedPooled | None = None
+    """Quality pooled over the seeds of ``compare --repeat``, where the decision used it."""
 
     @property
     def rows(self) -> list[dict[str, Any]]:
@@ -130,6 +133,7 @@ def recommendation(data: ReportData) -> Section:
             f"Runner-up: {decision.runner_up or 'none'}."
         ),
         Paragraph(_recommended_facts(data)),
+        *((Paragraph(_pooled_text(data)),) if data.pooled is not None else ()),
         Paragraph(
             f"Why (the {len(shown)} most telling of {len(ranked)} findings: about {chosen} "
             "first, then about runs it beat, then about the runner-up):"
@@ -184,6 +188,28 @@ def _recommended_facts(data: ReportData) -> str:
         f"{quality}; projected cost over {data.horizon}: ${cost.total:,.2f} (training "
         f"${cost.training:,.2f}, {cost.retunes} re-tunes ${cost.retuning:,.2f}, serving "
         f"{cost.requests:,.0f} requests ${cost.serving:,.2f})."
+    )
+
+
+def _pooled_text(data: ReportData) -> str:
+    pooled, stability = data.pooled, data.inputs.stability
+    assert pooled is not None and stability is not None
+    order = stability.seeds  # the experiment's own seed first
+    seeds = " and ".join(str(seed) for seed in order)
+    chosen = data.decision.recommended
+    mean = pooled.quality.get(chosen)
+    low, high = pooled.intervals.get(chosen, (math.nan, math.nan))
+    figure = (
+        ""
+        if mean is None
+        else f" ({chosen}: {data.metric_words} {mean * 100:.1f}% over the seeds, "
+        f"[{low * 100:.1f}, {high * 100:.1f}])"
+    )
+    return (
+        f"Decided on the runs of seeds {seeds} together{figure}: each run's {data.metric_words} "
+        "is its mean over the seeds, and every difference the rules read resamples the seeds "
+        "as well as the eval items, so training-seed noise is inside the intervals. The figures "
+        f"above and the leaderboard are seed {order[0]}'s alone."
     )
 
 

@@ -240,3 +240,20 @@ def test_f1_and_interval_refuse_bad_input() -> None:
         paired_bootstrap_f1(gold[:0], gold[:0], gold[:0], 3)
     with pytest.raises(ValueError, match="resamples = 10"):
         bootstrap_interval(np.ones(5), resamples=10)
+
+
+def test_two_level_interval_widens_with_seed_to_seed_spread() -> None:
+    from adaptlab.evaluate.bootstrap import two_level_interval
+
+    rng = np.random.default_rng(3)
+    items = rng.binomial(1, 0.9, 2000).astype(float)
+    same = np.stack([items, items])  # two seeds that agree item by item
+    apart = np.stack([items, np.roll(items, 1) * 0.0 + rng.binomial(1, 0.8, 2000)])
+    low_same, high_same = two_level_interval(same, resamples=1000)
+    low_apart, high_apart = two_level_interval(apart, resamples=1000)
+    assert low_same <= items.mean() <= high_same
+    assert high_apart - low_apart > 2 * (high_same - low_same)  # the seeds' 10 points apart
+    one = two_level_interval(items[None, :], resamples=1000)  # one seed: items only
+    assert one == pytest.approx((low_same, high_same), abs=0.01)
+    with pytest.raises(ValueError, match="seeds, items"):
+        two_level_interval(items, resamples=1000)

@@ -193,7 +193,9 @@ def test_a_pick_that_changed_with_the_seed_lowers_confidence() -> None:
     found = seed_stability(partial, changed)
     assert found.fired and found.effect == "confidence"
     assert "seed 42: partial; seed 7: full" in found.message
-    assert not seed_stability(full, changed).fired  # not this comparison's pick
+    assert seed_stability(full, changed).fired  # picked under seed 7 only
     assert decide(changed).confidence == "medium"
+    lora = run("lora", 0.90, 0.75)
+    assert not seed_stability(lora, replace(changed, candidates=(full, partial, lora))).fired
     held = replace(evidence, stability=StabilityFacts({42: "partial", 7: "partial"}))
     assert not seed_stability(partial, held).fired and decide(held).confidence == "high"

@@ -59,7 +59,7 @@ def repeated(tmp_path_factory: pytest.TempPathFactory, tiny_encoder: Path) -> Pa
 
 
 def test_the_runs_that_train_are_redone_with_the_other_seed(repeated: Path) -> None:
-    assert repeat_seeds(42, 2) == [42, 7]
+    assert repeat_seeds(42, 2) == [42, 7] and repeat_seeds(7, 2) == [7, 42]
     other = repeated / REPEATS / "seed_7"
     for name in NAMES:
         own, again = read_manifest(repeated / "runs" / name), read_manifest(other / "runs" / name)
@@ -101,6 +101,7 @@ def test_the_report_shows_stability_or_names_the_change(repeated: Path) -> None:
     assert stability is not None
     report = (repeated / "report.md").read_text()
     assert "Stability across training seeds" in report
+    assert "Decided on the runs of seeds 42 and 7 together" in report
     if stability.held:
         assert "The recommendation held under every seed tried" in report
     else:
@@ -147,3 +148,24 @@ def test_the_cli_repeats_and_prints_each_runs_change(tmp_path: Path, tiny_encode
     assert "Repeating the runs that train with seed 7" in done.output
     assert "frozen: " in done.output and "(seed 7; Δ" in done.output
     assert "stability.json" in done.output
+
+
+def test_pooled_evidence_is_the_same_whichever_seed_the_experiment_started_from(
+    repeated: Path,
+) -> None:
+    from adaptlab.config import CompareConfig
+    from adaptlab.runs import read_run
+    from adaptlab.stability import seed_pooled
+
+    folders = {42: repeated, 7: repeated / REPEATS / "seed_7"}
+    runs = {s: {n: read_run(f / "runs" / n) for n in NAMES} for s, f in folders.items()}
+    settings = CompareConfig(bootstrap_resamples=200)
+    first = seed_pooled(runs, "accuracy", settings)
+    second = seed_pooled(dict(reversed(list(runs.items()))), "accuracy", settings)
+    assert first is not None and first == second
+    for name in NAMES:  # the mean over the seeds, inside its interval
+        scores = [runs[s][name].eval.score for s in (42, 7)]
+        assert first.quality[name] == pytest.approx(sum(scores) / 2)
+        assert first.intervals[name][0] <= first.quality[name] <= first.intervals[name][1]
+    assert seed_pooled({42: runs[42]}, "accuracy", settings) is None  # one seed: nothing pooled
+    assert seed_pooled(runs, "micro_f1", settings) is None  # counts do not pool as means
