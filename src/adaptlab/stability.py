@@ -199,30 +199,22 @@ def seed_pooled(
     by_seed: Mapping[int, Mapping[str, RunRecord]], metric: str, settings: CompareConfig
 ) -> SeedPooled | None:
     """The runs present under every seed, pooled over the seeds
-    (:func:`~adaptlab.evaluate.bootstrap.two_level_interval`). ``None`` when there is a single
-    seed, or ``metric`` is not a mean of per-item scores (micro-F1 and slot F1 pool counts,
-    BLEU and chrF++ corpus statistics: not pooled here), or the runs were scored on different
-    eval items."""
+    (:func:`~adaptlab.evaluate.bootstrap.two_level_interval`); two runs are compared on the
+    eval items both scored (a run scored on a sample, on the sample). ``None`` when there is
+    a single seed, or ``metric`` is not a mean of per-item scores (micro-F1 and slot F1 pool
+    counts, BLEU and chrF++ corpus statistics: not pooled here)."""
     if len(by_seed) < 2:
         return None
     # in seed order, not the experiment's: the same seeds give the same evidence, whichever
     # of them the experiment started from
     by_seed = dict(sorted(by_seed.items()))
     names = [n for n in next(iter(by_seed.values())) if all(n in runs for runs in by_seed.values())]
-    scores: dict[str, np.ndarray] = {}
-    indices = None
+    scored: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name in names:
-        rows = []
-        for runs in by_seed.values():
-            values = per_item(runs[name], metric)
-            if values is None or values.ndim != 1:
-                return None
-            if indices is None:
-                indices = runs[name].indices
-            elif not np.array_equal(indices, runs[name].indices):
-                return None
-            rows.append(values.astype(np.float64))
-        scores[name] = np.stack(rows)
+        found = _across_seeds([runs[name] for runs in by_seed.values()], metric)
+        if found is None:
+            return None
+        scored[name] = found
 
     def interval(values: np.ndarray) -> tuple[float, float]:
         return two_level_interval(
@@ -231,16 +223,37 @@ def seed_pooled(
 
     differences = {}
     for a, b in combinations(names, 2):
-        gap = scores[a] - scores[b]
-        low, high = interval(gap)
-        differences[(a, b)] = Difference(float(np.nanmean(gap)), low, high, gap.shape[1])
+        (items_a, a_scores), (items_b, b_scores) = scored[a], scored[b]
+        _, in_a, in_b = np.intersect1d(items_a, items_b, return_indices=True)
+        if len(in_a):
+            gap = a_scores[:, in_a] - b_scores[:, in_b]
+            low, high = interval(gap)
+            differences[(a, b)] = Difference(float(np.nanmean(gap)), low, high, len(in_a))
     return SeedPooled(
         seeds=list(by_seed),
         metric=metric,
-        quality={name: float(np.nanmean(values)) for name, values in scores.items()},
-        intervals={name: interval(values) for name, values in scores.items()},
+        quality={name: float(np.nanmean(values)) for name, (_, values) in scored.items()},
+        intervals={name: interval(values) for name, (_, values) in scored.items()},
         differences=differences,
     )
+
+
+def _across_seeds(
+    records: Sequence[RunRecord], metric: str
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """One run's eval items and its per-item scores under each seed (seeds x items); ``None``
+    when a seed lacks them, they are not per-item means, or the seeds scored other items."""
+    items, rows = None, []
+    for record in records:
+        values = per_item(record, metric)
+        if values is None or values.ndim != 1:
+            return None
+        if items is None:
+            items = record.indices
+        elif not np.array_equal(items, record.indices):
+            return None
+        rows.append(values.astype(np.float64))
+    return None if items is None else (items, np.stack(rows))
 
 
 def write_stability(experiment_folder: Path, stability: Stability) -> Path:

@@ -8,7 +8,7 @@ writes ``report.html`` (self-contained) and ``report.md`` (the same content) ato
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -158,8 +158,11 @@ def hardware_profiles(settings: ReportConfig) -> dict[str, HardwareProfile]:
 
 
 def decision_for(folder: Path, comparison: dict[str, Any]) -> Decision:
-    """The decision the report of a comparison just built takes (default report settings)."""
-    return report_data(inputs_for_comparison(folder, comparison), ReportConfig()).decision
+    """The decision on a comparison just built, on its own seed's runs alone (default report
+    settings; a ``stability.json`` already in the folder is not read): one seed's pick, as
+    ``compare --repeat`` records it for each seed."""
+    inputs = replace(inputs_for_comparison(folder, comparison), stability=None)
+    return report_data(inputs, ReportConfig()).decision
 
 
 def report_after_compare(
