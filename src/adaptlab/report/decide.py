@@ -504,17 +504,24 @@ def cheaper_within_ci(candidate: Candidate, evidence: Evidence) -> Finding:
     return _finding(rule, candidate, True, "ranking", message, other.name)
 
 
-def worse_at_same_cost(candidate: Candidate, evidence: Evidence) -> Finding:
-    """Of two runs that cost the same within timing noise, a significantly worse one loses to
-    the better: it is no cheaper, so nothing pays for the quality it gives up."""
-    rule = "worse_at_same_cost"
-    rivals = [
+def _same_cost(
+    candidate: Candidate, evidence: Evidence, outcome: Outcome
+) -> list[tuple[Candidate, Verdict]]:
+    """The other runs tied with ``candidate`` in cost that it compares with as ``outcome``."""
+    return [
         (other, verdict)
         for other in evidence.candidates
         if other.name != candidate.name and evidence.cost_tied(candidate, other)
         for verdict in (evidence.compare(candidate, other),)
-        if verdict.outcome == "worse"
+        if verdict.outcome == outcome
     ]
+
+
+def worse_at_same_cost(candidate: Candidate, evidence: Evidence) -> Finding:
+    """Of two runs that cost the same within timing noise, a significantly worse one loses to
+    the better: it is no cheaper, so nothing pays for the quality it gives up."""
+    rule = "worse_at_same_cost"
+    rivals = _same_cost(candidate, evidence, "worse")
     if not rivals:
         message = f"no run that costs the same as {candidate.name} is significantly better."
         return _finding(rule, candidate, False, "none", message)
@@ -533,13 +540,7 @@ def tie_break(candidate: Candidate, evidence: Evidence) -> Finding:
     the smaller artifact, then the simpler strategy. Stated and deterministic, so the same
     pair gives the same pick whatever the timing noise did to their order."""
     rule = "tie_break"
-    tied = [
-        (other, verdict)
-        for other in evidence.candidates
-        if other.name != candidate.name and evidence.cost_tied(candidate, other)
-        for verdict in (evidence.compare(candidate, other),)
-        if verdict.outcome == "tie"
-    ]
+    tied = _same_cost(candidate, evidence, "tie")
     winners = [(o, v) for o, v in tied if simplicity(o) < simplicity(candidate)]
     if not winners:
         names = ", ".join(o.name for o, _ in tied)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
+from tests.unit.conftest import build_tiny_bert
 from tests.unit.strategies.conftest import RunFactory, TeacherFactory
 
 from adaptlab.evaluate.latency import graph_fingerprint
@@ -25,22 +25,7 @@ def _private_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def wider_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Another tiny BERT: the same tokenizer and depth, hidden size 48 instead of 32."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from adaptlab.models.bundled import MINILM, resolve_model
-
-    folder = tmp_path_factory.mktemp("wider-bert")
-    torch.manual_seed(0)
-    config = BertConfig(
-        hidden_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    BertModel(config).save_pretrained(folder, safe_serialization=True)
-    AutoTokenizer.from_pretrained(resolve_model(MINILM)).save_pretrained(folder)
-    return folder
+    return build_tiny_bert(tmp_path_factory.mktemp("wider-bert"), hidden_size=48)
 
 
 def loaded_fingerprint(
