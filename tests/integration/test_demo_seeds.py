@@ -29,7 +29,11 @@ NAMES = ["zero_shot", "knn", "frozen", "partial"]
 def test_the_demo_recommends_the_same_run_under_seeds_42_and_7(tmp_path: Path) -> None:
     demo = demo_experiment()
     data = demo.data.model_copy(update={"train": str(bbc_news_path())})  # as the CLI fills it
-    experiment = demo.model_copy(update={"output_dir": str(tmp_path), "data": data})
+    # timing is not what this test is about: a short budget keeps the tier quick
+    quick = demo.compare.model_copy(update={"latency_budget_s": 0.5, "latency_rounds": 3})
+    experiment = demo.model_copy(
+        update={"output_dir": str(tmp_path), "data": data, "compare": quick}
+    )
     result = compare(experiment, NAMES, log=lambda _: None, repeat=2)
 
     stability = read_stability(result.folder)
