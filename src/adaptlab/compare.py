@@ -795,8 +795,9 @@ def compare(
 ) -> Comparison:
     """Prepare data, run every requested strategy, and write the comparison.
 
-    ``repeat`` > 1 then reruns the runs that train with ``repeat - 1`` other seeds and writes
-    whether the recommendation held (:mod:`adaptlab.stability`, :func:`repeat_with_seeds`).
+    ``repeat`` > 1 then reruns the runs that train with ``repeat - 1`` other seeds, writes
+    whether the recommendation held, and rebuilds the report, which then decides on every
+    seed's runs together (:mod:`adaptlab.stability`, :func:`repeat_with_seeds`).
 
     One ``compare`` writes an experiment folder at a time: a second one fails at once naming
     the first (:class:`~adaptlab.paths.FolderBusyError`), or with ``wait`` waits for it."""

@@ -270,6 +270,13 @@ def stability(data: ReportData) -> Section | None:
         else f"The recommendation changed with the training seed ({picks}): the pick rests on "
         "seed-to-seed noise, and the confidence above is lowered for it."
     )
+    chosen = data.decision.recommended
+    if data.pooled is not None and chosen not in record.picks.values():
+        verdict += (
+            f" Decided on every seed's runs together, the evidence picks {chosen} instead "
+            "(the recommendation above): pooled over the seeds, a difference no single seed "
+            "could resolve becomes clear, or one that a single seed called clear does not."
+        )
     rows = []
     for change in record.changes:
         moved = change.difference
