@@ -118,7 +118,8 @@ def measure_latency(
     batches = _batches(texts, batch_size)
     for batch in itertools.islice(batches, warmup):
         predict(batch)
-    seconds = _timed_calls(predict, batches, max_batches, time_budget_s, clock)
+    minimum = min(MIN_MEASURED_CALLS, max_batches)
+    seconds = _timed_calls(predict, batches, max_batches, minimum, time_budget_s, clock)
     interval = median_interval(seconds, resamples=resamples, confidence=confidence, seed=seed)
     return _latency(seconds, batch_size, interval)
 
@@ -157,7 +158,7 @@ def measure_interleaved(
             predictors[name](batch)
     calls = max(1, max_calls // rounds)
     one_round = functools.partial(
-        _round_calls,
+        _timed_calls,
         calls=calls,
         floor=min(calls, math.ceil(MIN_MEASURED_CALLS / rounds)),
         budget_s=time_budget_s / rounds,
@@ -172,7 +173,7 @@ def measure_interleaved(
     return timed
 
 
-def _round_calls(
+def _timed_calls(
     predict: Predict[Request],
     batches: Iterator[list[Request]],
     calls: int,
@@ -180,7 +181,8 @@ def _round_calls(
     budget_s: float,
     clock: Callable[[], float],
 ) -> list[float]:
-    """One run's timed calls in one round: ``calls``, or fewer once ``budget_s`` is spent."""
+    """Seconds per call on the next ``batches``: ``calls`` of them, or fewer once ``budget_s``
+    is spent, though never fewer than ``floor`` (one run alone, or one run's round)."""
     seconds: list[float] = []
     while len(seconds) < calls and (len(seconds) < floor or sum(seconds) < budget_s):
         batch = next(batches)
@@ -234,27 +236,6 @@ def graph_fingerprint(classifier: object) -> str | None:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
-def _timed_calls(
-    predict: Callable[[Sequence[Request]], object],
-    batches: Iterator[list[Request]],
-    max_batches: int,
-    time_budget_s: float,
-    clock: Callable[[], float],
-) -> list[float]:
-    """Seconds per call, stopping at ``max_batches`` or when the budget is spent."""
-    minimum = min(MIN_MEASURED_CALLS, max_batches)
-    seconds: list[float] = []
-    while True:
-        batch = next(batches)
-        start = clock()
-        predict(batch)
-        seconds.append(clock() - start)
-        if len(seconds) >= max_batches or (
-            len(seconds) >= minimum and sum(seconds) >= time_budget_s
-        ):
-            return seconds
-
-
 def _batches(texts: Sequence[Request], batch_size: int) -> Iterator[list[Request]]:
     """Endless consecutive batches of ``batch_size`` texts, wrapping around the end."""
     positions = itertools.cycle(range(len(texts)))
@@ -271,10 +252,7 @@ def _check_settings(
         raise ValueError(f"batch_size = {batch_size}: must be >= 1")
     if max_batches < 1:
         raise ValueError(f"max_batches = {max_batches}: must be >= 1")
-    if warmup < 0:
-        raise ValueError(f"warmup = {warmup}: must be >= 0")
-    if not time_budget_s > 0:
-        raise ValueError(f"time_budget_s = {time_budget_s}: must be > 0")
+    _check_warmup_and_budget(warmup, time_budget_s)
 
 
 def _check_interleaved(
@@ -295,9 +273,13 @@ def _check_interleaved(
     for position, size in enumerate(batch_sizes):
         if size < 1:
             raise ValueError(f"batch_sizes[{position}] = {size}: must be >= 1")
-    for name, value, least in (("rounds", rounds, 1), ("max_calls", max_calls, 1)):
-        if value < least:
-            raise ValueError(f"{name} = {value}: must be >= {least}")
+    for name, value in (("rounds", rounds), ("max_calls", max_calls)):
+        if value < 1:
+            raise ValueError(f"{name} = {value}: must be >= 1")
+    _check_warmup_and_budget(warmup, time_budget_s)
+
+
+def _check_warmup_and_budget(warmup: int, time_budget_s: float) -> None:
     if warmup < 0:
         raise ValueError(f"warmup = {warmup}: must be >= 0")
     if not time_budget_s > 0:
