@@ -139,21 +139,39 @@ def pooled_encoder_graph(
 ) -> dict[str, Any]:
     """The inference graph of a pooled torch encoder (:class:`PooledEncoder`'s computation):
     the runtime, its architecture and weights' dtype, the tokenizer's kind, truncation and
-    pooling. A classifier adds its head."""
+    pooling. A classifier adds its head (:func:`head_graph`)."""
     parameter = next(encoder.parameters(), None)
-    graph: dict[str, Any] = {
-        "runtime": runtime,
-        "encoder": encoder_architecture(getattr(encoder, "config")),  # noqa: B009 (Module typing)
-        "dtype": str(parameter.dtype) if parameter is not None else None,
-        "tokenizer": type(tokenizer).__name__,
-        "max_length": max_length,
-        "pooling": POOLING,
-    }
+    graph = encoder_graph(
+        runtime,
+        encoder_architecture(getattr(encoder, "config")),  # noqa: B009 (Module typing)
+        tokenizer,
+        max_length,
+        dtype=str(parameter.dtype) if parameter is not None else None,
+    )
     adapters = getattr(encoder, "peft_config", None)
     if isinstance(adapters, dict):
         # PEFT adapters kept beside the weights (loaded unmerged) add their own products.
         graph["adapters"] = sorted(adapters)
     return graph
+
+
+def encoder_graph(
+    runtime: str,
+    architecture: dict[str, Any] | None,
+    tokenizer: Any,
+    max_length: int,
+    **details: Any,
+) -> dict[str, Any]:
+    """What embedding a batch computes on ``runtime``: the architecture, the tokenizer's kind,
+    truncation and pooling, and ``details`` the runtime knows (a torch encoder's dtype)."""
+    head = {"runtime": runtime, "encoder": architecture}
+    rest = {"tokenizer": type(tokenizer).__name__, "max_length": max_length, "pooling": POOLING}
+    return {**head, **details, **rest}
+
+
+def head_graph(widths: Sequence[int], multi_label: bool) -> dict[str, Any]:
+    """A head on the pooled embedding: its layer widths, input first, and its output."""
+    return {"head": list(widths), "output": "sigmoid" if multi_label else "softmax"}
 
 
 def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[dict[str, list[int]]]:
@@ -253,8 +271,7 @@ class EncoderClassifier:
         head = self.model.head
         return {
             **pooled_encoder_graph(self.model.encoder, self.tokenizer, self.max_length),
-            "head": [head.in_features, head.out_features],
-            "output": "sigmoid" if self.multi_label else "softmax",
+            **head_graph([head.in_features, head.out_features], self.multi_label),
         }
 
     def export_parts(self) -> ClassifierParts:

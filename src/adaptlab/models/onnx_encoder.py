@@ -30,10 +30,10 @@ import torch
 
 from adaptlab.models.bundled import load_tokenizer, resolve_model
 from adaptlab.models.encoder import (
-    POOLING,
     PooledEncoder,
     cached_embeddings,
     encoder_architecture,
+    encoder_graph,
     load_encoder,
     model_fingerprint,
     run_batched,
@@ -213,10 +213,4 @@ class OnnxEncoder:
     def inference_graph(self) -> dict[str, Any]:
         """What embedding a batch computes: as a torch encoder's graph, but on this runtime
         (fused, and for ``onnx-int8`` with integer matrix products), so never the same graph."""
-        return {
-            "runtime": self.runtime,
-            "encoder": self.architecture,
-            "tokenizer": type(self.tokenizer).__name__,
-            "max_length": self.max_length,
-            "pooling": POOLING,
-        }
+        return encoder_graph(self.runtime, self.architecture, self.tokenizer, self.max_length)

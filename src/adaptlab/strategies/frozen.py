@@ -24,7 +24,13 @@ from pydantic import Field
 from safetensors.numpy import load_file, save_file
 from torch import nn
 
-from adaptlab.models.encoder import ClassifierParts, FrozenEncoder, linear_head, softmax
+from adaptlab.models.encoder import (
+    ClassifierParts,
+    FrozenEncoder,
+    head_graph,
+    linear_head,
+    softmax,
+)
 from adaptlab.models.onnx_encoder import OnnxEncoder, Runtime
 from adaptlab.paths import atomic_path, write_text_atomic
 from adaptlab.profile import DataNeed, StrategyProfile
@@ -84,7 +90,7 @@ class LayeredHead:
     def graph(self) -> dict[str, Any]:
         """The head's widths, input first (``[in, out]`` for a linear head), and its output."""
         widths = [int(self.layers[0][0].shape[1])] + [int(w.shape[0]) for w, _ in self.layers]
-        return {"head": widths, "output": "sigmoid" if self.multi_label else "softmax"}
+        return head_graph(widths, self.multi_label)
 
     def module(self) -> nn.Sequential:
         torch_layers: list[nn.Module] = []

@@ -36,7 +36,13 @@ from pydantic import Field
 from safetensors.numpy import load_file, save_file
 from scipy.special import expit
 
-from adaptlab.models.encoder import ClassifierParts, FrozenEncoder, linear_head, softmax
+from adaptlab.models.encoder import (
+    ClassifierParts,
+    FrozenEncoder,
+    head_graph,
+    linear_head,
+    softmax,
+)
 from adaptlab.paths import atomic_path, write_text_atomic
 from adaptlab.profile import DataNeed, StrategyProfile
 from adaptlab.strategies.base import ClassificationTask, RunContext, StrategyConfig, register
@@ -99,8 +105,10 @@ class NearestLabelClassifier:
     def inference_graph(self) -> dict[str, Any]:
         """The encoder's graph and a linear head (cosines to the label vectors, scaled)."""
         dimensions, labels = self.label_vectors.shape[1], self.label_vectors.shape[0]
-        output = "sigmoid" if self.multi_label else "softmax"
-        return {**self.encoder.inference_graph(), "head": [dimensions, labels], "output": output}
+        return {
+            **self.encoder.inference_graph(),
+            **head_graph([dimensions, labels], self.multi_label),
+        }
 
     def export_parts(self) -> ClassifierParts:
         """Cosine to each label vector times the temperature: a linear head without bias."""
