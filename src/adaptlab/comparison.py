@@ -303,15 +303,19 @@ def serving_latency(
     for name, run in sorted(timed.items()):
         if run.graph is not None:
             together.setdefault(run.graph, []).append(name)
+    summaries: dict[tuple[str, ...], dict[str, Any]] = {}  # one bootstrap per pooled group
     fields = {}
     for record in records:
         if record.name in timed:
             run = timed[record.name]
             group = together.get(run.graph, []) if run.graph is not None else []
             pooled = group if len(group) > 1 else [record.name]
+            key = (*pooled, *sorted(map(str, run.rounds_ms)))
+            if key not in summaries:
+                summaries[key] = _interleaved_latency(run, [timed[n] for n in pooled], settings)
             fields[record.name] = {
                 **_alone_latency(record),
-                **_interleaved_latency(run, [timed[name] for name in pooled], settings),
+                **summaries[key],
                 "latency_measured": "interleaved",
                 "serving_graph": run.graph,
                 "latency_pooled_with": pooled if len(pooled) > 1 else None,
