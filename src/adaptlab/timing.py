@@ -125,7 +125,7 @@ def _measured(
     if not models:
         return None
     graphs = {name: graph_fingerprint(model) for name, model in models.items()}
-    before = _load_average()
+    before = contention.load_average()
     window = contention.start()
     seconds = measure_interleaved(
         {name: model.predict_proba for name, model in models.items()},
@@ -140,8 +140,8 @@ def _measured(
     machine = {
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
-        "load_1m_before": before,
-        "load_1m_after": _load_average(),
+        "load_1m_before": None if before is None else round(before, 2),
+        "load_1m_after": None if used.load_average is None else round(used.load_average, 2),
         # other processes' share of the CPUs while timing: interleaving spreads it over every
         # run alike, but a high share still widens every interval
         "others_share": round(used.others_share, 4),
@@ -180,11 +180,3 @@ def _milliseconds(
         size: tuple(tuple(round(s * 1000.0, 4) for s in calls) for calls in rounds)
         for size, rounds in by_size.items()
     }
-
-
-def _load_average() -> float | None:
-    """The machine's 1-minute load average, where the system has one."""
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):  # Windows has none
-        return None

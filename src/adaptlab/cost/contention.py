@@ -85,8 +85,12 @@ def finish(window: Window) -> Contention:
     wall = time.perf_counter() - window.wall
     own = _own_cpu() - window.own
     busy = _busy_cpu() - window.busy
+    return Contention(wall, own, max(busy - own, 0.0), psutil.cpu_count() or 1, load_average())
+
+
+def load_average() -> float | None:
+    """The machine's 1-minute load average now; ``None`` where the system has none."""
     try:
-        load: float | None = os.getloadavg()[0]
-    except OSError:  # no load average on this system
-        load = None
-    return Contention(wall, own, max(busy - own, 0.0), psutil.cpu_count() or 1, load)
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # Windows has no getloadavg
+        return None
