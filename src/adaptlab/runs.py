@@ -625,6 +625,14 @@ def read_timing(experiment_folder: Path) -> Timing | None:
     """The experiment's ``latency.json``; ``None`` when there is none, :class:`RunError`
     naming the file and field when it cannot be read."""
     path = experiment_folder / TIMING
+    payload = read_experiment_record(path)
+    return None if payload is None else parse_timing(payload, path)
+
+
+def read_experiment_record(path: Path) -> dict[str, Any] | None:
+    """The JSON object of an experiment-level record (``latency.json``, ``stability.json``):
+    ``None`` when the file is missing, :class:`RunError` naming it when it cannot be read, is
+    not JSON (with the line) or not an object."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -637,7 +645,7 @@ def read_timing(experiment_folder: Path) -> Timing | None:
         raise RunError(f"{path}: not JSON: {exc.msg} (line {exc.lineno})") from None
     if not isinstance(payload, dict):
         raise RunError(f"{path}: expected a JSON object")
-    return parse_timing(payload, path)
+    return payload
 
 
 def write_timing(experiment_folder: Path, timing: Timing) -> None:

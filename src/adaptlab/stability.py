@@ -25,8 +25,8 @@ import numpy as np
 from adaptlab.comparison import Difference, paired_difference, per_item, ranking_metric
 from adaptlab.config import CompareConfig
 from adaptlab.evaluate.bootstrap import two_level_interval
-from adaptlab.paths import read_json_object, write_text_atomic
-from adaptlab.runs import RunError, RunRecord
+from adaptlab.paths import write_text_atomic
+from adaptlab.runs import RunError, RunRecord, read_experiment_record
 
 STABILITY = "stability.json"
 REPEATS = "repeats"
@@ -266,11 +266,9 @@ def read_stability(experiment_folder: Path) -> Stability | None:
     """The folder's ``stability.json`` (``None`` when there is none); :class:`RunError`
     naming the file and field when it cannot be read."""
     path = experiment_folder / STABILITY
-    if not path.is_file():
-        return None
-    raw = read_json_object(path)
+    raw = read_experiment_record(path)
     if raw is None:
-        raise RunError(f"{path}: not a JSON object")
+        return None
     try:
         return _parse(raw)
     except (KeyError, TypeError, ValueError) as exc:
