@@ -80,6 +80,7 @@ from adaptlab.models.encoder import model_fingerprint, weights_bytes
 from adaptlab.paths import inside, one_writer, read_json_object, write_text_atomic
 from adaptlab.profile import TaskKind
 from adaptlab.report.build import decision_for, report_after_compare
+from adaptlab.report.decide import Decision
 from adaptlab.report.inputs import COMPARISON, EXPERIMENT
 from adaptlab.runs import (
     CONFIG,
@@ -782,6 +783,8 @@ class Comparison:
     folder: Path
     comparison: dict[str, Any]
     failures: dict[str, str]
+    decision: Decision | None = None
+    """The decision of the report written at the end (``None`` when it was not built)."""
 
 
 def compare(
@@ -867,8 +870,8 @@ def _compare(
     write_text_atomic(out / COMPARISON, json.dumps(comparison, indent=2) + "\n")
     write_text_atomic(out / LEADERBOARD, leaderboard_markdown(comparison))
     write_text_atomic(out / EXPERIMENT, to_yaml(experiment))
-    report_after_compare(out, comparison, log)
-    return Comparison(out, comparison, failures)
+    report = report_after_compare(out, comparison, log)
+    return Comparison(out, comparison, failures, None if report is None else report.decision)
 
 
 # --------------------------------------------------------------------------- seed stability
@@ -898,7 +901,8 @@ def repeat_with_seeds(
     for seed in seeds:
         log(f"Repeating the runs that train with seed {seed}")
         result = _repeat_once(experiment, names, main.folder, records, seed, track, log, force)
-        again = decision_for(result.folder, result.comparison)
+        # a repeat's folder holds no stability.json: its report decided on its own seed alone
+        again = result.decision or decision_for(result.folder, result.comparison)
         picks[seed], tied[seed] = again.recommended, list(again.tied_with)
         by_seed[seed] = _records(result)
         changes += seed_changes(records, by_seed[seed], seed, experiment.compare)

@@ -59,6 +59,8 @@ class ReportFiles:
     markdown: Path
     recommended: str
     left_out: dict[str, str]
+    decision: Decision | None = None
+    """The decision the report shows (pooled over seeds where a ``stability.json`` was read)."""
 
 
 def build_report(
@@ -77,7 +79,9 @@ def write_report(inputs: ReportInputs, settings: ReportConfig, out: Path) -> Rep
     html_path, markdown_path = writable_folder(out) / REPORT_HTML, out / REPORT_MARKDOWN
     write_text_atomic(html_path, html.render(report))
     write_text_atomic(markdown_path, markdown.render(report))
-    return ReportFiles(html_path, markdown_path, data.decision.recommended, inputs.left_out)
+    return ReportFiles(
+        html_path, markdown_path, data.decision.recommended, inputs.left_out, data.decision
+    )
 
 
 def report_data(inputs: ReportInputs, settings: ReportConfig) -> ReportData:
