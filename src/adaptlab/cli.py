@@ -326,9 +326,10 @@ def compare_command(
             "--repeat",
             min=1,
             max=9,
-            help="Then rerun the runs that train with N-1 other seeds (7, 1234, ...; in "
-            "<experiment>/repeats/) and report whether the recommendation held "
-            "(stability.json, the report's stability section).",
+            help="Then rerun the runs that train with N-1 other seeds (42, 7, 1234, ..., "
+            "skipping the experiment's own; in <experiment>/repeats/), report whether the "
+            "recommendation held (stability.json, the report's stability section) and decide "
+            "on every seed's runs together.",
         ),
     ] = 1,
 ) -> None:
