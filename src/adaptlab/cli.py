@@ -494,6 +494,14 @@ def report_command(
             "differ by less than this share of the cheaper one (default 0.1)."
         ),
     ] = None,
+    quality_margin: Annotated[
+        float | None,
+        typer.Option(
+            help="The smallest difference in the ranked metric worth acting on, in its 0-1 "
+            "scale (0.01: one point): one run is better than another only when the paired "
+            "difference's 95% interval lies wholly above it (default 0: significance alone)."
+        ),
+    ] = None,
 ) -> None:
     """Write report.html (self-contained) and report.md: the recommendation and its reasons,
     the leaderboard, plots, deployment cost, per-class results, calibration, forgetting, the
@@ -514,7 +522,8 @@ def report_command(
     if given.get("retune_every_months") == 0:
         given["retune_every_months"] = None  # 0 on the command line: never re-tune
     try:
-        decision = {} if cost_tie_margin is None else {"cost_tie_margin": cost_tie_margin}
+        margins = {"cost_tie_margin": cost_tie_margin, "quality_margin": quality_margin}
+        decision = {k: v for k, v in margins.items() if v is not None}
         settings = ReportConfig.model_validate(
             {
                 "projection": given,

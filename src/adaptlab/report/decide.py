@@ -9,22 +9,29 @@ Quality is the comparison's primary metric: accuracy for classification runs, mi
 for slot extraction, the configured free-text metric (ROUGE-L F1 by default) for free text
 (``comparison.json``'s ``metric``); every rule reads it the same way.
 
-The ranking follows three rules. ``cheaper_within_ci``: a strategy whose quality is not
-significantly better (paired-bootstrap CI of the difference includes 0) than a cheaper one's
-loses to the cheaper one. Cheaper means a lower projected total cost (training + re-tuning +
-serving, :mod:`adaptlab.cost.projection`) by more than timing noise: two totals are *tied in
-cost* when their intervals (from the serving latency's interval) overlap or they differ by
-less than ``decision.cost_tie_margin`` of the cheaper one (:meth:`Evidence.cost_tied`); with
-both costs unknown, latency is compared the same way. ``worse_at_same_cost``: of two runs
-tied in cost, a significantly worse one loses to the better. ``tie_break``: of two runs tied
-in cost and in quality, one loses to the other by a stated, deterministic rule — fewer
-trainable parameters, then the smaller artifact (what serving needs on disk), then the
-simpler strategy (:func:`simplicity`) — and the report says "tied with" and names both.
-The strategies no rule demotes form a frontier along which each dearer one is significantly
-better than every cheaper one; the recommendation is the dearest of them — the most quality
-that a significant difference shows to be worth paying for — and the runner-up is the run it
-is tied with, else the next one down the frontier (or, with a frontier of one, the best of
-the rest).
+The ranking follows three rules. One run is *significantly* better than another when the
+paired-bootstrap 95% interval of their difference lies wholly above 0 — or, with
+``decision.quality_margin`` set, above that margin, and the messages then say *clearly*
+(:meth:`Evidence.compare`); otherwise the two are tied in quality. ``cheaper_within_ci``: a
+strategy not significantly better than a cheaper one loses to the cheaper one. Cheaper means a
+lower projected total cost (training + re-tuning + serving, :mod:`adaptlab.cost.projection`)
+by more than timing noise: two totals are *tied in cost* when their intervals (from the
+serving latency's interval) overlap or they differ by less than ``decision.cost_tie_margin``
+of the cheaper one (:meth:`Evidence.cost_tied`); with both costs unknown, latency is compared
+the same way. ``worse_at_same_cost``: of two runs tied in cost, a significantly worse one
+loses to the better. ``tie_break``: of two runs tied in cost and in quality, one loses to the
+other by a stated, deterministic rule — fewer trainable parameters, then the smaller artifact
+(what serving needs on disk), then the simpler strategy (:func:`simplicity`) — and the report
+says "tied with" and names both. The strategies no rule demotes form a frontier along which
+each dearer one is significantly better than every cheaper one; the recommendation is the
+dearest of them — the most quality that a significant difference shows to be worth paying for
+— and the runner-up is the run it is tied with, else the next one down the frontier (or, with
+a frontier of one, the best of the rest).
+
+The intervals cover the eval items, not the training seed: a single compare cannot tell a
+strategy's edge from the luck of its seed. ``adaptlab compare --repeat`` (or
+``compare.repeat`` in the experiment) reruns the runs that train with other seeds, and the
+report then decides on every seed's runs together (:mod:`adaptlab.stability`).
 
 Inputs are plain dataclasses built from ``comparison.json`` rows and cost facts
 (:func:`candidates_from_comparison`), so every rule is testable without a model.
@@ -154,6 +161,15 @@ class DecisionConfig(Section):
         "quality decides between them, and with quality tied too the tie-break rule (fewer "
         "trainable parameters, smaller artifact, simpler strategy).",
     )
+    quality_margin: Annotated[float, Ge(0), Lt(1)] = Field(
+        0.0,
+        description="The smallest difference in the ranked metric worth acting on (absolute, "
+        "in the metric's 0-1 scale: 0.01 is one point). One run counts as better than another "
+        "only when the whole 95% interval of their paired difference lies above this margin; "
+        "a smaller or less certain difference counts as a tie, so the cheaper run, or with "
+        "costs tied the tie-break rule, wins. 0 (the default): statistical significance "
+        "alone, so any gain the interval shows is worth its price.",
+    )
     contention_share: Annotated[float, Gt(0), Le(1)] = Field(
         0.1,
         description="Flag a run whose fit ran while other processes used at least this share "
@@ -173,19 +189,38 @@ class Verdict:
     low: float | None
     high: float | None
     basis: Literal["paired bootstrap", "unpaired CIs"]
+    margin: float = 0.0
+    """The quality margin the outcome was judged against (``DecisionConfig.quality_margin``)."""
 
     def flipped(self) -> Verdict:
         """The same comparison the other way round (``b`` against ``a``)."""
         outcome = _OPPOSITE[self.outcome]
         low = None if self.high is None else -self.high
         high = None if self.low is None else -self.low
-        return Verdict(outcome, -self.difference, low, high, self.basis)
+        return Verdict(outcome, -self.difference, low, high, self.basis, self.margin)
+
+    @property
+    def within_margin(self) -> bool:
+        """A tie only because of the margin: the interval excludes 0 but reaches into it."""
+        if self.outcome != "tie" or self.low is None or self.high is None:
+            return False
+        return self.low > 0 or self.high < 0
 
     def describe(self) -> str:
         points = f"{self.difference * 100:+.1f} points"
         if self.low is None or self.high is None:
             return f"{points} ({self.basis}; no paired difference available)"
-        return f"{points} [{self.low * 100:+.1f}, {self.high * 100:+.1f}] ({self.basis})"
+        basis = self.basis
+        if self.within_margin:
+            basis += (
+                f"; significant, but the interval reaches inside the {_points(self.margin)} margin"
+            )
+        return f"{points} [{self.low * 100:+.1f}, {self.high * 100:+.1f}] ({basis})"
+
+
+def _points(margin: float) -> str:
+    """``1.0-point``: a quality margin in the metric's points."""
+    return f"{margin * 100:.1f}-point"
 
 
 @dataclass(frozen=True)
@@ -258,22 +293,32 @@ class Evidence:
         """``a`` costs less than ``b`` by more than timing noise (:meth:`cost_tied`)."""
         return not self.cost_tied(a, b) and cost_key(a) < cost_key(b)
 
+    @property
+    def clearly(self) -> str:
+        """How the rules' messages qualify "better": beyond a margin, or significance alone."""
+        return "clearly" if self.settings.quality_margin > 0 else "significantly"
+
     def compare(self, a: Candidate, b: Candidate) -> Verdict:
-        """``a`` against ``b``: paired bootstrap where known, else overlap of the two CIs."""
+        """``a`` against ``b``: better (worse) when the paired bootstrap's interval of the
+        difference lies wholly above (below) ``quality_margin`` (``-quality_margin``), else a
+        tie. Without a paired difference, the two runs' own intervals must be further apart
+        than the margin."""
+        margin = self.settings.quality_margin
         difference = self._paired(a, b)
         if difference is not None:
-            outcome: Outcome = "tie"
-            if difference.significant:
-                outcome = "better" if difference.difference > 0 else "worse"
-            return Verdict(
-                outcome, difference.difference, difference.low, difference.high, "paired bootstrap"
-            )
+            low, high = difference.low, difference.high
+            outcome: Outcome = "better" if low > margin else "worse" if high < -margin else "tie"
+            return Verdict(outcome, difference.difference, low, high, "paired bootstrap", margin)
         # Two intervals that overlap may still differ significantly when paired; this fallback
         # errs towards "tie", so towards the cheaper strategy.
-        overlap = a.quality_ci[0] <= b.quality_ci[1] and b.quality_ci[0] <= a.quality_ci[1]
         gap = a.quality - b.quality
-        outcome = "tie" if overlap else ("better" if gap > 0 else "worse")
-        return Verdict(outcome, gap, None, None, "unpaired CIs")
+        if a.quality_ci[0] - b.quality_ci[1] > margin:
+            outcome = "better"
+        elif b.quality_ci[0] - a.quality_ci[1] > margin:
+            outcome = "worse"
+        else:
+            outcome = "tie"
+        return Verdict(outcome, gap, None, None, "unpaired CIs", margin)
 
     def _paired(self, a: Candidate, b: Candidate) -> Difference | None:
         if (a.name, b.name) in self.paired:
@@ -379,9 +424,15 @@ def tuned_vs_base(candidate: Candidate, evidence: Evidence) -> Finding:
     if verdict.outcome == "better":
         message = f"{candidate.name} beats the base {base.name}: {verdict.describe()}."
         return _finding(rule, candidate, False, "none", message, base.name)
+    margin = evidence.settings.quality_margin
+    bought = (
+        f"no {evidence.metric} beyond the {_points(margin)} margin"
+        if margin > 0
+        else f"no measurable {evidence.metric}"
+    )
     message = (
-        f"{candidate.name} is not significantly better than the untrained base {base.name}: "
-        f"{verdict.describe()}; the training bought no measurable {evidence.metric}."
+        f"{candidate.name} is not {evidence.clearly} better than the untrained base "
+        f"{base.name}: {verdict.describe()}; the training bought {bought}."
     )
     return _finding(rule, candidate, True, "flag", message, base.name)
 
@@ -397,7 +448,7 @@ def tuned_vs_prompted(candidate: Candidate, evidence: Evidence) -> Finding:
     if verdict.outcome == "better":
         message = f"{candidate.name} beats the prompted {prompted.name}: {verdict.describe()}."
         return _finding(rule, candidate, False, "none", message, prompted.name)
-    how = "is not significantly better than" if verdict.outcome == "tie" else "is worse than"
+    how = f"is not {evidence.clearly} better than" if verdict.outcome == "tie" else "is worse than"
     message = f"{candidate.name} {how} the prompted baseline {prompted.name}: {verdict.describe()}."
     return _finding(rule, candidate, True, "flag", message, prompted.name)
 
@@ -480,7 +531,8 @@ def _in_metric(verdict: Verdict, metric: str) -> str:
 
 
 def cheaper_within_ci(candidate: Candidate, evidence: Evidence) -> Finding:
-    """A strategy not significantly better than a cheaper one loses to the cheaper one."""
+    """A strategy not significantly better than a cheaper one (:meth:`Evidence.compare`)
+    loses to the cheaper one."""
     rule = "cheaper_within_ci"
     rivals = [
         (other, evidence.compare(candidate, other))
@@ -490,12 +542,12 @@ def cheaper_within_ci(candidate: Candidate, evidence: Evidence) -> Finding:
     matched = [(other, v) for other, v in rivals if v.outcome != "better"]
     if not matched:
         message = (
-            f"{candidate.name} has significantly higher {evidence.metric} than every cheaper "
-            "strategy."
+            f"{candidate.name} has {evidence.clearly} higher {evidence.metric} than every "
+            "cheaper strategy."
         )
         return _finding(rule, candidate, False, "none", message)
     other, verdict = max(matched, key=lambda pair: pair[0].quality)
-    how = "is not significantly better than" if verdict.outcome == "tie" else "is worse than"
+    how = f"is not {evidence.clearly} better than" if verdict.outcome == "tie" else "is worse than"
     message = (
         f"{candidate.name} loses to the cheaper {other.name}: it {how} it on "
         f"{evidence.metric}, {verdict.describe()}; "
@@ -523,7 +575,7 @@ def worse_at_same_cost(candidate: Candidate, evidence: Evidence) -> Finding:
     rule = "worse_at_same_cost"
     rivals = _same_cost(candidate, evidence, "worse")
     if not rivals:
-        message = f"no run that costs the same as {candidate.name} is significantly better."
+        message = f"no run that costs the same as {candidate.name} is {evidence.clearly} better."
         return _finding(rule, candidate, False, "none", message)
     other, verdict = max(rivals, key=lambda pair: pair[0].quality)
     message = (
@@ -535,10 +587,10 @@ def worse_at_same_cost(candidate: Candidate, evidence: Evidence) -> Finding:
 
 
 def tie_break(candidate: Candidate, evidence: Evidence) -> Finding:
-    """Of two runs tied in cost (:meth:`Evidence.cost_tied`) and in quality (no significant
-    difference), the one first in :func:`simplicity` is kept: fewer trainable parameters, then
-    the smaller artifact, then the simpler strategy. Stated and deterministic, so the same
-    pair gives the same pick whatever the timing noise did to their order."""
+    """Of two runs tied in cost (:meth:`Evidence.cost_tied`) and in quality (no difference
+    beyond the quality margin), the one first in :func:`simplicity` is kept: fewer trainable
+    parameters, then the smaller artifact, then the simpler strategy. Stated and deterministic,
+    so the same pair gives the same pick whatever the timing noise did to their order."""
     rule = "tie_break"
     tied = _same_cost(candidate, evidence, "tie")
     winners = [(o, v) for o, v in tied if simplicity(o) < simplicity(candidate)]

@@ -230,13 +230,22 @@ def _ranking_text(data: ReportData) -> str:
     fired = sorted({f.rule for f in data.decision.findings if f.fired})
     counts = ", ".join(f"{rule} ×{len(data.decision.fired(rule))}" for rule in fired)
     margin = data.decision_settings.cost_tie_margin
+    quality_margin = data.decision_settings.quality_margin
+    if quality_margin > 0:
+        clearly = (
+            f"clearly higher (the paired bootstrap's 95% interval of the difference wholly "
+            f"above the {quality_margin * 100:.1f}-point margin)"
+        )
+        shown = "a clear"
+    else:
+        clearly, shown = "significantly higher (paired bootstrap)", "a significant"
     return (
         f"Ranking: {' > '.join(data.decision.ranking)}. A run whose {data.metric_words} is not "
-        "significantly higher (paired bootstrap) than a cheaper run's loses to the cheaper one; "
+        f"{clearly} than a cheaper run's loses to the cheaper one; "
         "two runs cost the same when their projected costs' intervals overlap or differ by "
         f"less than {margin:.0%}, and then the better one wins, or with {data.metric_words} "
         "tied too the tie-break rule picks; of the runs left, the dearest is recommended: the "
-        "most quality a significant difference shows to be worth paying for. Rules that "
+        f"most quality {shown} difference shows to be worth paying for. Rules that "
         f"fired: {counts or 'none'}."
     )
 

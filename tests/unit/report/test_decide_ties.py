@@ -199,3 +199,74 @@ def test_a_pick_that_changed_with_the_seed_lowers_confidence() -> None:
     assert not seed_stability(lora, replace(changed, candidates=(full, partial, lora))).fired
     held = replace(evidence, stability=StabilityFacts({42: "partial", 7: "partial"}))
     assert not seed_stability(partial, held).fired and decide(held).confidence == "high"
+
+
+# --------------------------------------------------------------------------- quality margin
+
+
+def test_a_quality_margin_turns_a_small_significant_gain_into_a_tie() -> None:
+    """banking77 as measured with seed 7: full beat partial by +0.9 [+0.3, +1.4] at the same
+    cost. Significant, so full wins; with a one-point margin it is a tie, and the tie-break
+    rule picks partial, as it did with seed 42 (+0.4 [-0.2, +1.0])."""
+    full, partial = run("full", 0.9445, 0.96, spread=0.04), run("partial", 0.9357, 0.94, 0.04)
+    seed_7 = Evidence(
+        (full, partial), paired={("full", "partial"): Difference(0.009, 0.003, 0.014)}
+    )
+    assert decide(seed_7).recommended == "full"
+    assert seed_7.compare(full, partial).outcome == "better"
+    margin = replace(seed_7, settings=DecisionConfig(quality_margin=0.01))
+    verdict = margin.compare(full, partial)
+    assert verdict.outcome == "tie" and verdict.within_margin
+    assert "significant, but the interval reaches inside the 1.0-point margin" in (
+        verdict.describe()
+    )
+    decision = decide(margin)
+    assert decision.recommended == "partial" and decision.tied_with == ("full",)
+    lost = tie_break(full, margin)
+    assert "tied with partial" in lost.message
+    # beyond the margin it is a win again, and a loss the other way round
+    clear = replace(margin, paired={("full", "partial"): Difference(0.02, 0.012, 0.028)})
+    assert clear.compare(full, partial).outcome == "better"
+    assert clear.compare(partial, full).outcome == "worse"
+    assert decide(clear).recommended == "full"
+
+
+def test_a_quality_margin_lets_the_cheaper_run_keep_a_small_gain() -> None:
+    """The demo with seed 7: distill +2.2 [+0.5, +3.9] over frozen, which costs half as much.
+    With no margin distill is worth its price; with a 1-point margin it is not clearly better
+    and frozen wins; the message says which rule and margin."""
+    distill = replace(run("full", 0.964, 0.71, spread=0.05), name="distill", kind="distill")
+    frozen = run("frozen", 0.942, 0.36, spread=0.05)
+    pairs = {("distill", "frozen"): Difference(0.022, 0.005, 0.039)}
+    assert decide(Evidence((distill, frozen), paired=pairs)).recommended == "distill"
+    margin = Evidence((distill, frozen), paired=pairs, settings=DecisionConfig(quality_margin=0.01))
+    assert decide(margin).recommended == "frozen"
+    lost = cheaper_within_ci(distill, margin)
+    assert lost.fired and "is not clearly better than it" in lost.message
+    assert "1.0-point margin" in lost.message
+    # unpaired intervals must be further apart than the margin too
+    unpaired = Evidence(
+        (replace(distill, quality_ci=(0.95, 0.975)), replace(frozen, quality_ci=(0.92, 0.945))),
+        settings=DecisionConfig(quality_margin=0.01),
+    )
+    assert unpaired.compare(unpaired.candidates[0], unpaired.candidates[1]).outcome == "tie"
+    assert (
+        replace(unpaired, settings=DecisionConfig())
+        .compare(unpaired.candidates[0], unpaired.candidates[1])
+        .outcome
+        == "better"
+    )
+
+
+def test_the_margin_is_stated_in_the_ranking_paragraph() -> None:
+    from adaptlab.report.sections import _ranking_text
+
+    class Data:  # what _ranking_text reads
+        metric_words = "accuracy"
+        decision = decide(Evidence((run("full", 0.97, 0.7),)))
+        decision_settings = DecisionConfig()
+
+    assert "significantly higher (paired bootstrap)" in _ranking_text(Data())  # type: ignore[arg-type]
+    Data.decision_settings = DecisionConfig(quality_margin=0.02)
+    text = _ranking_text(Data())  # type: ignore[arg-type]
+    assert "wholly above the 2.0-point margin" in text and "a clear difference" in text
