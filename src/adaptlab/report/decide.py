@@ -210,7 +210,7 @@ class Verdict:
         points = f"{self.difference * 100:+.1f} points"
         if self.low is None or self.high is None:
             return f"{points} ({self.basis}; no paired difference available)"
-        basis = self.basis
+        basis: str = self.basis
         if self.within_margin:
             basis += (
                 f"; significant, but the interval reaches inside the {_points(self.margin)} margin"
