@@ -321,7 +321,7 @@ def compare_command(
         ),
     ] = None,
     repeat: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--repeat",
             min=1,
@@ -329,9 +329,10 @@ def compare_command(
             help="Then rerun the runs that train with N-1 other seeds (42, 7, 1234, ..., "
             "skipping the experiment's own; in <experiment>/repeats/), report whether the "
             "recommendation held (stability.json, the report's stability section) and decide "
-            "on every seed's runs together.",
+            "on every seed's runs together. Default: the experiment's compare.repeat (the "
+            "demo's: 2); 1 decides on one seed.",
         ),
-    ] = 1,
+    ] = None,
 ) -> None:
     """Run every strategy on the same data and locked eval set; print the leaderboard."""
     from adaptlab.compare import compare
@@ -363,7 +364,7 @@ def compare_command(
         _fail(str(exc.args[0] if isinstance(exc, KeyError) else exc))
         return
     _print_leaderboard(result.comparison)
-    if repeat > 1:
+    if (experiment.compare.repeat if repeat is None else repeat) > 1:
         _print_stability(result.folder)
     console.print(
         f"Results: {result.folder / 'leaderboard.md'}, "

@@ -794,17 +794,19 @@ def compare(
     log: Log = print,
     force: bool = False,
     wait: bool = False,
-    repeat: int = 1,
+    repeat: int | None = None,
 ) -> Comparison:
     """Prepare data, run every requested strategy, and write the comparison.
 
-    ``repeat`` > 1 then reruns the runs that train with ``repeat - 1`` other seeds, writes
+    ``repeat`` (default: the experiment's ``compare.repeat``) > 1 then reruns the runs that
+    train with ``repeat - 1`` other seeds, writes
     whether the recommendation held, and rebuilds the report, which then decides on every
     seed's runs together (:mod:`adaptlab.stability`, :func:`repeat_with_seeds`).
 
     One ``compare`` writes an experiment folder at a time: a second one fails at once naming
     the first (:class:`~adaptlab.paths.FolderBusyError`), or with ``wait`` waits for it."""
-    seeds = repeat_seeds(experiment.train.seed, repeat)  # a bad count fails before any work
+    count = experiment.compare.repeat if repeat is None else repeat
+    seeds = repeat_seeds(experiment.train.seed, count)  # a bad count fails before any work
     with one_writer(experiment_dir(experiment), "adaptlab compare", wait=wait):
         result = _compare(experiment, names, track, log, force)
         if len(seeds) > 1:

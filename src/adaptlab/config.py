@@ -332,6 +332,14 @@ class CompareConfig(Section):
         "getting its share of calls per round in a rotating order, so a change in the "
         "machine's load hits them all alike and widens the median's interval.",
     )
+    repeat: Annotated[int, Ge(1), Le(9)] = Field(
+        1,
+        description="Training seeds per run that trains: above 1, compare reruns those runs with "
+        "repeat - 1 other seeds (42, 7, 1234, ..., skipping train.seed; in "
+        "<experiment>/repeats/), reports whether the recommendation held, and decides on "
+        "every seed's runs together, so the intervals cover the seed as well as the eval "
+        "items. `adaptlab compare --repeat N` overrides it.",
+    )
     retention: RetentionConfig = Field(
         default_factory=RetentionConfig,
         description="Catastrophic-forgetting check of generative runs against the base model.",

@@ -147,7 +147,9 @@ DEMO_EXPERIMENT: dict[str, Any] = {
     "data": {"train": None, "val_set_size": 0.2, "seed": 42},
     # A news article's first 64 tokens name its topic; longer inputs only slow the demo down.
     "model": {"base_model": "sentence-transformers/all-MiniLM-L6-v2", "sequence_len": 64},
-    "compare": {"latency_budget_s": 2.0},
+    # Two training seeds: one seed's pick can rest on the luck of its seed (distill moved 1.7
+    # points between seeds 42 and 7 here), so the demo decides on both (bench/RESULTS.md).
+    "compare": {"latency_budget_s": 2.0, "repeat": 2},
     "strategies": {
         "full": {"train": {"num_epochs": 1}},
         "partial": {"train": {"num_epochs": 1}},

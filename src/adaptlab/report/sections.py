@@ -134,6 +134,7 @@ def recommendation(data: ReportData) -> Section:
         ),
         Paragraph(_recommended_facts(data)),
         *((Paragraph(_pooled_text(data)),) if data.pooled is not None else ()),
+        *((Paragraph(text),) if (text := _one_seed_text(data)) else ()),
         Paragraph(
             f"Why (the {len(shown)} most telling of {len(ranked)} findings: about {chosen} "
             "first, then about runs it beat, then about the runner-up):"
@@ -210,6 +211,35 @@ def _pooled_text(data: ReportData) -> str:
         "is its mean over the seeds, and every difference the rules read resamples the seeds "
         "as well as the eval items, so training-seed noise is inside the intervals. The figures "
         f"above and the leaderboard are seed {order[0]}'s alone."
+    )
+
+
+def _one_seed_text(data: ReportData) -> str:
+    """Said where the pick or its runner-up trains and rests on one training seed: its
+    intervals cover the eval items, not the seed (nothing where ``compare --repeat`` ran)."""
+    if data.inputs.stability is not None:
+        return ""
+    decision = data.decision
+    trained = [
+        name
+        for name in (decision.recommended, decision.runner_up)
+        if name is not None
+        and (record := data.inputs.runs.get(name)) is not None
+        and record.profile is not None
+        and record.profile.role == "tuned"
+    ]
+    if not trained:
+        return ""
+    recorded = (data.inputs.runs[name].manifest.raw.get("seed") for name in trained)
+    seeds = sorted({int(seed) for seed in recorded if isinstance(seed, int)})
+    which = f" ({', '.join(f'seed {seed}' for seed in seeds)})" if seeds else ""
+    return (
+        f"Decided on one training seed{which}: the intervals cover the eval items, not the "
+        f"seed; {' and '.join(trained)} {'train' if len(trained) > 1 else 'trains'}, another "
+        "seed may move the score, and a pick that rests on a difference near an interval's "
+        "edge can change with it. "
+        "`adaptlab compare --repeat 2` (or `compare.repeat: 2`) reruns the runs that train "
+        "with a second seed and decides on both."
     )
 
 

@@ -120,8 +120,13 @@ def test_a_redone_run_makes_the_stability_record_stale(
     )
     compare(experiment, ["frozen"], log=lambda _: None, force=True)
     built = build_report([repeated], out=tmp_path)
-    assert "Stability across training seeds" not in built.markdown.read_text()
+    text = built.markdown.read_text()
+    assert "Stability across training seeds" not in text
     assert read_stability(repeated) is not None  # kept on disk, just not shown
+    # decided on seed 42 alone now, and said so: of the pick and its runner-up (two of
+    # zero_shot and three runs that train), at least one trains
+    assert "Decided on one training seed (seed 42): the intervals cover the eval items" in text
+    assert "Decided on the runs of seeds" not in text
 
 
 def test_repeat_counts_out_of_range_are_refused(tmp_path: Path, tiny_encoder: Path) -> None:
@@ -137,13 +142,15 @@ def test_the_cli_repeats_and_prints_each_runs_change(tmp_path: Path, tiny_encode
 
     path = tmp_path / "experiment.yaml"
     config = _experiment(tmp_path, tiny_encoder).model_dump(mode="json", exclude_defaults=True)
+    config["compare"]["repeat"] = 2  # the experiment's own setting, as the demo's
     path.write_text(yaml.safe_dump(config))
     runner = CliRunner()
     refused = runner.invoke(app, ["compare", str(path), "--repeat", "0"])
     assert refused.exit_code == 2 and "--repeat" in refused.output
-    done = runner.invoke(
-        app, ["compare", str(path), "-s", "zero_shot", "-s", "frozen", "--repeat", "2"]
-    )
+    once = runner.invoke(app, ["compare", str(path), "-s", "zero_shot", "--repeat", "1"])
+    assert once.exit_code == 0, once.output  # the option overrides the experiment
+    assert not (tmp_path / "runs" / "seeds" / REPEATS).exists()
+    done = runner.invoke(app, ["compare", str(path), "-s", "zero_shot", "-s", "frozen"])
     assert done.exit_code == 0, done.output
     assert "Repeating the runs that train with seed 7" in done.output
     assert "frozen: " in done.output and "(seed 7; Δ" in done.output
