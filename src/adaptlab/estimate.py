@@ -40,6 +40,7 @@ from adaptlab.compare import (
     prepared_is_current,
 )
 from adaptlab.config import ConfigError, ExperimentConfig, TrainConfig
+from adaptlab.cost.contention import contended
 from adaptlab.cost.hardware import MEASURED_PROFILE, HardwareProfile, get_profile, load_hardware
 from adaptlab.cost.memory import current_rss_bytes
 from adaptlab.cost.model import cost_of, seconds_for
@@ -119,6 +120,13 @@ class RecordedRun:
     workload: Workload
     fit_wall_s: float
     peak_rss_bytes: int | None
+    fit_contention: float | None = None
+    """Share of the machine's CPU time other processes used during the fit (``cost.json``)."""
+
+    @property
+    def contended(self) -> bool:
+        """Fitted while other work shared the machine: its wall time overstates the run's."""
+        return contended(self.fit_contention, self.fit_wall_s)
 
     def utilisation(self, profile: HardwareProfile) -> float | None:
         """Measured model FLOPs utilisation: workload FLOPs / fit seconds / peak FLOP/s."""
@@ -177,7 +185,13 @@ def recorded_run(folder: Path) -> RecordedRun:
         workload,
         cost.fit_wall_s,
         cost.peak_rss_bytes if cost.peak_rss_scope == "fit" else None,
+        _share(cost.raw.get("fit_contention")),
     )
+
+
+def _share(value: Any) -> float | None:
+    """``cost.json``'s ``fit_contention`` (absent before it was recorded)."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _run_name(record: RunRecord, resolved: dict[str, Any]) -> str:
@@ -274,9 +288,13 @@ def calibrated_utilisation(
     if profile_name != MEASURED_PROFILE:
         return assumed
     measured_on = profiles[MEASURED_PROFILE]
-    usable = [
+    measured = [
         run for run in pool if run.folder != exclude and run.utilisation(measured_on) is not None
     ]
+    # A fit that shared the machine ran slower than the run needs: it would calibrate low.
+    usable = [run for run in measured if not run.contended]
+    busy = sorted(f"{run.name} ({run.fit_contention:.0%})" for run in measured if run.contended)
+    left_out = f"; left out, fitted under contention: {', '.join(busy)}" if busy else ""
 
     def same_model(run: RecordedRun) -> bool:
         return run.base_model == base_model
@@ -298,10 +316,11 @@ def calibrated_utilisation(
             names = tuple(sorted(run.name for run in chosen))
             return Calibration(
                 statistics.median(values),
-                f"measured: median of {len(chosen)} run(s), {label} ({', '.join(names)})",
+                f"measured: median of {len(chosen)} run(s), {label} ({', '.join(names)})"
+                + left_out,
                 names,
             )
-    return assumed
+    return Calibration(assumed.value, assumed.source + left_out)
 
 
 def calibrated_baseline(

@@ -21,6 +21,25 @@ from dataclasses import dataclass
 
 import psutil
 
+CONTENDED_SHARE = 0.1
+"""A fit where other processes used at least this share of the machine's CPU time ran under
+contention: the report flags it (``decision.contention_share``), and ``estimate`` does not
+calibrate on it."""
+SHORTEST_CONTENDED_FIT_S = 5.0
+"""A fit shorter than this is never called contended: over a fraction of a second, another
+process's one scheduling slice is a large share, and a fit that short is too cheap to move a
+cost or a calibration."""
+
+
+def contended(
+    share: float | None, wall_s: float | None, threshold: float = CONTENDED_SHARE
+) -> bool:
+    """A fit of ``wall_s`` seconds during which other processes used ``share`` of the machine
+    ran under contention (unknown share or length: not called contended)."""
+    if share is None or wall_s is None or wall_s < SHORTEST_CONTENDED_FIT_S:
+        return False
+    return share >= threshold
+
 
 @dataclass(frozen=True)
 class Window:

@@ -50,6 +50,7 @@ from pydantic import Field
 from adaptlab.comparison import METRIC_WORDS as COMPARISON_WORDS
 from adaptlab.comparison import Difference
 from adaptlab.config import Section
+from adaptlab.cost.contention import CONTENDED_SHARE, SHORTEST_CONTENDED_FIT_S, contended
 from adaptlab.profile import DataNeed, Role, StrategyProfile, TrainingMethod
 
 RunFacts = tuple[str, StrategyProfile | None]
@@ -171,7 +172,7 @@ class DecisionConfig(Section):
         "alone, so any gain the interval shows is worth its price.",
     )
     contention_share: Annotated[float, Gt(0), Le(1)] = Field(
-        0.1,
+        CONTENDED_SHARE,
         description="Flag a run whose fit ran while other processes used at least this share "
         "of the machine's CPU time: its fit time, so its training cost, is overstated.",
     )
@@ -715,11 +716,6 @@ def forgetting_regression(candidate: Candidate, evidence: Evidence) -> Finding:
     return _finding(rule, candidate, True, "confidence", f"{candidate.name} {'; '.join(worse)}.")
 
 
-SHORTEST_CONTENDED_FIT_S = 5.0
-"""A fit shorter than this is not flagged: over a fraction of a second, another process's
-one scheduling slice is a large share, and a fit that short is too cheap to move a cost."""
-
-
 def contended_fit(candidate: Candidate, evidence: Evidence) -> Finding:
     """A fit that shared the machine with other work took longer than the run needs: its
     training cost is overstated, and a rerun on a quiet machine would price it lower."""
@@ -728,7 +724,9 @@ def contended_fit(candidate: Candidate, evidence: Evidence) -> Finding:
     if (candidate.fit_seconds or 0.0) < SHORTEST_CONTENDED_FIT_S:
         message = f"{candidate.name}'s fit was too short for its CPU shares to mean anything."
         return _finding(rule, candidate, False, "none", message)
-    if share is None or share < evidence.settings.contention_share:
+    if share is None or not contended(
+        share, candidate.fit_seconds, evidence.settings.contention_share
+    ):
         why = "not measured" if share is None else f"other processes used {share:.0%} of the CPUs"
         return _finding(rule, candidate, False, "none", f"{candidate.name}'s fit: {why}.")
     message = (

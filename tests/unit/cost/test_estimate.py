@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +190,27 @@ def test_a_run_never_calibrates_its_own_estimate(tmp_path: Path) -> None:
         "full", "full", "m", [slow], MEASURED_PROFILE, profiles, exclude=slow.folder
     )
     assert alone.value == measured.assumed_utilisation and "assumed" in alone.source
+
+
+def test_a_fit_that_shared_the_machine_does_not_calibrate(tmp_path: Path) -> None:
+    """The issue-19 case: the same run fitted in 520 s beside another job and in 275 s on a
+    quiet machine. Calibrating on the busy one would estimate every later fit almost 2x slow."""
+    quiet = recorded("quiet", 275.0, 1, tmp_path)
+    busy = replace(recorded("busy", 520.0, 1, tmp_path), fit_contention=0.45)
+    instant = replace(recorded("instant", 2.0, 1, tmp_path), fit_contention=0.6)
+    assert busy.contended and not quiet.contended
+    assert not instant.contended  # too short for a scheduling slice's share to mean anything
+    profiles = dict(BUILTIN_PROFILES)
+    measured = profiles[MEASURED_PROFILE]
+    used = calibrated_utilisation("full", "full", "m", [quiet, busy], MEASURED_PROFILE, profiles)
+    assert used.runs == ("quiet",)
+    assert used.value == pytest.approx(quiet.utilisation(measured) or 0)
+    assert used.source.endswith("left out, fitted under contention: busy (45%)")
+    only_busy = calibrated_utilisation("full", "full", "m", [busy], MEASURED_PROFILE, profiles)
+    assert only_busy.value == measured.assumed_utilisation
+    assert "assumed" in only_busy.source and "busy (45%)" in only_busy.source
+    unknown = replace(busy, fit_contention=None)  # runs recorded before contention was
+    assert not unknown.contended
 
 
 def test_other_profiles_use_their_assumed_utilisation(tmp_path: Path) -> None:
