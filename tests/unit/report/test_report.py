@@ -225,6 +225,16 @@ def test_cli_report_writes_both_files_and_names_left_out_runs(
     unknown = ["report", str(classification_experiment), "--serving-hardware", "tpu"]
     result = CliRunner().invoke(app, unknown)
     assert result.exit_code == 2 and "unknown hardware profile 'tpu'" in result.output
+    margins = ["--quality-margin", "0.02", "--cost-tie-margin", "0.2"]
+    result = CliRunner().invoke(
+        app, ["report", str(classification_experiment), "--out", str(out), *margins]
+    )
+    assert result.exit_code == 0, result.output
+    text = (out / REPORT_MARKDOWN).read_text()
+    assert "wholly above the 2.0-point margin" in text and "differ by less than 20%" in text
+    too_wide = ["report", str(classification_experiment), "--quality-margin", "1.5"]
+    result = CliRunner().invoke(app, too_wide)
+    assert result.exit_code == 2 and "quality_margin" in result.output
 
 
 def test_pairs_agree_with_the_comparison_and_cover_every_two_runs(
