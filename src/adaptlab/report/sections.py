@@ -196,7 +196,8 @@ def _pooled_text(data: ReportData) -> str:
     pooled, stability = data.pooled, data.inputs.stability
     assert pooled is not None and stability is not None
     order = stability.seeds  # the experiment's own seed first
-    seeds = " and ".join(str(seed) for seed in order)
+    *rest, last = [str(seed) for seed in order]
+    seeds = f"{', '.join(rest)} and {last}" if rest else last
     chosen = data.decision.recommended
     mean = pooled.quality.get(chosen)
     low, high = pooled.intervals.get(chosen, (math.nan, math.nan))
