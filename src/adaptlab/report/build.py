@@ -31,7 +31,7 @@ from adaptlab.report.inputs import ReportError, ReportInputs, inputs_for_compari
 from adaptlab.report.pairs import paired_differences
 from adaptlab.report.sections import ReportData, document
 from adaptlab.runs import RunError, RunRecord, read_run
-from adaptlab.stability import SeedPooled, seed_pooled
+from adaptlab.stability import SeedPooled, Stability, pick_gaps, seed_pooled
 
 REPORT_HTML = "report.html"
 REPORT_MARKDOWN = "report.md"
@@ -92,6 +92,8 @@ def report_data(inputs: ReportInputs, settings: ReportConfig) -> ReportData:
     over the seeds and each difference resamples the seeds as well as the eval items, so
     training-seed noise is inside the intervals the rules read."""
     profiles = hardware_profiles(settings)
+    if inputs.stability is not None and settings != ReportConfig():
+        inputs = replace(inputs, stability=restated_stability(inputs, settings))
     deployment = project(inputs, settings.projection, profiles)
     facts = {name: (record.strategy, record.profile) for name, record in inputs.runs.items()}
     stability = inputs.stability
@@ -113,6 +115,34 @@ def report_data(inputs: ReportInputs, settings: ReportConfig) -> ReportData:
         None if stability is None else StabilityFacts(stability.picks),
     )
     return ReportData(inputs, decide(evidence), deployment, settings.decision, profiles, pooled)
+
+
+def restated_stability(inputs: ReportInputs, settings: ReportConfig) -> Stability:
+    """``stability.json`` with each seed's pick, ties and the picks' gaps decided again under
+    ``settings``: ``compare --repeat`` recorded them under the default report settings, and a
+    report with other margins or prices must not cite picks it would not have made."""
+    stability, folder = inputs.stability, inputs.experiment_folder
+    assert stability is not None and folder is not None
+    own = stability.seeds[0]
+    decided = {own: report_data(replace(inputs, stability=None), settings).decision}
+    records: dict[int, list[RunRecord]] = {own: list(inputs.runs.values())}
+    for seed, relative in stability.folders.items():
+        try:
+            again = read_inputs([folder / relative])
+        except (ReportError, RunError):
+            continue  # a rerun that cannot be read keeps its recorded pick
+        decided[seed] = report_data(again, settings).decision
+        records[seed] = list(again.runs.values())
+    picks = {
+        seed: decided[seed].recommended if seed in decided else name
+        for seed, name in stability.picks.items()
+    }
+    tied = {
+        seed: list(decided[seed].tied_with) if seed in decided else names
+        for seed, names in stability.tied.items()
+    }
+    gaps = pick_gaps(picks, records, inputs.settings)
+    return replace(stability, picks=picks, tied=tied, gaps=gaps)
 
 
 def pooled_over_seeds(inputs: ReportInputs) -> SeedPooled | None:

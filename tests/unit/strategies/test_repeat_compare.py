@@ -112,6 +112,35 @@ def test_the_report_shows_stability_or_names_the_change(repeated: Path) -> None:
             assert f"tied with {' and '.join(tied)}" in report
 
 
+def test_a_report_with_other_settings_restates_each_seeds_pick(
+    repeated: Path, tmp_path: Path
+) -> None:
+    """compare --repeat records each seed's pick under the default report settings; decided
+    again under those settings they are the same, and a report with other settings cites the
+    picks it would make itself, not the recorded ones."""
+    from adaptlab.report.build import ReportConfig, report_data, restated_stability
+    from adaptlab.report.inputs import read_inputs
+
+    inputs = read_inputs([repeated])
+    recorded = inputs.stability
+    assert recorded is not None
+    again = restated_stability(inputs, ReportConfig())
+    assert (again.picks, again.tied) == (recorded.picks, recorded.tied)
+    assert [g.to_dict() for g in again.gaps] == [g.to_dict() for g in recorded.gaps]
+
+    wide = ReportConfig.model_validate({"decision": {"quality_margin": 0.9}})
+    expected = {
+        seed: report_data(read_inputs([repeated / folder]), wide).decision.recommended
+        for seed, folder in recorded.folders.items()
+    }
+    restated = restated_stability(inputs, wide)
+    assert {s: p for s, p in restated.picks.items() if s != 42} == expected
+    built = build_report([repeated], wide, out=tmp_path)
+    text = built.markdown.read_text()
+    said = "; ".join(f"seed {seed}: {name}" for seed, name in restated.picks.items())
+    assert said in text or (restated.held and "held under every seed" in text)
+
+
 def test_a_redone_run_makes_the_stability_record_stale(
     repeated: Path, tmp_path: Path, tiny_encoder: Path
 ) -> None:
