@@ -10,23 +10,23 @@ for slot extraction, the configured free-text metric (ROUGE-L F1 by default) for
 (``comparison.json``'s ``metric``); every rule reads it the same way.
 
 The ranking follows three rules. One run is *significantly* better than another when the
-paired-bootstrap 95% interval of their difference lies wholly above 0 — or, with
-``decision.quality_margin`` set, above that margin, and the messages then say *clearly*
-(:meth:`Evidence.compare`); otherwise the two are tied in quality. ``cheaper_within_ci``: a
-strategy not significantly better than a cheaper one loses to the cheaper one. Cheaper means a
-lower projected total cost (training + re-tuning + serving, :mod:`adaptlab.cost.projection`)
-by more than timing noise: two totals are *tied in cost* when their intervals (from the
-serving latency's interval) overlap or they differ by less than ``decision.cost_tie_margin``
-of the cheaper one (:meth:`Evidence.cost_tied`); with both costs unknown, latency is compared
-the same way. ``worse_at_same_cost``: of two runs tied in cost, a significantly worse one
-loses to the better. ``tie_break``: of two runs tied in cost and in quality, one loses to the
-other by a stated, deterministic rule — fewer trainable parameters, then the smaller artifact
-(what serving needs on disk), then the simpler strategy (:func:`simplicity`) — and the report
-says "tied with" and names both. The strategies no rule demotes form a frontier along which
-each dearer one is significantly better than every cheaper one; the recommendation is the
-dearest of them — the most quality that a significant difference shows to be worth paying for
-— and the runner-up is the run it is tied with, else the next one down the frontier (or, with
-a frontier of one, the best of the rest).
+paired-bootstrap interval of their difference (at ``compare.confidence``, 95%) lies wholly
+above 0 — or, with ``decision.quality_margin`` set, above that margin, and the messages then
+say *clearly* (:meth:`Evidence.compare`); otherwise the two are tied in quality.
+``cheaper_within_ci``: a strategy not significantly better than a cheaper one loses to the
+cheaper one. Cheaper means a lower projected total cost (training + re-tuning + serving,
+:mod:`adaptlab.cost.projection`) by more than timing noise: two totals are *tied in cost* when
+their intervals (from the serving latency's interval) overlap or they differ by less than
+``decision.cost_tie_margin`` of the cheaper one (:meth:`Evidence.cost_tied`); with both costs
+unknown, latency is compared the same way. ``worse_at_same_cost``: of two runs tied in cost, a
+significantly worse one loses to the better. ``tie_break``: of two runs tied in cost and in
+quality, one loses to the other by a stated, deterministic rule — fewer trainable parameters,
+then the smaller artifact (what serving needs on disk), then the simpler strategy
+(:func:`simplicity`) — and the report says "tied with" and names both. The strategies no rule
+demotes form a frontier along which each dearer one is significantly better than every cheaper
+one; the recommendation is the dearest of them — the most quality that a significant difference
+shows to be worth paying for — and the runner-up is the run it is tied with, else the next one
+down the frontier (or, with a frontier of one, the best of the rest).
 
 The intervals cover the eval items, not the training seed: a single compare cannot tell a
 strategy's edge from the luck of its seed. ``adaptlab compare --repeat`` (or
@@ -166,10 +166,10 @@ class DecisionConfig(Section):
         0.0,
         description="The smallest difference in the ranked metric worth acting on (absolute, "
         "in the metric's 0-1 scale: 0.01 is one point). One run counts as better than another "
-        "only when the whole 95% interval of their paired difference lies above this margin; "
-        "a smaller or less certain difference counts as a tie, so the cheaper run, or with "
-        "costs tied the tie-break rule, wins. 0 (the default): statistical significance "
-        "alone, so any gain the interval shows is worth its price.",
+        "only when the whole interval of their paired difference (at compare.confidence) lies "
+        "above this margin; a smaller or less certain difference counts as a tie, so the "
+        "cheaper run, or with costs tied the tie-break rule, wins. 0 (the default): "
+        "statistical significance alone, so any gain the interval shows is worth its price.",
     )
     contention_share: Annotated[float, Gt(0), Le(1)] = Field(
         CONTENDED_SHARE,

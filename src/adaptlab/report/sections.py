@@ -264,8 +264,8 @@ def _ranking_text(data: ReportData) -> str:
     quality_margin = data.decision_settings.quality_margin
     if quality_margin > 0:
         clearly = (
-            f"clearly higher (the paired bootstrap's 95% interval of the difference wholly "
-            f"above the {quality_margin * 100:.1f}-point margin)"
+            f"clearly higher (the paired bootstrap's {_level(data)} interval of the difference "
+            f"wholly above the {quality_margin * 100:.1f}-point margin)"
         )
         shown = "a clear"
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -262,6 +263,7 @@ def test_the_margin_is_stated_in_the_ranking_paragraph() -> None:
     from adaptlab.report.sections import _ranking_text
 
     class Data:  # what _ranking_text reads
+        inputs = SimpleNamespace(comparison={"confidence": 0.9})
         metric_words = "accuracy"
         decision = decide(Evidence((run("full", 0.97, 0.7),)))
         decision_settings = DecisionConfig()
@@ -269,4 +271,5 @@ def test_the_margin_is_stated_in_the_ranking_paragraph() -> None:
     assert "significantly higher (paired bootstrap)" in _ranking_text(Data())  # type: ignore[arg-type]
     Data.decision_settings = DecisionConfig(quality_margin=0.02)
     text = _ranking_text(Data())  # type: ignore[arg-type]
-    assert "wholly above the 2.0-point margin" in text and "a clear difference" in text
+    assert "90% interval of the difference wholly above the 2.0-point margin" in text
+    assert "a clear difference" in text
