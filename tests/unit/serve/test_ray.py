@@ -435,9 +435,18 @@ def test_each_model_stays_on_the_replica_holding_it(client: httpx.Client) -> Non
         return answer.headers[REPLICA_HEADER]
 
     names = ["frozen", REGISTERED]
-    for name in names:  # each held somewhere, and Ray told which replica holds it
-        replica_of(name)
-    time.sleep(1.0)
+    # Each held somewhere. Ray's router learns which replica holds a model asynchronously (the
+    # replica tells the controller, which tells the router): on a busy machine that took more
+    # than a second, and a request sent before it lands anywhere. So wait, boundedly, until
+    # two rounds in a row agree and the models sit on different replicas; then measure.
+    deadline = time.monotonic() + 30.0
+    while True:
+        first = {name: replica_of(name) for name in names}
+        again = {name: replica_of(name) for name in names}
+        settled = first == again and len(set(first.values())) == len(names)
+        if settled or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     seen: dict[str, set[str]] = {name: set() for name in names}
     for _ in range(6):
         for name in names:
