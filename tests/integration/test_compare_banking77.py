@@ -55,7 +55,11 @@ data:
 train:
   num_epochs: 1
 compare:
+  # Latency is not what this test is about: batch 1 only (a 32-text batch through SmolLM2
+  # costs seconds a call), in two rounds.
   latency_budget_s: 0.5
+  latency_batch_sizes: [1]
+  latency_rounds: 2
   bootstrap_resamples: 500
 strategies:
   setfit: {{shots: 4}}

@@ -30,7 +30,9 @@ def test_the_demo_recommends_the_same_run_under_seeds_42_and_7(tmp_path: Path) -
     demo = demo_experiment()
     data = demo.data.model_copy(update={"train": str(bbc_news_path())})  # as the CLI fills it
     # timing is not what this test is about: a short budget keeps the tier quick
-    quick = demo.compare.model_copy(update={"latency_budget_s": 0.5, "latency_rounds": 3})
+    quick = demo.compare.model_copy(
+        update={"latency_budget_s": 0.5, "latency_rounds": 3, "latency_batch_sizes": [1]}
+    )
     experiment = demo.model_copy(
         update={"output_dir": str(tmp_path), "data": data, "compare": quick}
     )
